@@ -1,0 +1,3 @@
+from hoopy.cli import main
+
+main()

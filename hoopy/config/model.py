@@ -1,0 +1,144 @@
+"""The configuration as typed, frozen dataclasses. ``hoopy.config.loader`` builds them from TOML;
+``docs/configuration.md`` documents every key."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class LoginMode(enum.Enum):
+    """How clients of a target log in (DESIGN.md, "Login modes")."""
+
+    PASSTHROUGH = "passthrough"  # the database's own accounts; hoopy relays the exchange
+    GATEWAY_USERS = "gateway_users"  # static users from this file; hoopy logs in upstream
+
+
+class UpstreamTLS(enum.Enum):
+    OFF = "off"
+    PREFERRED = "preferred"  # TLS when the server offers it, unverified
+    REQUIRED = "required"  # TLS or fail, unverified (like the mysql client's REQUIRED)
+    VERIFY_CA = "verify-ca"  # TLS, server certificate checked against tls_ca
+    VERIFY_IDENTITY = "verify-identity"  # and the host name checked too
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """Where a secret comes from. The value itself is never stored in the config object."""
+
+    env: str | None = None
+    file: Path | None = None
+
+    def describe(self) -> str:
+        if self.env:
+            return f"environment variable {self.env}"
+        if self.file:
+            return f"file {self.file}"
+        return "nowhere (empty)"
+
+    def read(self) -> bytes:
+        """Read the secret now. Raises ``SecretUnavailable`` with a message naming the source."""
+        import os
+
+        if self.env:
+            value = os.environ.get(self.env)
+            if value is None:
+                raise SecretUnavailable(f"environment variable {self.env} is not set")
+            return value.encode("utf-8")
+        if self.file:
+            try:
+                return self.file.read_bytes().rstrip(b"\r\n")
+            except OSError as exc:
+                raise SecretUnavailable(f"cannot read {self.file}: {exc.strerror}") from None
+        return b""
+
+
+class SecretUnavailable(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    name: str
+    host: str
+    port: int
+    user: str
+    password: Secret
+    login: LoginMode
+    unix_socket: Path | None = None
+    database: str | None = None
+    connect_timeout: float = 5.0
+    tls: UpstreamTLS = UpstreamTLS.PREFERRED
+    tls_ca: Path | None = None
+    allow_local_infile: bool = False
+
+    def address(self) -> str:
+        return str(self.unix_socket) if self.unix_socket else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    name: str
+    target: str
+    tcp: tuple[str, int] | None
+    unix_socket: Path | None = None
+    tls: bool = True
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayUser:
+    """A static user (login mode ``gateway_users``): for laptops and CI without an IdP.
+
+    Only the two password verifiers are kept: SHA1(SHA1(pw)) for mysql_native_password and
+    SHA256(SHA256(pw)) for the caching_sha2_password fast path, the same values a MySQL
+    server keeps for these plugins.
+    """
+
+    name: str
+    native_hash: bytes
+    sha2_hash: bytes
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    name: str
+    groups: tuple[str, ...]
+    targets: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    state_dir: Path
+    max_connections: int = 1024
+    # A client must finish logging in within this (MySQL's connect_timeout defaults to 10 s).
+    handshake_timeout: float = 10.0
+    # A session idle this long is closed (MySQL's wait_timeout default, 8 hours).
+    idle_timeout: float = 28800.0
+    # On SIGINT/SIGTERM, sessions get this long to finish before they are cut.
+    shutdown_grace: float = 30.0
+    # The largest client command hoopy buffers (it must see a statement whole to audit it).
+    # MySQL 8's max_allowed_packet default is 64 MiB.
+    max_statement_bytes: int = 64 * 1024 * 1024
+    log_level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: Path
+    gateway: GatewaySettings
+    listeners: tuple[Listener, ...]
+    targets: dict[str, Target] = field(default_factory=dict)
+    users: dict[str, GatewayUser] = field(default_factory=dict)
+    roles: dict[str, Role] = field(default_factory=dict)
+
+    def targets_for_groups(self, groups: tuple[str, ...]) -> frozenset[str]:
+        """The targets the roles matching any of these groups grant (deny by default)."""
+        granted: set[str] = set()
+        for role in self.roles.values():
+            if set(role.groups) & set(groups):
+                granted.update(role.targets)
+        return frozenset(granted)

@@ -1,0 +1,376 @@
+"""The front door: greet the client as the target would, authenticate it, log in upstream.
+
+The greeting carries the target's real server version, connection id, charset and status,
+and a capability set that is what hoopy can relay intersected with what the target offers
+(DESIGN.md, fidelity rule 2). Every failed login ends the connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass, replace
+
+import trio
+from mysql_mimic.auth import AuthInfo, AuthPlugin, Forbidden, Success, User
+
+from hoopy.config.model import Config, LoginMode, SecretUnavailable, Target
+from hoopy.gateway.stream import PacketStream
+from hoopy.gateway.upstream import UpstreamConnection
+from hoopy.identity.principal import Principal
+from hoopy.identity.static import (
+    CachingSha2Plugin,
+    FastAuthSuccess,
+    NativePasswordPlugin,
+    new_nonce,
+)
+from hoopy.wire import errors
+from hoopy.wire.errors import ErrorKind
+from hoopy.wire.handshake import (
+    AUTH_MORE_DATA_HEADER,
+    CACHING_SHA2_PASSWORD,
+    CLIENT_CONNECT_ATTRS,
+    CLIENT_CONNECT_WITH_DB,
+    CLIENT_LOCAL_FILES,
+    CLIENT_PLUGIN_AUTH,
+    CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA,
+    CLIENT_SECURE_CONNECTION,
+    CLIENT_SSL,
+    FAST_AUTH_SUCCESS,
+    LEG_CAPABILITIES,
+    RELAYABLE_CAPABILITIES,
+    REQUIRED_CLIENT_CAPABILITIES,
+    Greeting,
+    HandshakeResponse,
+    SSLRequest,
+    build_auth_switch,
+    build_greeting,
+    build_handshake_response,
+    parse_handshake_response,
+)
+from hoopy.wire.login import initial_auth_response
+from hoopy.wire.messages import ERR_HEADER, OK_HEADER, parse_err
+from hoopy.wire.packets import ProtocolError
+
+log = logging.getLogger("hoopy.frontdoor")
+
+
+class LoginFailed(Exception):
+    """The login cannot complete. Unless ``relayed``, the client still needs the ERR."""
+
+    def __init__(self, kind: ErrorKind, message: str, seq: int, *, relayed: bool = False) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.seq = seq
+        self.relayed = relayed
+
+
+@dataclass(frozen=True, slots=True)
+class LoginResult:
+    principal: Principal
+    capabilities: int  # what the client and hoopy agreed on; the upstream leg matches it
+    client_tls: bool
+    connect_attrs: dict[str, str]
+    database: str | None
+    front_nonce: bytes  # COM_CHANGE_USER scrambles against the greeting's nonce
+    charset: int
+    upstream_capabilities: int
+
+
+def front_capabilities(greeting: Greeting, mode: LoginMode, tls: bool) -> int:
+    caps = greeting.capabilities & RELAYABLE_CAPABILITIES & ~LEG_CAPABILITIES
+    if mode is LoginMode.PASSTHROUGH:
+        # The target runs the authentication: offer exactly its auth-related bits.
+        caps |= greeting.capabilities & LEG_CAPABILITIES & ~CLIENT_SSL
+    else:
+        caps |= (
+            CLIENT_PLUGIN_AUTH
+            | CLIENT_SECURE_CONNECTION
+            | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
+            | CLIENT_CONNECT_ATTRS
+            | CLIENT_CONNECT_WITH_DB
+        )
+    if tls:
+        caps |= CLIENT_SSL
+    return caps
+
+
+async def log_in(
+    *,
+    client: PacketStream,
+    upstream: UpstreamConnection,
+    config: Config,
+    target: Target,
+    tls_context: ssl.SSLContext | None,
+    peer: str,
+) -> LoginResult:
+    g = upstream.greeting
+    passthrough = target.login is LoginMode.PASSTHROUGH
+    offered = front_capabilities(g, target.login, tls_context is not None)
+    nonce = g.auth_data if passthrough else new_nonce()
+    greeting = replace(
+        g,
+        capabilities=offered,
+        auth_data=nonce,
+        auth_plugin=g.auth_plugin if passthrough else CACHING_SHA2_PASSWORD,
+        mariadb_capabilities=0,  # MariaDB's protocol extensions are not relayed
+    )
+    await client.send_payload(build_greeting(greeting), 0)
+
+    packet = await client.read_packet_exact()
+    client_tls = False
+    try:
+        parsed = parse_handshake_response(packet.payload)
+    except ProtocolError as exc:
+        raise LoginFailed(errors.HANDSHAKE, f"Bad handshake: {exc}", packet.next_seq) from None
+    if isinstance(parsed, SSLRequest):
+        if tls_context is None:
+            raise LoginFailed(
+                errors.HANDSHAKE, "Bad handshake: TLS was not offered", packet.next_seq
+            )
+        await client.start_tls(trio.SSLStream(client.stream, tls_context, server_side=True))
+        client_tls = True
+        packet = await client.read_packet()
+        try:
+            parsed = parse_handshake_response(packet.payload)
+        except ProtocolError as exc:
+            raise LoginFailed(errors.HANDSHAKE, f"Bad handshake: {exc}", packet.next_seq) from None
+        if isinstance(parsed, SSLRequest):
+            raise LoginFailed(errors.HANDSHAKE, "Bad handshake: second SSLRequest", packet.next_seq)
+    response = parsed
+    seq = packet.next_seq
+    if response.capabilities & REQUIRED_CLIENT_CAPABILITIES != REQUIRED_CLIENT_CAPABILITIES:
+        raise LoginFailed(
+            errors.NOT_SUPPORTED_AUTH_MODE,
+            "Client does not support the authentication protocol requested by server; "
+            "consider upgrading MySQL client",
+            seq,
+        )
+    negotiated = response.capabilities & offered & ~CLIENT_SSL
+    username = response.username.decode("utf-8", "replace")
+
+    if passthrough:
+        principal, upstream_caps = await _relay_authentication(
+            client, upstream, target, response, negotiated, seq
+        )
+        database = response.database.decode("utf-8", "replace") if response.database else None
+    else:
+        principal, seq = await _authenticate_gateway_user(
+            client, config, target, response, nonce, seq, username
+        )
+        database = (
+            response.database.decode("utf-8", "replace") if response.database else target.database
+        )
+        upstream_caps = await _upstream_login(
+            client, upstream, target, response, negotiated, database, principal, peer, seq
+        )
+    return LoginResult(
+        principal=principal,
+        capabilities=negotiated,
+        client_tls=client_tls,
+        connect_attrs=response.attrs_dict(),
+        database=database,
+        front_nonce=nonce,
+        charset=response.charset,
+        upstream_capabilities=upstream_caps,
+    )
+
+
+def _upstream_capabilities(upstream: UpstreamConnection, target: Target, negotiated: int) -> int:
+    caps = negotiated & ~LEG_CAPABILITIES
+    if not target.allow_local_infile:
+        # Without this bit the target itself refuses LOAD DATA LOCAL: fail closed even if
+        # hoopy's own check of the statement text were fooled.
+        caps &= ~CLIENT_LOCAL_FILES
+    return caps
+
+
+async def _start_upstream_tls(
+    upstream: UpstreamConnection, response: HandshakeResponse, caps: int
+) -> tuple[int, int]:
+    if upstream.wants_tls():
+        caps |= CLIENT_SSL
+        seq = await upstream.start_tls(
+            SSLRequest(caps, response.max_packet_size, response.charset), 1
+        )
+        return caps, seq
+    return caps, 1
+
+
+async def _upstream_login(
+    client: PacketStream,
+    upstream: UpstreamConnection,
+    target: Target,
+    response: HandshakeResponse,
+    negotiated: int,
+    database: str | None,
+    principal: Principal,
+    peer: str,
+    seq: int,
+) -> int:
+    g = upstream.greeting
+    caps = _upstream_capabilities(upstream, target, negotiated)
+    caps |= g.capabilities & (
+        CLIENT_PLUGIN_AUTH
+        | CLIENT_SECURE_CONNECTION
+        | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
+        | CLIENT_CONNECT_ATTRS
+    )
+    if database:
+        caps |= CLIENT_CONNECT_WITH_DB
+    try:
+        password = target.password.read()
+    except SecretUnavailable as exc:
+        log.error("target %s: hoopy's password is unavailable: %s", target.name, exc)
+        raise LoginFailed(
+            errors.CANT_CONNECT,
+            f"hoopy cannot log into target '{target.name}': its credentials are unavailable "
+            "(see the gateway log)",
+            seq,
+        ) from None
+    caps, useq = await _start_upstream_tls(upstream, response, caps)
+    plugin, auth = initial_auth_response(g.auth_plugin, password, g.auth_data)
+    attrs = (
+        *tuple(response.connect_attrs),
+        (b"hoopy_principal", principal.name.encode()),
+        (b"hoopy_client", peer.encode()),
+    )
+    upstream_response = HandshakeResponse(
+        capabilities=caps,
+        max_packet_size=response.max_packet_size,
+        charset=response.charset,
+        username=target.user.encode(),
+        auth_response=auth,
+        database=database.encode() if database else None,
+        auth_plugin=plugin,
+        connect_attrs=attrs,
+    )
+    logged_in, _ = await upstream.login(upstream_response, password, useq)
+    del password
+    # The client gets the target's own OK (status flags, session-state info) unchanged.
+    await client.send_payload(logged_in.payload, seq)
+    return caps
+
+
+async def _authenticate_gateway_user(
+    client: PacketStream,
+    config: Config,
+    target: Target,
+    response: HandshakeResponse,
+    nonce: bytes,
+    seq: int,
+    username: str,
+) -> tuple[Principal, int]:
+    decision, seq = await run_auth_plugins(
+        client,
+        users_plugins(config),
+        username=username,
+        auth_response=response.auth_response,
+        client_plugin=(response.auth_plugin or b"").decode("ascii", "replace"),
+        connect_attrs=response.attrs_dict(),
+        nonce=nonce,
+        seq=seq,
+    )
+    if isinstance(decision, Forbidden):
+        raise LoginFailed(
+            errors.ACCESS_DENIED, decision.msg or f"Access denied for user '{username}'", seq
+        )
+    user = config.users[decision.authenticated_as]
+    if target.name not in config.targets_for_groups(user.groups):
+        raise LoginFailed(
+            errors.ACCESS_DENIED,
+            f"Access denied for user '{username}': no role grants target '{target.name}'",
+            seq,
+        )
+    if isinstance(decision, FastAuthSuccess):
+        seq = await client.send_payload(bytes((AUTH_MORE_DATA_HEADER, FAST_AUTH_SUCCESS)), seq)
+    return Principal(name=user.name, method="gateway_user", groups=user.groups), seq
+
+
+def users_plugins(config: Config) -> dict[str, AuthPlugin]:
+    return {
+        p.name: p for p in (CachingSha2Plugin(config.users), NativePasswordPlugin(config.users))
+    }
+
+
+async def run_auth_plugins(
+    client: PacketStream,
+    plugins: dict[str, AuthPlugin],
+    *,
+    username: str,
+    auth_response: bytes,
+    client_plugin: str,
+    connect_attrs: dict[str, str],
+    nonce: bytes,
+    seq: int,
+) -> tuple[Success | Forbidden, int]:
+    """Drive mysql-mimic style auth plugins over the client stream; returns the decision."""
+    default = plugins[CACHING_SHA2_PASSWORD.decode()]
+    plugin = plugins.get(client_plugin, default)
+    info = AuthInfo(
+        username=username,
+        data=auth_response,
+        user=User(name=username),
+        connect_attrs=connect_attrs,
+        client_plugin_name=client_plugin,
+        handshake_auth_data=nonce,
+        handshake_plugin_name=CACHING_SHA2_PASSWORD.decode(),
+    )
+    state = plugin.auth(info if plugin.name == client_plugin else None)
+    decision = await state.__anext__()
+    if isinstance(decision, bytes) and plugin.name != client_plugin:
+        # The client used a plugin hoopy does not verify: ask it to switch.
+        seq = await client.send_payload(build_auth_switch(plugin.name.encode(), decision), seq)
+        packet = await client.read_packet()
+        seq = packet.next_seq
+        decision = await state.asend(info.copy(packet.payload))
+    while isinstance(decision, bytes):
+        seq = await client.send_payload(bytes((AUTH_MORE_DATA_HEADER,)) + decision, seq)
+        packet = await client.read_packet()
+        seq = packet.next_seq
+        decision = await state.asend(info.copy(packet.payload))
+    await state.aclose()
+    assert isinstance(decision, Success | Forbidden)
+    return decision, seq
+
+
+async def _relay_authentication(
+    client: PacketStream,
+    upstream: UpstreamConnection,
+    target: Target,
+    response: HandshakeResponse,
+    negotiated: int,
+    seq: int,
+) -> tuple[Principal, int]:
+    """Passthrough: the target authenticates the client; hoopy relays and renumbers packets."""
+    caps = _upstream_capabilities(upstream, target, negotiated)
+    caps |= negotiated & LEG_CAPABILITIES & ~CLIENT_SSL
+    caps, useq = await _start_upstream_tls(upstream, response, caps)
+    forwarded = replace(response, capabilities=caps, mariadb_capabilities=0)
+    useq = await upstream.packets.send_payload(build_handshake_response(forwarded), useq)
+    # Upstream sequence ids run ``delta`` ahead of (or behind) the client's when only one
+    # leg did an SSLRequest.
+    await relay_auth_exchange(client, upstream, delta=useq - seq)
+    name = response.username.decode("utf-8", "replace")
+    return Principal(name=name, method="passthrough"), caps
+
+
+async def relay_auth_exchange(
+    client: PacketStream, upstream: UpstreamConnection, *, delta: int
+) -> int:
+    """Relay an authentication exchange the target runs (login or COM_CHANGE_USER) until
+    its OK or ERR, renumbering packets by ``delta``. Raises ``LoginFailed(relayed=True)``."""
+    while True:
+        packet = await upstream.packets.read_packet()
+        cseq = await client.send_payload(packet.payload, packet.seq - delta)
+        first = packet.payload[:1]
+        if first == bytes((OK_HEADER,)):
+            return cseq
+        if first == bytes((ERR_HEADER,)):
+            err = parse_err(packet.payload)
+            raise LoginFailed(errors.ACCESS_DENIED, err.message, cseq, relayed=True)
+        if packet.payload == bytes((AUTH_MORE_DATA_HEADER, FAST_AUTH_SUCCESS)):
+            continue
+        reply = await client.read_packet()
+        await upstream.packets.send_payload(reply.payload, reply.seq + delta)

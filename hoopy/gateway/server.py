@@ -1,0 +1,239 @@
+"""Listeners, the connection cap and graceful shutdown.
+
+Resource handling: ``GatewayServer.serve`` owns one nursery. Listener tasks run in their own
+cancel scope so shutdown can stop accepting without touching sessions; each session task
+owns its sockets (see ``Session``). Error handling: a failing session is logged and forgotten;
+a listener that cannot bind fails ``serve`` before it reports ready.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import signal
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from hoopy.config.model import Config, Listener
+from hoopy.gateway.session import Session
+from hoopy.gateway.tls import ServerCertificate, ensure_server_certificate, server_context
+from hoopy.wire import errors
+from hoopy.wire.messages import build_err
+from hoopy.wire.packets import frame
+
+log = logging.getLogger("hoopy.server")
+
+# accept() errors that mean "out of resources right now", as trio's serve_listeners treats
+# them: log, sleep, retry instead of crashing the listener.
+ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+
+
+@dataclass
+class BoundListener:
+    config: Listener
+    tcp: tuple[str, int] | None = None
+    unix_socket: Path | None = None
+    trio_listeners: list[trio.abc.Listener[Any]] = field(default_factory=list)
+    tls_context: ssl.SSLContext | None = None
+
+
+class GatewayServer:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.draining = False
+        self.sessions: set[Session] = set()
+        self.certificate: ServerCertificate | None = None
+        self.bound: list[BoundListener] = []
+
+    def _tls_context_for(self, listener: Listener) -> ssl.SSLContext | None:
+        if not listener.tls:
+            return None
+        if listener.tls_cert and listener.tls_key:
+            return server_context(listener.tls_cert, listener.tls_key)
+        if self.certificate is None:
+            self.certificate = ensure_server_certificate(self.config.gateway.state_dir)
+        return server_context(self.certificate.cert, self.certificate.key)
+
+    async def _bind(self, listener: Listener) -> BoundListener:
+        bound = BoundListener(config=listener, tls_context=self._tls_context_for(listener))
+        if listener.tcp:
+            host, port = listener.tcp
+            tcp = await trio.open_tcp_listeners(port, host=host)
+            bound.trio_listeners.extend(tcp)
+            sockname = tcp[0].socket.getsockname()
+            bound.tcp = (sockname[0], sockname[1])
+        if listener.unix_socket:
+            path = listener.unix_socket
+            if path.is_socket():
+                # A stale socket from a previous run: remove it only if nobody answers there.
+                probe = socket.socket(socket.AF_UNIX)
+                try:
+                    probe.connect(str(path))
+                except OSError:
+                    path.unlink()
+                else:
+                    raise OSError(errno.EADDRINUSE, f"another process is serving {path}")
+                finally:
+                    probe.close()
+            sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+            await sock.bind(str(path))
+            os.chmod(path, 0o666)  # access is decided by authentication, not file modes
+            sock.listen(socket.SOMAXCONN)
+            bound.trio_listeners.append(trio.SocketListener(sock))
+            bound.unix_socket = path
+        return bound
+
+    def ready_info(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "listeners": [
+                {
+                    "name": b.config.name,
+                    "target": b.config.target,
+                    "tcp": list(b.tcp) if b.tcp else None,
+                    "unix_socket": str(b.unix_socket) if b.unix_socket else None,
+                    "tls": b.tls_context is not None,
+                }
+                for b in self.bound
+            ],
+            "tls_cert": str(self.certificate.cert) if self.certificate else None,
+        }
+
+    async def serve(
+        self,
+        *,
+        task_status: trio.TaskStatus[GatewayServer] = trio.TASK_STATUS_IGNORED,
+        on_ready: Callable[[GatewayServer], None] | None = None,
+    ) -> None:
+        """Bind every listener, report ready, serve until cancelled or signalled, then drain."""
+        for listener in self.config.listeners:
+            self.bound.append(await self._bind(listener))
+        try:
+            async with trio.open_nursery() as nursery:
+                accept_scope = trio.CancelScope()
+                nursery.start_soon(self._accept_all, accept_scope, nursery)
+                nursery.start_soon(self._watch_signals, accept_scope, nursery)
+                if on_ready:
+                    on_ready(self)
+                task_status.started(self)
+        finally:
+            for b in self.bound:
+                if b.unix_socket:
+                    b.unix_socket.unlink(missing_ok=True)
+
+    async def _accept_all(self, scope: trio.CancelScope, session_nursery: trio.Nursery) -> None:
+        with scope:
+            async with trio.open_nursery() as nursery:
+                for bound in self.bound:
+                    for listener in bound.trio_listeners:
+                        nursery.start_soon(self._accept_loop, bound, listener, session_nursery)
+        for bound in self.bound:
+            for listener in bound.trio_listeners:
+                await listener.aclose()
+
+    async def _accept_loop(
+        self, bound: BoundListener, listener: trio.abc.Listener[Any], session_nursery: trio.Nursery
+    ) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno in ACCEPT_CAPACITY_ERRNOS:
+                    log.error("accept on %s: %s; retrying in 100 ms", bound.config.name, exc)
+                    await trio.sleep(0.1)
+                    continue
+                raise
+            session_nursery.start_soon(self._handle, bound, stream)
+
+    async def _handle(self, bound: BoundListener, stream: trio.abc.Stream) -> None:
+        peer = _peer_name(stream)
+        if isinstance(stream, trio.SocketStream) and stream.socket.family != socket.AF_UNIX:
+            stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+        if len(self.sessions) >= self.config.gateway.max_connections:
+            log.warning("refusing %s: %d sessions open (max_connections)", peer, len(self.sessions))
+            with trio.move_on_after(1):
+                try:
+                    data, _ = frame(
+                        build_err(
+                            errors.CON_COUNT.code,
+                            errors.CON_COUNT.sqlstate,
+                            "Too many connections",
+                            protocol_41=False,
+                        ),
+                        0,
+                    )
+                    await stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    pass
+            await trio.aclose_forcefully(stream)
+            return
+        target = self.config.targets[bound.config.target]
+        session = Session(self, target, stream, peer, bound.tls_context)
+        self.sessions.add(session)
+        try:
+            await session.run()
+        except Exception:
+            log.exception("session %s crashed", session.id)
+        finally:
+            self.sessions.discard(session)
+
+    async def _watch_signals(self, accept_scope: trio.CancelScope, nursery: trio.Nursery) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.info("%s: shutting down", signal.Signals(signum).name)
+                await self.shutdown(accept_scope, nursery)
+                return
+
+    async def shutdown(self, accept_scope: trio.CancelScope, nursery: trio.Nursery) -> None:
+        """Stop accepting, let running statements finish, then cut what is left."""
+        accept_scope.cancel()
+        self.draining = True
+        for session in list(self.sessions):
+            if session.idle_scope is not None:
+                session.idle_scope.cancel()  # idle sessions end now
+        grace = self.config.gateway.shutdown_grace
+        with trio.move_on_after(grace):
+            while self.sessions:
+                await trio.sleep(0.05)
+        if self.sessions:
+            log.warning("%d sessions still busy after %gs: closing them", len(self.sessions), grace)
+        nursery.cancel_scope.cancel()
+
+
+def _peer_name(stream: trio.abc.Stream) -> str:
+    if isinstance(stream, trio.SocketStream):
+        try:
+            name = stream.socket.getpeername()
+        except OSError:
+            return "unknown"
+        if isinstance(name, tuple):
+            return f"{name[0]}:{name[1]}"
+        return "unix-socket"
+    return "unknown"
+
+
+async def run_gateway(
+    config: Config,
+    *,
+    ready_file: Path | None = None,
+    on_ready: Callable[[GatewayServer], None] | None = None,
+) -> None:
+    server = GatewayServer(config)
+
+    def ready(srv: GatewayServer) -> None:
+        if ready_file is not None:
+            tmp = ready_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(srv.ready_info()))
+            os.replace(tmp, ready_file)
+        if on_ready:
+            on_ready(srv)
+
+    await server.serve(on_ready=ready)

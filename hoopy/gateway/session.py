@@ -1,0 +1,421 @@
+"""One client session: login, then the command loop that relays each command's response.
+
+Resource handling: a session owns its client stream and its upstream connection and closes
+both on every exit path. Error handling: anything that goes wrong ends this session only;
+the client gets a MySQL ERR when the protocol state still allows one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import trio
+
+from hoopy.config.model import LoginMode, SecretUnavailable, Target
+from hoopy.gateway.frontdoor import (
+    LoginFailed,
+    LoginResult,
+    log_in,
+    relay_auth_exchange,
+    run_auth_plugins,
+    users_plugins,
+)
+from hoopy.gateway.stream import ConnectionClosed, PacketStream
+from hoopy.gateway.upstream import UpstreamConnection, UpstreamError
+from hoopy.identity.principal import Principal
+from hoopy.identity.static import FastAuthSuccess
+from hoopy.wire import errors
+from hoopy.wire.errors import ErrorKind
+from hoopy.wire.handshake import (
+    AUTH_MORE_DATA_HEADER,
+    CLIENT_CONNECT_ATTRS,
+    FAST_AUTH_SUCCESS,
+    ChangeUser,
+    build_change_user,
+    parse_change_user,
+)
+from hoopy.wire.login import UpstreamLogin, initial_auth_response
+from hoopy.wire.messages import build_err
+from hoopy.wire.packets import Packet, ProtocolError
+from hoopy.wire.response import (
+    COM_CHANGE_USER,
+    COM_QUERY,
+    COM_QUIT,
+    COMMAND_NAMES,
+    NO_RESPONSE_COMMANDS,
+    ResponseSummary,
+    ResponseTracker,
+)
+
+if TYPE_CHECKING:
+    from hoopy.gateway.server import GatewayServer
+
+log = logging.getLogger("hoopy.session")
+
+# Commands hoopy relays. Replication (COM_BINLOG_DUMP, COM_REGISTER_SLAVE), COM_CONNECT,
+# COM_TIME, COM_DELAYED_INSERT and MariaDB's COM_STMT_BULK_EXECUTE (only with a capability
+# hoopy never offers) are answered with ER_UNKNOWN_COM_ERROR.
+RELAYED_COMMANDS = frozenset(COMMAND_NAMES) - {0x00}
+
+# LOAD DATA [LOW_PRIORITY | CONCURRENT] LOCAL INFILE, after leading comments and spaces.
+# The target refuses it anyway (hoopy does not pass CLIENT_LOCAL_FILES on unless allowed);
+# this check exists to give the client a clear reason.
+_LOCAL_INFILE = re.compile(
+    rb"^(?:\s|/\*.*?\*/|(?:--\s|#)[^\n]*\n)*load\s+(?:/\*.*?\*/\s*)*data\b.*?\blocal\b",
+    re.IGNORECASE | re.DOTALL,
+)
+
+_next_session_number = 0
+
+
+def _new_session_id() -> str:
+    """Sortable, unique across restarts and instances: time, then random."""
+    import secrets
+
+    return f"{int(time.time() * 1000):x}-{secrets.token_hex(4)}"
+
+
+class SessionEnded(Exception):
+    """End the session (the reason has been logged / told to the client)."""
+
+
+@dataclass
+class SessionStats:
+    statements: int = 0
+    errors: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class Session:
+    def __init__(
+        self,
+        server: GatewayServer,
+        target: Target,
+        stream: trio.abc.Stream,
+        peer: str,
+        tls_context: ssl.SSLContext | None,
+    ) -> None:
+        self.server = server
+        self.target = target
+        self.id = _new_session_id()
+        self.peer = peer
+        self.client = PacketStream(stream, server.config.gateway.max_statement_bytes)
+        self.tls_context = tls_context
+        self.upstream: UpstreamConnection | None = None
+        self.login: LoginResult | None = None
+        self.stats = SessionStats()
+        self.idle_scope: trio.CancelScope | None = None
+        self.end_reason = "client quit"
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            if not await self._connect_and_log_in():
+                return
+            assert self.login is not None
+            log.info(
+                "session %s: %s (%s) from %s on target %s%s",
+                self.id,
+                self.login.principal.name,
+                self.login.principal.method,
+                self.peer,
+                self.target.name,
+                " over TLS" if self.login.client_tls else "",
+            )
+            await self._command_loop()
+        except SessionEnded:
+            pass
+        except ConnectionClosed as exc:
+            self.end_reason = f"connection closed: {exc}"
+        except ProtocolError as exc:
+            self.end_reason = f"protocol error: {exc}"
+            log.warning("session %s: protocol error: %s", self.id, exc)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.client.aclose()
+                if self.upstream is not None:
+                    await self.upstream.packets.aclose()
+            if self.login is not None:
+                log.info(
+                    "session %s ended: %s (%d statements, %.1fs)",
+                    self.id,
+                    self.end_reason,
+                    self.stats.statements,
+                    time.monotonic() - self.stats.started,
+                )
+
+    async def _connect_and_log_in(self) -> bool:
+        gw = self.server.config.gateway
+        with trio.move_on_after(gw.handshake_timeout) as scope:
+            try:
+                self.upstream = await UpstreamConnection.open(self.target, gw.max_statement_bytes)
+            except UpstreamError as exc:
+                log.warning("session %s from %s: %s", self.id, self.peer, exc.message)
+                # Before any greeting, an ERR is the first packet (as a server that refuses
+                # a connection sends it): no '#' SQLSTATE marker.
+                await self._send_error_quietly(
+                    ErrorKind(exc.code, exc.sqlstate), exc.message, 0, protocol_41=False
+                )
+                return False
+            try:
+                self.login = await log_in(
+                    client=self.client,
+                    upstream=self.upstream,
+                    config=self.server.config,
+                    target=self.target,
+                    tls_context=self.tls_context,
+                    peer=self.peer,
+                )
+            except LoginFailed as exc:
+                log.warning(
+                    "session %s from %s: login refused: %s", self.id, self.peer, exc.message
+                )
+                if not exc.relayed:
+                    await self._send_error_quietly(exc.kind, exc.message, exc.seq)
+                return False
+            except UpstreamError as exc:
+                log.error("session %s: %s", self.id, exc.message)
+                await self._send_error_quietly(ErrorKind(exc.code, exc.sqlstate), exc.message, 2)
+                return False
+            except (ConnectionClosed, ProtocolError) as exc:
+                log.info("session %s from %s: handshake abandoned: %s", self.id, self.peer, exc)
+                return False
+            return True
+        assert scope.cancelled_caught
+        log.info("session %s from %s: handshake timed out", self.id, self.peer)
+        return False
+
+    async def _send_error_quietly(
+        self, kind: ErrorKind, message: str, seq: int, *, protocol_41: bool = True
+    ) -> None:
+        with trio.move_on_after(1):
+            with contextlib.suppress(ConnectionClosed):
+                await self.client.send_payload(
+                    build_err(kind.code, kind.sqlstate, message, protocol_41=protocol_41), seq
+                )
+
+    # --- command phase -------------------------------------------------------------------
+
+    async def _command_loop(self) -> None:
+        assert self.upstream is not None and self.login is not None
+        idle = self.server.config.gateway.idle_timeout or float("inf")
+        while True:
+            if self.server.draining:
+                self.end_reason = "gateway shutting down"
+                return
+            with trio.move_on_after(idle) as scope:
+                self.idle_scope = scope
+                try:
+                    packet = await self.client.read_packet()
+                except ProtocolError as exc:
+                    await self._send_error_quietly(errors.PACKET_TOO_LARGE, f"hoopy: {exc}", 1)
+                    raise
+            self.idle_scope = None
+            if scope.cancelled_caught:
+                if self.server.draining:
+                    self.end_reason = "gateway shutting down"
+                else:
+                    self.end_reason = f"idle for {idle:g}s"
+                return
+            if not packet.payload:
+                raise ProtocolError("empty command packet")
+            await self._command(packet)
+
+    async def _command(self, packet: Packet) -> None:
+        assert self.upstream is not None and self.login is not None
+        command = packet.payload[0]
+        if command == COM_QUIT:
+            await self._forward_quietly(packet.raw)
+            raise SessionEnded
+        if command not in RELAYED_COMMANDS:
+            await self._refuse(
+                errors.UNKNOWN_COMMAND, f"hoopy does not relay command 0x{command:02x}"
+            )
+            return
+        if command == COM_CHANGE_USER:
+            await self._change_user(packet)
+            return
+        if (
+            command == COM_QUERY
+            and not self.target.allow_local_infile
+            and _LOCAL_INFILE.match(packet.payload, 1)
+        ):
+            await self._refuse(
+                errors.NOT_ALLOWED_COMMAND,
+                f"LOAD DATA LOCAL INFILE is not allowed on target '{self.target.name}' "
+                "(set allow_local_infile = true in its [targets] section to allow it)",
+            )
+            return
+        self.stats.statements += 1
+        try:
+            await self.upstream.packets.send_raw(packet.raw)
+        except ConnectionClosed:
+            await self._upstream_lost(None)
+        if command in NO_RESPONSE_COMMANDS:
+            return
+        summary = await self._relay_response(ResponseTracker(command, self.login.capabilities))
+        if summary.error is not None:
+            self.stats.errors += 1
+
+    async def _refuse(self, kind: ErrorKind, message: str) -> None:
+        await self.client.send_payload(build_err(kind.code, kind.sqlstate, message), 1)
+
+    async def _forward_quietly(self, raw: bytes) -> None:
+        assert self.upstream is not None
+        with contextlib.suppress(ConnectionClosed):
+            await self.upstream.packets.send_raw(raw)
+
+    async def _relay_response(self, tracker: ResponseTracker) -> ResponseSummary:
+        """Relay the response byte for byte until the tracker says it is complete."""
+        assert self.upstream is not None
+        upstream = self.upstream.packets
+        client = self.client
+        while True:
+            try:
+                data = await upstream.receive_some()
+            except ConnectionClosed:
+                await self._upstream_lost(tracker)
+            used = tracker.feed(data)
+            if used < len(data):
+                upstream.unread(data[used:])
+                data = data[:used]
+            if data:
+                await client.send_raw(data)
+            if tracker.done:
+                return tracker.summary
+            if tracker.awaiting_local_infile:
+                await self._relay_local_infile()
+                tracker.local_infile_sent()
+
+    async def _relay_local_infile(self) -> int:
+        """Relay the client's file (allowed targets only): packets until an empty one."""
+        assert self.upstream is not None
+        size = 0
+        while True:
+            packet = await self.client.read_packet()
+            await self.upstream.packets.send_raw(packet.raw)
+            size += len(packet.payload)
+            if not packet.payload:
+                log.info("session %s: LOCAL INFILE relayed, %d bytes", self.id, size)
+                return size
+
+    async def _upstream_lost(self, tracker: ResponseTracker | None) -> None:
+        self.end_reason = f"lost connection to target '{self.target.name}'"
+        log.warning("session %s: %s", self.id, self.end_reason)
+        if tracker is None or tracker.at_packet_boundary:
+            seq = 1 if tracker is None or not tracker.summary.packets else tracker.last_seq + 1
+            await self._send_error_quietly(
+                errors.SERVER_LOST,
+                f"hoopy lost its connection to target '{self.target.name}' during the query",
+                seq & 0xFF,
+            )
+        raise SessionEnded
+
+    # --- COM_CHANGE_USER -----------------------------------------------------------------
+
+    async def _change_user(self, packet: Packet) -> None:
+        assert self.upstream is not None and self.login is not None
+        try:
+            request = parse_change_user(packet.payload, self.login.capabilities)
+        except ProtocolError as exc:
+            await self._refuse(errors.HANDSHAKE, f"malformed COM_CHANGE_USER: {exc}")
+            raise SessionEnded from None
+        name = request.username.decode("utf-8", "replace")
+        try:
+            if self.target.login is LoginMode.PASSTHROUGH:
+                await self.upstream.packets.send_raw(packet.raw)
+                await relay_auth_exchange(self.client, self.upstream, delta=0)
+                principal = Principal(name=name, method="passthrough")
+            else:
+                principal = await self._change_gateway_user(request, name)
+        except LoginFailed as exc:
+            log.warning("session %s: COM_CHANGE_USER to %r refused: %s", self.id, name, exc.message)
+            if not exc.relayed:
+                await self._send_error_quietly(exc.kind, exc.message, exc.seq)
+            self.end_reason = "COM_CHANGE_USER refused"
+            raise SessionEnded from None
+        except UpstreamError as exc:
+            log.error("session %s: %s", self.id, exc.message)
+            await self._send_error_quietly(ErrorKind(exc.code, exc.sqlstate), exc.message, 2)
+            raise SessionEnded from None
+        log.info("session %s: now acting for %s (COM_CHANGE_USER)", self.id, principal.name)
+        from dataclasses import replace
+
+        self.login = replace(self.login, principal=principal)
+
+    async def _change_gateway_user(self, request: ChangeUser, name: str) -> Principal:
+        """Verify the new gateway user, then reset the upstream session as hoopy's account."""
+        assert self.upstream is not None and self.login is not None
+        config = self.server.config
+        decision, seq = await run_auth_plugins(
+            self.client,
+            users_plugins(config),
+            username=name,
+            auth_response=request.auth_response,
+            client_plugin=(request.auth_plugin or b"mysql_native_password").decode(
+                "ascii", "replace"
+            ),
+            connect_attrs={},
+            nonce=self.login.front_nonce,
+            seq=1,
+        )
+        if not hasattr(decision, "authenticated_as"):
+            raise LoginFailed(errors.ACCESS_DENIED, f"Access denied for user '{name}'", seq)
+        user = config.users[decision.authenticated_as]
+        if self.target.name not in config.targets_for_groups(user.groups):
+            raise LoginFailed(
+                errors.ACCESS_DENIED,
+                f"Access denied for user '{name}': no role grants target '{self.target.name}'",
+                seq,
+            )
+        if isinstance(decision, FastAuthSuccess):
+            seq = await self.client.send_payload(
+                bytes((AUTH_MORE_DATA_HEADER, FAST_AUTH_SUCCESS)), seq
+            )
+        try:
+            password = self.target.password.read()
+        except SecretUnavailable:
+            raise LoginFailed(
+                errors.CANT_CONNECT,
+                f"hoopy cannot log into target '{self.target.name}': "
+                "its credentials are unavailable",
+                seq,
+            ) from None
+        g = self.upstream.greeting
+        plugin, auth = initial_auth_response(g.auth_plugin, password, g.auth_data)
+        caps = self.login.upstream_capabilities
+        attrs = (
+            ((b"hoopy_principal", user.name.encode()), (b"hoopy_client", self.peer.encode()))
+            if caps & CLIENT_CONNECT_ATTRS
+            else ()
+        )
+        database = request.database or (self.target.database or "").encode()
+        upstream_request = ChangeUser(
+            username=self.target.user.encode(),
+            auth_response=auth,
+            database=database,
+            charset=request.charset if request.charset is not None else self.login.charset,
+            auth_plugin=plugin,
+            connect_attrs=attrs,
+        )
+        useq = await self.upstream.packets.send_payload(
+            build_change_user(upstream_request, caps), 0
+        )
+        machine = UpstreamLogin(
+            plugin=plugin,
+            nonce=g.auth_data,
+            password=password,
+            secure=self.upstream.tls or self.target.unix_socket is not None,
+            capabilities=caps,
+        )
+        logged_in, _ = await self.upstream.drive(machine, useq)
+        del password
+        await self.client.send_payload(logged_in.payload, seq)
+        return Principal(name=user.name, method="gateway_user", groups=user.groups)

@@ -1,0 +1,170 @@
+"""The upstream leg: one connection to the target per client session."""
+
+from __future__ import annotations
+
+import ssl
+
+import trio
+
+from hoopy.config.model import Target, UpstreamTLS
+from hoopy.gateway.stream import ConnectionClosed, PacketStream
+from hoopy.gateway.tls import upstream_context
+from hoopy.wire.handshake import (
+    CLIENT_SSL,
+    Greeting,
+    HandshakeResponse,
+    SSLRequest,
+    build_handshake_response,
+    build_ssl_request,
+    parse_greeting,
+)
+from hoopy.wire.login import LoggedIn, LoginStep, Refused, Send, UpstreamLogin, Wait
+from hoopy.wire.messages import ErrPacket, is_err, parse_err
+from hoopy.wire.packets import ProtocolError
+
+
+class UpstreamError(Exception):
+    """The target could not be reached or refused hoopy. ``code`` is the MySQL error to show."""
+
+    def __init__(self, code: int, message: str, sqlstate: str = "HY000") -> None:
+        super().__init__(message)
+        self.code = code
+        self.sqlstate = sqlstate
+        self.message = message
+
+
+# Client error numbers (errmsg.h) reused for what a client would see connecting directly.
+CR_CONN_HOST_ERROR = 2003
+CR_SERVER_LOST = 2013
+CR_SSL_CONNECTION_ERROR = 2026
+
+
+class UpstreamConnection:
+    def __init__(self, target: Target, packets: PacketStream, greeting: Greeting) -> None:
+        self.target = target
+        self.packets = packets
+        self.greeting = greeting
+        self.tls = False
+
+    @classmethod
+    async def open(cls, target: Target, max_payload: int) -> UpstreamConnection:
+        """Connect and read the server greeting (the login happens later)."""
+        stream: trio.abc.Stream
+        with trio.move_on_after(target.connect_timeout) as scope:
+            try:
+                if target.unix_socket:
+                    stream = await trio.open_unix_socket(str(target.unix_socket))
+                else:
+                    stream = await trio.open_tcp_stream(target.host, target.port)
+            except OSError as exc:
+                raise UpstreamError(
+                    CR_CONN_HOST_ERROR,
+                    f"hoopy cannot reach target '{target.name}' at {target.address()}: "
+                    f"{exc.strerror or exc}",
+                ) from None
+            packets = PacketStream(stream, max_payload)
+            try:
+                first = await packets.read_packet()
+            except ConnectionClosed:
+                await packets.aclose()
+                raise UpstreamError(
+                    CR_SERVER_LOST,
+                    f"target '{target.name}' closed the connection before its greeting",
+                ) from None
+            if is_err(first.payload):
+                err = parse_err(first.payload, 0)
+                await packets.aclose()
+                # e.g. 1040 Too many connections, 1129 host blocked: pass the server's word on.
+                raise UpstreamError(
+                    err.code, f"target '{target.name}': {err.message}", err.sqlstate
+                )
+            try:
+                greeting = parse_greeting(first.payload)
+            except ProtocolError as exc:
+                await packets.aclose()
+                raise UpstreamError(
+                    CR_CONN_HOST_ERROR, f"target '{target.name}' sent a bad greeting: {exc}"
+                ) from None
+            return cls(target, packets, greeting)
+        assert scope.cancelled_caught
+        raise UpstreamError(
+            CR_CONN_HOST_ERROR,
+            f"hoopy timed out after {target.connect_timeout:g}s connecting to target "
+            f"'{target.name}' at {target.address()}",
+        )
+
+    def wants_tls(self) -> bool:
+        """Decide TLS for this leg from the target's mode and what the server offers."""
+        if self.target.tls is UpstreamTLS.OFF or self.target.unix_socket:
+            return False
+        offered = bool(self.greeting.capabilities & CLIENT_SSL)
+        if not offered and self.target.tls is not UpstreamTLS.PREFERRED:
+            raise UpstreamError(
+                CR_SSL_CONNECTION_ERROR,
+                f"target '{self.target.name}' does not offer TLS but its config says "
+                f'tls = "{self.target.tls.value}"',
+            )
+        return offered
+
+    async def start_tls(self, request: SSLRequest, seq: int) -> int:
+        """Send SSLRequest and upgrade; returns the next sequence id."""
+        seq = await self.packets.send_payload(build_ssl_request(request), seq)
+        ctx: ssl.SSLContext = upstream_context(self.target)
+        tls_stream = trio.SSLStream(
+            self.packets.stream, ctx, server_hostname=self.target.host, https_compatible=False
+        )
+        try:
+            await self.packets.start_tls(tls_stream)
+        except ConnectionClosed as exc:
+            raise UpstreamError(
+                CR_SSL_CONNECTION_ERROR, f"TLS to target '{self.target.name}' failed: {exc}"
+            ) from None
+        self.tls = True
+        return seq
+
+    async def login(
+        self, response: HandshakeResponse, password: bytes, seq: int
+    ) -> tuple[LoggedIn, int]:
+        """Send hoopy's handshake response and complete the exchange (vaulted credentials)."""
+        seq = await self.packets.send_payload(build_handshake_response(response), seq)
+        machine = UpstreamLogin(
+            plugin=response.auth_plugin or b"",
+            nonce=self.greeting.auth_data,
+            password=password,
+            secure=self.tls or self.target.unix_socket is not None,
+            capabilities=response.capabilities,
+        )
+        return await self.drive(machine, seq)
+
+    async def drive(self, machine: UpstreamLogin, seq: int) -> tuple[LoggedIn, int]:
+        """Run an authentication exchange to its end (login or COM_CHANGE_USER)."""
+        while True:
+            try:
+                packet = await self.packets.read_packet()
+            except ConnectionClosed:
+                raise UpstreamError(
+                    CR_SERVER_LOST,
+                    f"target '{self.target.name}' closed the connection during login",
+                ) from None
+            step: LoginStep = machine.receive(packet.payload)
+            seq = packet.next_seq
+            if isinstance(step, LoggedIn):
+                return step, seq
+            if isinstance(step, Refused):
+                raise UpstreamRefused(self.target.name, step.error)
+            if isinstance(step, Send):
+                seq = await self.packets.send_payload(step.payload, seq)
+            else:
+                assert isinstance(step, Wait)
+
+
+class UpstreamRefused(UpstreamError):
+    """The target refused hoopy's own credentials: an operator problem, not the client's."""
+
+    def __init__(self, target: str, error: ErrPacket) -> None:
+        super().__init__(
+            error.code,
+            f"target '{target}' refused hoopy's login: {error.message}",
+            error.sqlstate,
+        )
+        self.error = error

@@ -1,0 +1,30 @@
+"""MySQL error numbers and SQLSTATEs hoopy uses when it answers a client itself.
+
+Server errors from mysqld_error.h, client errors (2000+) from errmsg.h: a client that sees
+one of these reacts as it would to the server's own (reconnect on 2013, and so on).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorKind:
+    code: int
+    sqlstate: str
+
+
+CON_COUNT = ErrorKind(1040, "08004")  # ER_CON_COUNT_ERROR: Too many connections
+HANDSHAKE = ErrorKind(1043, "08S01")  # ER_HANDSHAKE_ERROR: Bad handshake
+DB_ACCESS_DENIED = ErrorKind(1044, "42000")  # ER_DBACCESS_DENIED_ERROR
+ACCESS_DENIED = ErrorKind(1045, "28000")  # ER_ACCESS_DENIED_ERROR
+UNKNOWN_COMMAND = ErrorKind(1047, "08S01")  # ER_UNKNOWN_COM_ERROR
+SERVER_SHUTDOWN = ErrorKind(1053, "08S01")  # ER_SERVER_SHUTDOWN
+NET_READ_INTERRUPTED = ErrorKind(1159, "08S01")  # ER_NET_READ_INTERRUPTED (idle timeout)
+NOT_ALLOWED_COMMAND = ErrorKind(1148, "42000")  # ER_NOT_ALLOWED_COMMAND (LOCAL INFILE)
+PACKET_TOO_LARGE = ErrorKind(1153, "08S01")  # ER_NET_PACKET_TOO_LARGE
+NOT_SUPPORTED_AUTH_MODE = ErrorKind(1251, "08004")  # ER_NOT_SUPPORTED_AUTH_MODE
+SECURE_TRANSPORT_REQUIRED = ErrorKind(3159, "HY000")  # ER_SECURE_TRANSPORT_REQUIRED
+CANT_CONNECT = ErrorKind(2003, "HY000")  # CR_CONN_HOST_ERROR
+SERVER_LOST = ErrorKind(2013, "HY000")  # CR_SERVER_LOST

@@ -1,0 +1,223 @@
+"""MySQL packet framing and the basic data types, without I/O.
+
+MySQL protocol docs, "MySQL Packets": every packet is a 3-byte little-endian payload length,
+a 1-byte sequence id, then the payload. A payload of 2**24-1 bytes or more is split into
+packets of exactly 0xFFFFFF bytes followed by a shorter one (possibly empty): a packet of
+length 0xFFFFFF always has a continuation ("Sending More Than 16Mb").
+
+"Basic Data Types": integers are little-endian; a length-encoded integer is one byte below
+0xFB, or 0xFC + 2 bytes, 0xFD + 3 bytes, 0xFE + 8 bytes. 0xFB is NULL in a text row and 0xFF
+is never a valid first byte of a length-encoded integer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+# "Sending More Than 16Mb": the largest payload one packet carries.
+MAX_PACKET_PAYLOAD = 0xFFFFFF
+HEADER_SIZE = 4
+
+
+class ProtocolError(Exception):
+    """The peer sent bytes that are not valid MySQL protocol at this point.
+
+    The connection that raised it cannot be trusted any more and is closed; other sessions
+    are not affected.
+    """
+
+
+def header(length: int, seq: int) -> bytes:
+    return bytes((length & 0xFF, (length >> 8) & 0xFF, length >> 16, seq & 0xFF))
+
+
+def frame(payload: bytes, seq: int) -> tuple[bytes, int]:
+    """Frame a logical payload into one or more packets.
+
+    Returns the bytes to send and the sequence id of the next packet after them.
+    """
+    if len(payload) < MAX_PACKET_PAYLOAD:
+        return header(len(payload), seq) + payload, (seq + 1) & 0xFF
+    parts: list[bytes] = []
+    view = memoryview(payload)
+    offset = 0
+    while True:
+        chunk = view[offset : offset + MAX_PACKET_PAYLOAD]
+        parts.append(header(len(chunk), seq))
+        parts.append(bytes(chunk))
+        seq = (seq + 1) & 0xFF
+        offset += len(chunk)
+        # A payload whose size is an exact multiple of 0xFFFFFF ends with an empty packet.
+        if len(chunk) < MAX_PACKET_PAYLOAD:
+            break
+    return b"".join(parts), seq
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    """A logical packet: a payload reassembled from one or more wire packets.
+
+    ``seq`` is the sequence id of the first wire packet, ``next_seq`` the one expected after
+    the last. ``raw`` holds the exact wire bytes so a relay can forward them unchanged.
+    """
+
+    seq: int
+    next_seq: int
+    payload: bytes
+    raw: bytes
+
+
+class PacketBuffer:
+    """Turns a byte stream into logical packets (h11-style: bytes in, packets out).
+
+    ``max_payload`` bounds how much one logical packet may buffer, so a peer cannot make the
+    gateway allocate without limit; exceeding it raises ``ProtocolError``.
+    """
+
+    def __init__(self, max_payload: int) -> None:
+        self._buf = bytearray()
+        self._max_payload = max_payload
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def take_all(self) -> bytes:
+        data = bytes(self._buf)
+        self._buf.clear()
+        return data
+
+    def next_packet(self) -> Packet | None:
+        """Return the next complete logical packet, or None if more bytes are needed."""
+        buf = self._buf
+        pos = 0
+        payload_size = 0
+        pieces: list[tuple[int, int]] = []
+        seq = next_seq = -1
+        while True:
+            if len(buf) - pos < HEADER_SIZE:
+                return None
+            length = buf[pos] | (buf[pos + 1] << 8) | (buf[pos + 2] << 16)
+            if seq < 0:
+                seq = buf[pos + 3]
+            next_seq = (buf[pos + 3] + 1) & 0xFF
+            payload_size += length
+            if payload_size > self._max_payload:
+                raise ProtocolError(
+                    f"packet of more than {self._max_payload} bytes exceeds the configured limit"
+                )
+            start = pos + HEADER_SIZE
+            if len(buf) - start < length:
+                return None
+            pieces.append((start, start + length))
+            pos = start + length
+            if length < MAX_PACKET_PAYLOAD:
+                break
+        raw = bytes(buf[:pos])
+        payload = raw[HEADER_SIZE:] if len(pieces) == 1 else b"".join(raw[a:b] for a, b in pieces)
+        del buf[:pos]
+        return Packet(seq=seq, next_seq=next_seq, payload=payload, raw=raw)
+
+
+def iter_packets(data: bytes, max_payload: int = 1 << 30) -> Iterator[Packet]:
+    """All complete logical packets in ``data`` (for tests and offline tools)."""
+    buf = PacketBuffer(max_payload)
+    buf.feed(data)
+    while (packet := buf.next_packet()) is not None:
+        yield packet
+
+
+def with_seq(raw: bytes, seq: int) -> bytes:
+    """Rewrite the sequence ids of already framed packets, starting at ``seq``."""
+    out = bytearray(raw)
+    pos = 0
+    while pos + HEADER_SIZE <= len(out):
+        length = out[pos] | (out[pos + 1] << 8) | (out[pos + 2] << 16)
+        out[pos + 3] = seq & 0xFF
+        seq += 1
+        pos += HEADER_SIZE + length
+    return bytes(out)
+
+
+# --- basic data types ("Basic Data Types" in the protocol docs) --------------------------
+
+
+def lenenc_int(value: int) -> bytes:
+    if value < 0:
+        raise ValueError("length-encoded integers are unsigned")
+    if value < 0xFB:
+        return bytes((value,))
+    if value < 1 << 16:
+        return b"\xfc" + value.to_bytes(2, "little")
+    if value < 1 << 24:
+        return b"\xfd" + value.to_bytes(3, "little")
+    if value < 1 << 64:
+        return b"\xfe" + value.to_bytes(8, "little")
+    raise ValueError("length-encoded integer out of range")
+
+
+def lenenc_str(value: bytes) -> bytes:
+    return lenenc_int(len(value)) + value
+
+
+class Reader:
+    """Reads basic data types from a payload; any overrun is a ``ProtocolError``."""
+
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes, pos: int = 0) -> None:
+        self.data = data
+        self.pos = pos
+
+    def remaining(self) -> int:
+        return len(self.data) - self.pos
+
+    def _need(self, n: int) -> None:
+        if n < 0 or self.pos + n > len(self.data):
+            raise ProtocolError("packet is shorter than its fields")
+
+    def uint(self, size: int) -> int:
+        self._need(size)
+        value = int.from_bytes(self.data[self.pos : self.pos + size], "little")
+        self.pos += size
+        return value
+
+    def fixed(self, size: int) -> bytes:
+        self._need(size)
+        value = self.data[self.pos : self.pos + size]
+        self.pos += size
+        return value
+
+    def rest(self) -> bytes:
+        value = self.data[self.pos :]
+        self.pos = len(self.data)
+        return value
+
+    def null_str(self) -> bytes:
+        end = self.data.find(b"\x00", self.pos)
+        if end < 0:
+            raise ProtocolError("string is not NUL-terminated")
+        value = self.data[self.pos : end]
+        self.pos = end + 1
+        return value
+
+    def lenenc_int(self) -> int:
+        self._need(1)
+        first = self.data[self.pos]
+        self.pos += 1
+        if first < 0xFB:
+            return first
+        if first == 0xFC:
+            return self.uint(2)
+        if first == 0xFD:
+            return self.uint(3)
+        if first == 0xFE:
+            return self.uint(8)
+        raise ProtocolError(f"invalid length-encoded integer prefix 0x{first:02x}")
+
+    def lenenc_str(self) -> bytes:
+        return self.fixed(self.lenenc_int())
