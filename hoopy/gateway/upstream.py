@@ -18,7 +18,15 @@ from hoopy.wire.handshake import (
     build_ssl_request,
     parse_greeting,
 )
-from hoopy.wire.login import LoggedIn, LoginStep, Refused, Send, UpstreamLogin, Wait
+from hoopy.wire.login import (
+    LoggedIn,
+    LoginStep,
+    LoginUnsupported,
+    Refused,
+    Send,
+    UpstreamLogin,
+    Wait,
+)
 from hoopy.wire.messages import ErrPacket, is_err, parse_err
 from hoopy.wire.packets import ProtocolError
 
@@ -146,7 +154,12 @@ class UpstreamConnection:
                     CR_SERVER_LOST,
                     f"target '{self.target.name}' closed the connection during login",
                 ) from None
-            step: LoginStep = machine.receive(packet.payload)
+            try:
+                step: LoginStep = machine.receive(packet.payload)
+            except (LoginUnsupported, ProtocolError) as exc:
+                raise UpstreamError(
+                    CR_CONN_HOST_ERROR, f"hoopy cannot log into target '{self.target.name}': {exc}"
+                ) from None
             seq = packet.next_seq
             if isinstance(step, LoggedIn):
                 return step, seq

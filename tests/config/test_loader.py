@@ -1,0 +1,121 @@
+"""Config loading: typed results, and errors that name file, line and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hoopy.config.loader import ConfigError, format_password_hash, load_config
+from hoopy.config.model import LoginMode, UpstreamTLS
+from hoopy.wire.handshake import caching_sha2_hash, native_password_hash
+
+MINIMAL = """\
+[[listeners]]
+target = "app"
+tcp = "127.0.0.1:3307"
+
+[targets.app]
+host = "db.internal"
+login = "gateway_users"
+user = "hoopy"
+password_env = "APP_DB_PASSWORD"
+
+[users.alice]
+password_hash = "{hash}"
+groups = ["dev"]
+
+[roles.dev]
+groups = ["dev"]
+targets = ["app"]
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "hoopy.toml"
+    path.write_text(text)
+    return path
+
+
+def test_minimal_config_gets_sane_defaults(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, MINIMAL.format(hash=format_password_hash(b"pw"))))
+    target = cfg.targets["app"]
+    assert (target.port, target.tls, target.login) == (
+        3306,
+        UpstreamTLS.PREFERRED,
+        LoginMode.GATEWAY_USERS,
+    )
+    assert target.allow_local_infile is False
+    assert cfg.listeners[0].name == "app" and cfg.listeners[0].tls is True
+    assert cfg.gateway.state_dir == tmp_path / ".hoopy"
+    assert cfg.users["alice"].native_hash == native_password_hash(b"pw")
+    assert cfg.users["alice"].sha2_hash == caching_sha2_hash(b"pw")
+    assert cfg.targets_for_groups(("dev",)) == {"app"}
+    assert cfg.targets_for_groups(("other",)) == frozenset()
+
+
+def test_user_password_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALICE_PW", "from-env")
+    text = MINIMAL.replace('password_hash = "{hash}"', 'password_env = "ALICE_PW"')
+    cfg = load_config(write(tmp_path, text))
+    assert cfg.users["alice"].sha2_hash == caching_sha2_hash(b"from-env")
+
+
+@pytest.mark.parametrize(
+    ("edit", "line", "message"),
+    [
+        (
+            ('host = "db.internal"', 'host = "db.internal"\nallow_local_infle = true'),
+            7,
+            "targets.app.allow_local_infle: unknown key",
+        ),
+        (
+            ('login = "gateway_users"', 'login = "proxy"'),
+            7,
+            "targets.app.login: must be one of passthrough, gateway_users",
+        ),
+        (
+            ('password_env = "APP_DB_PASSWORD"', 'password = "hunter2"'),
+            9,
+            "never written in the config",
+        ),
+        (('target = "app"', 'target = "nope"'), 2, "no target named 'nope'"),
+        (('tcp = "127.0.0.1:3307"', 'tcp = "localhost"'), 3, "must look like HOST:PORT"),
+        (('targets = ["app"]', 'targets = ["ap"]'), 17, "roles.dev.targets: no target named 'ap'"),
+        (
+            ('groups = ["dev"]\n\n[roles', 'groups = "dev"\n\n[roles'),
+            13,
+            "users.alice.groups: must be a list",
+        ),
+        (('host = "db.internal"', 'host = "db.internal"\ntls = "verify-ca"'), 7, "needs tls_ca"),
+        (
+            ('host = "db.internal"', 'host = "db.internal"\nport = true'),
+            7,
+            "port: must be an integer, not a boolean",
+        ),
+    ],
+)
+def test_errors_name_file_line_and_key(
+    tmp_path: Path, edit: tuple[str, str], line: int, message: str
+) -> None:
+    text = MINIMAL.format(hash=format_password_hash(b"pw")).replace(*edit, 1)
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert message in str(info.value)
+    assert str(info.value).startswith(f"{path}:{line}:")
+
+
+def test_bad_password_hash_and_bad_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="hoopy hash-password"):
+        load_config(write(tmp_path, MINIMAL.format(hash="plaintext")))
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "[targets\n"))
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_missing_environment_secret_for_user_is_an_error(tmp_path: Path) -> None:
+    text = MINIMAL.replace('password_hash = "{hash}"', 'password_env = "HOOPY_TEST_UNSET_VAR"')
+    with pytest.raises(ConfigError, match="HOOPY_TEST_UNSET_VAR is not set"):
+        load_config(write(tmp_path, text))
