@@ -22,8 +22,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-err = Console(stderr=True)
-out = Console()
+# No emoji codes (a fingerprint contains ":ab:"), no highlighting, no wrapping: output is
+# pasted into terminals and parsed by scripts.
+err = Console(stderr=True, emoji=False, soft_wrap=True)
 
 
 def _version(value: bool) -> None:
@@ -42,7 +43,7 @@ def _root(
 
 
 def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(2)
 
 
@@ -78,10 +79,10 @@ def serve(
         if server.certificate is not None:
             verb = "generated" if server.certificate.generated else "using"
             err.print(
-                f"TLS: {verb} self-signed certificate {server.certificate.cert}", highlight=False
+                f"TLS: {verb} self-signed certificate {server.certificate.cert}"
             )
             err.print(
-                f"     SHA-256 fingerprint {server.certificate.fingerprint()}", highlight=False
+                f"     SHA-256 fingerprint {server.certificate.fingerprint()}"
             )
         for b in server.bound:
             target = cfg.targets[b.config.target]
@@ -107,7 +108,7 @@ def serve(
                     parts += ["--ssl-ca", str(server.certificate.cert)]
             else:
                 parts = ["mariadb", "-S", str(b.unix_socket), "-u", user, "-p"]
-            err.print(f"  connect: {shlex.join(parts)}", highlight=False, soft_wrap=True)
+            err.print(f"  connect: {shlex.join(parts)}", soft_wrap=True)
         err.print("ready. Ctrl-C to stop.")
 
     try:

@@ -184,7 +184,11 @@ class Session:
                 log.error("session %s: %s", self.id, exc.message)
                 await self._send_error_quietly(ErrorKind(exc.code, exc.sqlstate), exc.message, 2)
                 return False
-            except (ConnectionClosed, ProtocolError) as exc:
+            except ProtocolError as exc:
+                log.info("session %s from %s: bad handshake: %s", self.id, self.peer, exc)
+                await self._send_error_quietly(errors.HANDSHAKE, f"Bad handshake: {exc}", 2)
+                return False
+            except ConnectionClosed as exc:
                 log.info("session %s from %s: handshake abandoned: %s", self.id, self.peer, exc)
                 return False
             return True
