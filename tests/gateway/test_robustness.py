@@ -56,7 +56,7 @@ def test_pymysql_user_name_without_nul_does_not_stall_the_gateway(hoopy_factory:
     caps = (1 << 9) | (1 << 15) | (1 << 19)  # PROTOCOL_41, SECURE_CONNECTION, PLUGIN_AUTH
     payload = struct.pack("<IIB", caps, 1 << 24, 33) + bytes(23) + b"A" * 5000
     sock.sendall(struct.pack("<I", len(payload))[:3] + b"\x01" + payload)
-    seq, err = read_packet(sock)
+    _seq, err = read_packet(sock)
     assert err[0] == 0xFF
     assert struct.unpack("<H", err[1:3])[0] == 1043  # ER_HANDSHAKE_ERROR
     assert b"Bad handshake" in err
@@ -200,9 +200,9 @@ def test_pymysql_sigterm_drains_running_statements(hoopy_factory: Start) -> None
         hoopy.connect()  # no longer accepting
     worker.join(10)
     assert result.get("row") == (0, "finished"), result
+    idle_cursor = idle.cursor()
     with pytest.raises(pymysql.err.OperationalError):
-        with idle.cursor() as cur:  # idle sessions were closed at once
-            cur.execute("SELECT 1")
+        idle_cursor.execute("SELECT 1")  # idle sessions were closed at once
     assert hoopy.proc is not None
     assert hoopy.proc.wait(10) == 0
 

@@ -97,7 +97,7 @@ def result_set(
 
 def feed_in_chunks(tracker: ResponseTracker, data: bytes, cuts: list[int]) -> None:
     """Feed ``data`` split at ``cuts``; the tracker must finish exactly at the last byte."""
-    points = sorted({c for c in cuts if 0 < c < len(data)}) + [len(data)]
+    points = [*sorted({c for c in cuts if 0 < c < len(data)}), len(data)]
     last = 0
     for point in points:
         assert not tracker.done, "finished before the end of the response"
