@@ -78,12 +78,8 @@ def serve(
     def announce(server: GatewayServer) -> None:
         if server.certificate is not None:
             verb = "generated" if server.certificate.generated else "using"
-            err.print(
-                f"TLS: {verb} self-signed certificate {server.certificate.cert}"
-            )
-            err.print(
-                f"     SHA-256 fingerprint {server.certificate.fingerprint()}"
-            )
+            err.print(f"TLS: {verb} self-signed certificate {server.certificate.cert}")
+            err.print(f"     SHA-256 fingerprint {server.certificate.fingerprint()}")
         for b in server.bound:
             target = cfg.targets[b.config.target]
             where = []

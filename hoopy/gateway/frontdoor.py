@@ -16,7 +16,7 @@ from mysql_mimic.auth import AuthInfo, AuthPlugin, Forbidden, Success, User
 
 from hoopy.config.model import Config, LoginMode, SecretUnavailable, Target
 from hoopy.gateway.stream import PacketStream
-from hoopy.gateway.upstream import UpstreamConnection
+from hoopy.gateway.upstream import UpstreamConnection, UpstreamError
 from hoopy.identity.principal import Principal
 from hoopy.identity.static import (
     CachingSha2Plugin,
@@ -151,9 +151,13 @@ async def log_in(
     username = response.username.decode("utf-8", "replace")
 
     if passthrough:
-        principal, upstream_caps = await _relay_authentication(
-            client, upstream, target, response, negotiated, seq
-        )
+        try:
+            principal, upstream_caps = await _relay_authentication(
+                client, upstream, target, response, negotiated, seq
+            )
+        except UpstreamError as exc:
+            log.error("target %s: %s", target.name, exc.message)
+            raise LoginFailed(ErrorKind(exc.code, exc.sqlstate), exc.message, seq) from None
         database = response.database.decode("utf-8", "replace") if response.database else None
     else:
         principal, seq = await _authenticate_gateway_user(
@@ -162,9 +166,13 @@ async def log_in(
         database = (
             response.database.decode("utf-8", "replace") if response.database else target.database
         )
-        upstream_caps = await _upstream_login(
-            client, upstream, target, response, negotiated, database, principal, peer, seq
-        )
+        try:
+            upstream_caps = await _upstream_login(
+                client, upstream, target, response, negotiated, database, principal, peer, seq
+            )
+        except UpstreamError as exc:
+            log.error("target %s: %s", target.name, exc.message)
+            raise LoginFailed(ErrorKind(exc.code, exc.sqlstate), exc.message, seq) from None
     return LoginResult(
         principal=principal,
         capabilities=negotiated,

@@ -180,10 +180,6 @@ class Session:
                 if not exc.relayed:
                     await self._send_error_quietly(exc.kind, exc.message, exc.seq)
                 return False
-            except UpstreamError as exc:
-                log.error("session %s: %s", self.id, exc.message)
-                await self._send_error_quietly(ErrorKind(exc.code, exc.sqlstate), exc.message, 2)
-                return False
             except ProtocolError as exc:
                 log.info("session %s from %s: bad handshake: %s", self.id, self.peer, exc)
                 await self._send_error_quietly(errors.HANDSHAKE, f"Bad handshake: {exc}", 2)
