@@ -119,3 +119,12 @@ def test_missing_environment_secret_for_user_is_an_error(tmp_path: Path) -> None
     text = MINIMAL.replace('password_hash = "{hash}"', 'password_env = "HOOPY_TEST_UNSET_VAR"')
     with pytest.raises(ConfigError, match="HOOPY_TEST_UNSET_VAR is not set"):
         load_config(write(tmp_path, text))
+
+
+def test_the_shipped_example_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOOPY_CI_PASSWORD", "ci-pw")
+    example = Path(__file__).resolve().parents[2] / "examples" / "hoopy.toml"
+    cfg = load_config(example)
+    assert {lst.name for lst in cfg.listeners} == {"app", "legacy"}
+    assert cfg.users["alice"].sha2_hash == caching_sha2_hash(b"change-me")
+    assert cfg.targets["legacy"].login is LoginMode.PASSTHROUGH
