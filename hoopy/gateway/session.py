@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import trio
+from mysql_mimic.auth import Forbidden
 
 from hoopy.config.model import LoginMode, SecretUnavailable, Target
 from hoopy.gateway.frontdoor import (
@@ -366,8 +367,9 @@ class Session:
             nonce=self.login.front_nonce,
             seq=1,
         )
-        if not hasattr(decision, "authenticated_as"):
-            raise LoginFailed(errors.ACCESS_DENIED, f"Access denied for user '{name}'", seq)
+        if isinstance(decision, Forbidden):
+            message = decision.msg or f"Access denied for user '{name}'"
+            raise LoginFailed(errors.ACCESS_DENIED, message, seq)
         user = config.users[decision.authenticated_as]
         if self.target.name not in config.targets_for_groups(user.groups):
             raise LoginFailed(
