@@ -39,6 +39,7 @@ from hoopy.wire.handshake import (
     FAST_AUTH_SUCCESS,
     LEG_CAPABILITIES,
     RELAYABLE_CAPABILITIES,
+    RELAYABLE_MARIADB_CAPABILITIES,
     REQUIRED_CLIENT_CAPABILITIES,
     Greeting,
     HandshakeResponse,
@@ -114,7 +115,7 @@ async def log_in(
         capabilities=offered,
         auth_data=nonce,
         auth_plugin=g.auth_plugin if passthrough else CACHING_SHA2_PASSWORD,
-        mariadb_capabilities=0,  # MariaDB's protocol extensions are not relayed
+        mariadb_capabilities=g.mariadb_capabilities & RELAYABLE_MARIADB_CAPABILITIES,
     )
     await client.send_payload(build_greeting(greeting), 0)
 
@@ -148,6 +149,9 @@ async def log_in(
             seq,
         )
     negotiated = response.capabilities & offered & ~CLIENT_SSL
+    response = replace(
+        response, mariadb_capabilities=response.mariadb_capabilities & greeting.mariadb_capabilities
+    )
     username = response.username.decode("utf-8", "replace")
 
     if passthrough:
@@ -253,6 +257,7 @@ async def _upstream_login(
         database=database.encode() if database else None,
         auth_plugin=plugin,
         connect_attrs=attrs,
+        mariadb_capabilities=response.mariadb_capabilities,
     )
     logged_in, _ = await upstream.login(upstream_response, password, useq)
     del password
@@ -355,7 +360,7 @@ async def _relay_authentication(
     caps = _upstream_capabilities(upstream, target, negotiated)
     caps |= negotiated & LEG_CAPABILITIES & ~CLIENT_SSL
     caps, useq = await _start_upstream_tls(upstream, response, caps)
-    forwarded = replace(response, capabilities=caps, mariadb_capabilities=0)
+    forwarded = replace(response, capabilities=caps)
     useq = await upstream.packets.send_payload(build_handshake_response(forwarded), useq)
     # Upstream sequence ids run ``delta`` ahead of (or behind) the client's when only one
     # leg did an SSLRequest.

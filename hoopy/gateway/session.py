@@ -64,11 +64,16 @@ log = logging.getLogger("hoopy.session")
 # hoopy never offers) are answered with ER_UNKNOWN_COM_ERROR.
 RELAYED_COMMANDS = frozenset(COMMAND_NAMES) - {0x00}
 
-# LOAD DATA [LOW_PRIORITY | CONCURRENT] LOCAL INFILE, after leading comments and spaces.
-# The target refuses it anyway (hoopy does not pass CLIENT_LOCAL_FILES on unless allowed);
-# this check exists to give the client a clear reason.
+# LOAD {DATA | XML} [LOW_PRIORITY | CONCURRENT] LOCAL INFILE, at the start of any statement
+# of a (multi-statement) query, comments allowed between the words. The target refuses it
+# anyway (hoopy does not pass CLIENT_LOCAL_FILES on unless allowed); this check exists to give
+# the client a clear reason. (A ';' inside a string literal may cause a false refusal; the
+# policy layer's parser will replace this pattern.)
+_SEP = rb"(?:\s|/\*.*?\*/)+"
 _LOCAL_INFILE = re.compile(
-    rb"^(?:\s|/\*.*?\*/|(?:--\s|#)[^\n]*\n)*load\s+(?:/\*.*?\*/\s*)*data\b.*?\blocal\b",
+    rb"(?:^|;)(?:\s|/\*.*?\*/|(?:--\s|#)[^\n]*(?:\n|$))*"
+    rb"load" + _SEP + rb"(?:data|xml)" + _SEP + rb"(?:(?:low_priority|concurrent)" + _SEP + rb")?"
+    rb"local\b",
     re.IGNORECASE | re.DOTALL,
 )
 
@@ -246,7 +251,7 @@ class Session:
         if (
             command == COM_QUERY
             and not self.target.allow_local_infile
-            and _LOCAL_INFILE.match(packet.payload, 1)
+            and _LOCAL_INFILE.search(memoryview(packet.payload)[1:])
         ):
             await self._refuse(
                 errors.NOT_ALLOWED_COMMAND,

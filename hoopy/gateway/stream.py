@@ -97,7 +97,9 @@ class PacketStream:
         try:
             await stream.do_handshake()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            raise ConnectionClosed(f"TLS handshake failed: {exc}") from None
+            # trio's BrokenResourceError wraps the ssl error that says why.
+            reason = exc.__cause__ or exc
+            raise ConnectionClosed(f"TLS handshake failed: {reason}") from None
         self.stream = stream
 
     async def aclose(self) -> None:

@@ -79,6 +79,17 @@ RELAYABLE_CAPABILITIES = (
     | CLIENT_QUERY_ATTRIBUTES
 )
 
+# MariaDB's extended capabilities (the high 32 bits, sent in the greeting's and the handshake
+# response's filler). Only extended metadata is relayed: it adds type details (json, inet6,
+# uuid, geometry subtypes) to column definitions, which hoopy passes through unread. Progress
+# reports (packets in the middle of a response), bulk execution and metadata caching change
+# the shape of responses and are never offered.
+MARIADB_CLIENT_PROGRESS = 1 << 0
+MARIADB_CLIENT_STMT_BULK_OPERATIONS = 1 << 2
+MARIADB_CLIENT_EXTENDED_METADATA = 1 << 3
+MARIADB_CLIENT_CACHE_METADATA = 1 << 4
+RELAYABLE_MARIADB_CAPABILITIES = MARIADB_CLIENT_EXTENDED_METADATA
+
 # Capabilities hoopy needs from every client: 4.1 protocol, plugin auth and 20-byte scrambles.
 # Every client library of the last fifteen years sends them.
 REQUIRED_CLIENT_CAPABILITIES = CLIENT_PROTOCOL_41 | CLIENT_SECURE_CONNECTION | CLIENT_PLUGIN_AUTH

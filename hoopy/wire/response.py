@@ -27,6 +27,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from hoopy.wire.handshake import CLIENT_DEPRECATE_EOF
 from hoopy.wire.messages import (
     EOF_HEADER,
     EOF_MAX_PAYLOAD,
@@ -196,8 +197,6 @@ class ResponseTracker:
     """
 
     def __init__(self, command: int, capabilities: int) -> None:
-        from hoopy.wire.handshake import CLIENT_DEPRECATE_EOF
-
         self.command = command
         self.capabilities = capabilities
         self.deprecate_eof = bool(capabilities & CLIENT_DEPRECATE_EOF)
