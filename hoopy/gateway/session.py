@@ -316,7 +316,7 @@ class Session:
         self.end_reason = f"lost connection to target '{self.target.name}'"
         log.warning("session %s: %s", self.id, self.end_reason)
         if tracker is None or tracker.at_packet_boundary:
-            seq = 1 if tracker is None or not tracker.summary.packets else tracker.last_seq + 1
+            seq = 1 if tracker is None or tracker.last_seq < 0 else tracker.last_seq + 1
             await self._send_error_quietly(
                 errors.SERVER_LOST,
                 f"hoopy lost its connection to target '{self.target.name}' during the query",

@@ -164,7 +164,6 @@ class ResponseSummary:
     error: ErrPacket | None = None
     prepared: PreparedInfo | None = None
     local_infile: bytes | None = None
-    packets: int = 0
 
     @property
     def rows(self) -> int:
@@ -207,7 +206,9 @@ class ResponseTracker:
         self._remaining = 0  # column/param definitions still expected
         self._pending_columns = 0
         self._current: ResultInfo | None = None
-        self.last_seq = 0  # sequence id of the last packet header seen
+        self.last_seq = -1  # sequence id of the last packet header seen (-1: none yet)
+        # A 0xFE packet shorter than this ends a result set (see _is_terminator).
+        self._terminator_limit = MAX_PACKET_PAYLOAD if self.deprecate_eof else EOF_MAX_PAYLOAD
         if command in RESULT_COMMANDS:
             self._state = _State.FIRST
         elif command == COM_STMT_FETCH:
@@ -257,6 +258,15 @@ class ResponseTracker:
                 continue
             if state is _State.DONE or state is _State.LOCAL_INFILE:
                 break
+            if state is _State.ROWS and not self._continuation:
+                pos, rows, self._skip = _scan_rows(data, pos, end, self._terminator_limit)
+                if rows:
+                    assert self._current is not None
+                    self._current.rows += rows
+                    # Sequence ids count packets, so the last row's follows arithmetically.
+                    self.last_seq = (self.last_seq + rows) & 0xFF
+                if self._skip or pos >= end:
+                    continue
             if end - pos < HEADER_SIZE:
                 self._partial = data[pos:]
                 return end - carried
@@ -270,7 +280,6 @@ class ResponseTracker:
                 pos = body
                 continue
             self._continuation = length == MAX_PACKET_PAYLOAD
-            self.summary.packets += 1
             if state is _State.ROWS or state is _State.COLUMNS or state is _State.PREPARE_PARAMS:
                 # Hot path: rows and definitions are relayed without reading them, unless the
                 # first byte says the packet may end the section.
@@ -279,7 +288,6 @@ class ResponseTracker:
                         raise ProtocolError("empty packet inside a result set")
                     self._partial = data[pos:]
                     self._continuation = False
-                    self.summary.packets -= 1
                     return end - carried
                 first = data[body]
                 if state is _State.ROWS:
@@ -303,7 +311,6 @@ class ResponseTracker:
             if end - body < length:
                 self._partial = data[pos:]
                 self._continuation = False
-                self.summary.packets -= 1
                 return end - carried
             state = self._packet(state, data[body : body + length])
             self._state = state
@@ -314,9 +321,7 @@ class ResponseTracker:
     # --- helpers -------------------------------------------------------------------------
 
     def _is_terminator(self, length: int) -> bool:
-        if self.deprecate_eof:
-            return length < MAX_PACKET_PAYLOAD
-        return length < EOF_MAX_PAYLOAD
+        return length < self._terminator_limit
 
     def _after_definitions(self, state: _State) -> _State:
         self._state = state  # keep in sync for error messages
@@ -436,6 +441,30 @@ class ResponseTracker:
                 return _State.DONE
             return _State.FIELD_LIST
         raise ProtocolError(f"unexpected packet in state {state.name}")
+
+
+def _scan_rows(data: bytes, pos: int, end: int, terminator_limit: int) -> tuple[int, int, int]:
+    """Pass over complete row packets as fast as CPython allows: the hot loop of streaming.
+
+    Stops before a packet that may end the rows (first byte 0xFF, or 0xFE and shorter than
+    ``terminator_limit``), before a 0xFFFFFF packet (multi-packet rows take the general
+    path), and where fewer than header + 1 bytes remain. A row cut by the end of ``data`` is
+    counted and its missing bytes returned as ``skip``. Returns ``(pos, rows, skip)``.
+    """
+    rows = 0
+    while True:
+        body = pos + 4
+        if body >= end:
+            return pos, rows, 0
+        length = data[pos] | (data[pos + 1] << 8) | (data[pos + 2] << 16)
+        if data[body] >= 0xFE and (data[body] == 0xFF or length < terminator_limit):
+            return pos, rows, 0
+        if not 0 < length < MAX_PACKET_PAYLOAD:
+            return pos, rows, 0
+        rows += 1
+        pos = body + length
+        if pos > end:
+            return end, rows, pos - end
 
 
 def _result_from_ok(ok: OkPacket) -> ResultInfo:

@@ -95,15 +95,35 @@ def result_set(
     return w
 
 
+def packet_ends(data: bytes) -> dict[int, int]:
+    """Offset just past each wire packet -> that packet's sequence id."""
+    ends = {}
+    pos = 0
+    while pos < len(data):
+        length = int.from_bytes(data[pos : pos + 3], "little")
+        seq = data[pos + 3]
+        pos += 4 + length
+        ends[pos] = seq
+    return ends
+
+
 def feed_in_chunks(tracker: ResponseTracker, data: bytes, cuts: list[int]) -> None:
-    """Feed ``data`` split at ``cuts``; the tracker must finish exactly at the last byte."""
+    """Feed ``data`` split at ``cuts``; the tracker must finish exactly at the last byte.
+
+    Wherever the tracker says it is at a packet boundary (where hoopy may inject an ERR), its
+    ``last_seq`` must be the sequence id of the packet that just ended there.
+    """
     points = [*sorted({c for c in cuts if 0 < c < len(data)}), len(data)]
+    ends = packet_ends(data)
     last = 0
     for point in points:
         assert not tracker.done, "finished before the end of the response"
         used = tracker.feed(data[last:point])
         assert used == point - last
         last = point
+        if tracker.at_packet_boundary:
+            assert point in ends, "claims a packet boundary mid-packet"
+            assert tracker.last_seq == ends[point]
     assert tracker.done
 
 
