@@ -121,6 +121,8 @@ class GatewayServer:
                 accept_scope = trio.CancelScope()
                 nursery.start_soon(self._accept_all, accept_scope, nursery)
                 nursery.start_soon(self._watch_signals, accept_scope, nursery)
+                if self.config.gateway.idle_timeout:
+                    nursery.start_soon(self._idle_watchdog, self.config.gateway.idle_timeout)
                 if on_ready:
                     on_ready(self)
                 task_status.started(self)
@@ -185,6 +187,31 @@ class GatewayServer:
         finally:
             self.sessions.discard(session)
 
+    async def _idle_watchdog(self, idle_timeout: float) -> None:
+        """End sessions that have waited for a command longer than ``idle_timeout``.
+
+        One task for all sessions instead of a deadline per command: moving a cancel scope's
+        deadline costs several microseconds, paid twice per statement. A session counts as
+        idle from the first tick that sees it waiting with an unchanged command count, so a
+        timeout fires between ``idle_timeout`` and ``idle_timeout + tick`` after the last
+        command.
+        """
+        tick = min(max(idle_timeout / 10, 0.05), 60.0)
+        seen: dict[Session, tuple[int, float]] = {}
+        while True:
+            await trio.sleep(tick)
+            now = trio.current_time()
+            current: dict[Session, tuple[int, float]] = {}
+            for session in self.sessions:
+                count, since = seen.get(session, (-1, now))
+                if not session.waiting or count != session.commands:
+                    current[session] = (session.commands, now)
+                elif now - since >= idle_timeout and session.end_if_idle():
+                    log.info("session %s: idle for %gs, closing", session.id, idle_timeout)
+                else:
+                    current[session] = (count, since)
+            seen = current
+
     async def _watch_signals(self, accept_scope: trio.CancelScope, nursery: trio.Nursery) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
@@ -197,8 +224,8 @@ class GatewayServer:
         accept_scope.cancel()
         self.draining = True
         for session in list(self.sessions):
-            if session.idle_scope is not None:
-                session.idle_scope.cancel()  # idle sessions end now
+            if session.waiting and session.idle_scope is not None:
+                session.idle_scope.cancel()  # sessions waiting for a command end now
         grace = self.config.gateway.shutdown_grace
         with trio.move_on_after(grace):
             while self.sessions:

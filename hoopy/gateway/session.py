@@ -117,6 +117,9 @@ class Session:
         self.login: LoginResult | None = None
         self.stats = SessionStats()
         self.idle_scope: trio.CancelScope | None = None
+        self.waiting = False  # between commands, waiting for the client
+        self.commands = 0  # commands received (the idle watchdog watches it move)
+        self.idled_out = False
         self.end_reason = "client quit"
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -211,28 +214,38 @@ class Session:
 
     async def _command_loop(self) -> None:
         assert self.upstream is not None and self.login is not None
-        idle = self.server.config.gateway.idle_timeout or float("inf")
-        while True:
-            if self.server.draining:
-                self.end_reason = "gateway shutting down"
-                return
-            with trio.move_on_after(idle) as scope:
-                self.idle_scope = scope
+        # The server's idle watchdog and its shutdown cancel this scope, but only while the
+        # session is ``waiting`` for a command: a running statement is never cut here.
+        with trio.CancelScope() as scope:
+            self.idle_scope = scope
+            while not self.server.draining:
+                self.waiting = True
                 try:
-                    packet = await self.client.read_packet()
+                    packet = await self.client.read_packet(wait_first=True)
                 except ProtocolError as exc:
                     await self._send_error_quietly(errors.PACKET_TOO_LARGE, f"hoopy: {exc}", 1)
                     raise
-            self.idle_scope = None
-            if scope.cancelled_caught:
-                if self.server.draining:
-                    self.end_reason = "gateway shutting down"
-                else:
-                    self.end_reason = f"idle for {idle:g}s"
-                return
-            if not packet.payload:
-                raise ProtocolError("empty command packet")
-            await self._command(packet)
+                finally:
+                    self.waiting = False
+                if scope.cancel_called:
+                    break  # the timeout or shutdown came as the command arrived: drop it
+                self.commands += 1
+                if not packet.payload:
+                    raise ProtocolError("empty command packet")
+                await self._command(packet)
+        self.idle_scope = None
+        if self.server.draining:
+            self.end_reason = "gateway shutting down"
+        elif self.idled_out:
+            self.end_reason = f"idle for {self.server.config.gateway.idle_timeout:g}s"
+
+    def end_if_idle(self) -> bool:
+        """Called by the server's watchdog: end the session if it is waiting for a command."""
+        if self.waiting and self.idle_scope is not None:
+            self.idled_out = True
+            self.idle_scope.cancel()
+            return True
+        return False
 
     async def _command(self, packet: Packet) -> None:
         assert self.upstream is not None and self.login is not None
@@ -283,11 +296,14 @@ class Session:
         assert self.upstream is not None
         upstream = self.upstream.packets
         client = self.client
+        first = True
         while True:
             try:
-                data = await upstream.receive_some()
+                # Right after a command nothing can have arrived yet: wait before reading.
+                data = await upstream.receive_some(wait_first=first)
             except ConnectionClosed:
                 await self._upstream_lost(tracker)
+            first = False
             used = tracker.feed(data)
             if used < len(data):
                 upstream.unread(data[used:])

@@ -55,6 +55,20 @@ class EofPacket:
 
 def parse_ok(payload: bytes, capabilities: int) -> OkPacket:
     """Parse an OK packet (header 0x00, or 0xFE when it ends a result set)."""
+    if (
+        len(payload) == 7
+        and payload[1] < 0xFB
+        and payload[2] < 0xFB
+        and capabilities & CLIENT_PROTOCOL_41
+    ):
+        # The common shape: small counts, no info string (one per DML statement).
+        return OkPacket(
+            payload[1],
+            payload[2],
+            payload[3] | (payload[4] << 8),
+            payload[5] | (payload[6] << 8),
+            b"",
+        )
     r = Reader(payload, 1)
     affected = r.lenenc_int()
     insert_id = r.lenenc_int()
@@ -86,8 +100,7 @@ def parse_err(payload: bytes, capabilities: int = CLIENT_PROTOCOL_41) -> ErrPack
 def parse_eof(payload: bytes) -> EofPacket:
     if len(payload) < 5:
         return EofPacket(0, 0)
-    r = Reader(payload, 1)
-    return EofPacket(warnings=r.uint(2), status=r.uint(2))
+    return EofPacket(payload[1] | (payload[2] << 8), payload[3] | (payload[4] << 8))
 
 
 def terminator_status(payload: bytes, capabilities: int, deprecate_eof: bool) -> int:

@@ -271,10 +271,11 @@ class ResponseTracker:
                 self._partial = data[pos:]
                 return end - carried
             length = data[pos] | (data[pos + 1] << 8) | (data[pos + 2] << 16)
-            self.last_seq = data[pos + 3]
+            seq = data[pos + 3]  # becomes last_seq once the packet is taken, not if stashed
             body = pos + HEADER_SIZE
             if self._continuation:
                 # Continuation of a payload over 16 MiB: no header byte to look at.
+                self.last_seq = seq
                 self._continuation = length == MAX_PACKET_PAYLOAD
                 self._skip = length
                 pos = body
@@ -294,12 +295,14 @@ class ResponseTracker:
                     if first == ERR_HEADER or (first == EOF_HEADER and self._is_terminator(length)):
                         pass  # fall through to the full-packet handling below
                     else:
+                        self.last_seq = seq
                         assert self._current is not None
                         self._current.rows += 1
                         self._skip = length
                         pos = body
                         continue
                 else:
+                    self.last_seq = seq
                     self._remaining -= 1
                     if self._remaining == 0:
                         state = self._after_definitions(state)
@@ -312,6 +315,7 @@ class ResponseTracker:
                 self._partial = data[pos:]
                 self._continuation = False
                 return end - carried
+            self.last_seq = seq
             state = self._packet(state, data[body : body + length])
             self._state = state
             pos = body + length

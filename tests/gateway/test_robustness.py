@@ -217,3 +217,22 @@ def test_secrets_never_reach_the_log(hoopy_factory: Start) -> None:
     assert "session" in log
     for secret in (APP_PASSWORD, DEV_PASSWORD):
         assert secret not in log
+
+
+def test_pymysql_idle_sessions_are_closed_but_running_statements_are_not(
+    hoopy_factory: Start,
+) -> None:
+    hoopy = hoopy_factory(gateway={"idle_timeout": 1.0})
+    idle = hoopy.connect()
+    busy = hoopy.connect()
+    with busy.cursor() as cur:
+        cur.execute("SELECT SLEEP(2), 'done'")  # longer than the idle timeout
+        assert cur.fetchone() == (0, "done")
+        time.sleep(0.5)
+        cur.execute("SELECT 1")  # a session that keeps talking stays open
+        assert cur.fetchone() == (1,)
+    time.sleep(1.0)
+    idle_cursor = idle.cursor()
+    with pytest.raises(pymysql.err.OperationalError):
+        idle_cursor.execute("SELECT 1")
+    assert "idle for 1s" in hoopy.stderr_text()

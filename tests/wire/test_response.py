@@ -287,3 +287,11 @@ def test_garbage_raises_protocol_error_or_waits(data: bytes) -> None:
     except ProtocolError:
         return
     assert 0 <= used <= len(data)
+
+
+def test_last_seq_ignores_a_header_held_back_for_its_first_byte() -> None:
+    # Found by hypothesis: a chunk ending right after a row's 4-byte header used to advance
+    # last_seq for a packet not yet relayed, so an injected ERR would carry a wrong seq.
+    rows = [(None, b"\x00" * 15), (b"\x00" * 8, b"\x00"), (b"\x00" * 3, b"\x00" * 20), (b"\x00" * 21, b"\x00" * 7)]
+    data = result_set(Wire(), rows, deprecate_eof=False).bytes()  # type: ignore[arg-type]
+    feed_in_chunks(ResponseTracker(COM_QUERY, BASE), data, [122, 181])
