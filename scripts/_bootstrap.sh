@@ -120,6 +120,8 @@ _hoopy_venv() {
         "$HOOPY_VENV/bin/python" -m pip install -q -e "$HOOPY_ROOT[dev]" || return 1
         echo "$want" >"$stamp" || return 1
     fi
+    # Compile the streaming hot loop (mypyc); a no-op when current, harmless when impossible.
+    "$HOOPY_VENV/bin/python" "$HOOPY_ROOT/scripts/build_accelerators.py" || return 1
     case ":$PATH:" in *":$HOOPY_VENV/bin:"*) ;; *) PATH="$HOOPY_VENV/bin:$PATH" ;; esac
     export PATH
 }

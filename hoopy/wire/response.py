@@ -27,6 +27,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from hoopy.wire._rowscan import scan_rows
 from hoopy.wire.handshake import CLIENT_DEPRECATE_EOF
 from hoopy.wire.messages import (
     EOF_HEADER,
@@ -259,7 +260,7 @@ class ResponseTracker:
             if state is _State.DONE or state is _State.LOCAL_INFILE:
                 break
             if state is _State.ROWS and not self._continuation:
-                pos, rows, self._skip = _scan_rows(data, pos, end, self._terminator_limit)
+                pos, rows, self._skip = scan_rows(data, pos, end, self._terminator_limit)
                 if rows:
                     assert self._current is not None
                     self._current.rows += rows
@@ -445,30 +446,6 @@ class ResponseTracker:
                 return _State.DONE
             return _State.FIELD_LIST
         raise ProtocolError(f"unexpected packet in state {state.name}")
-
-
-def _scan_rows(data: bytes, pos: int, end: int, terminator_limit: int) -> tuple[int, int, int]:
-    """Pass over complete row packets as fast as CPython allows: the hot loop of streaming.
-
-    Stops before a packet that may end the rows (first byte 0xFF, or 0xFE and shorter than
-    ``terminator_limit``), before a 0xFFFFFF packet (multi-packet rows take the general
-    path), and where fewer than header + 1 bytes remain. A row cut by the end of ``data`` is
-    counted and its missing bytes returned as ``skip``. Returns ``(pos, rows, skip)``.
-    """
-    rows = 0
-    while True:
-        body = pos + 4
-        if body >= end:
-            return pos, rows, 0
-        length = data[pos] | (data[pos + 1] << 8) | (data[pos + 2] << 16)
-        if data[body] >= 0xFE and (data[body] == 0xFF or length < terminator_limit):
-            return pos, rows, 0
-        if not 0 < length < MAX_PACKET_PAYLOAD:
-            return pos, rows, 0
-        rows += 1
-        pos = body + length
-        if pos > end:
-            return end, rows, pos - end
 
 
 def _result_from_ok(ok: OkPacket) -> ResultInfo:
