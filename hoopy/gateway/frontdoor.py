@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import ssl
 from dataclasses import dataclass, replace
+from typing import NoReturn
 
 import trio
 from mysql_mimic.auth import AuthInfo, AuthPlugin, Forbidden, Success, User
@@ -32,12 +33,17 @@ from hoopy.wire.handshake import (
     CLIENT_CONNECT_ATTRS,
     CLIENT_CONNECT_WITH_DB,
     CLIENT_LOCAL_FILES,
+    CLIENT_LONG_PASSWORD,
+    CLIENT_MULTI_RESULTS,
     CLIENT_PLUGIN_AUTH,
     CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA,
+    CLIENT_PROTOCOL_41,
     CLIENT_SECURE_CONNECTION,
     CLIENT_SSL,
+    CLIENT_TRANSACTIONS,
     FAST_AUTH_SUCCESS,
     LEG_CAPABILITIES,
+    NATIVE_PASSWORD,
     RELAYABLE_CAPABILITIES,
     RELAYABLE_MARIADB_CAPABILITIES,
     REQUIRED_CLIENT_CAPABILITIES,
@@ -117,37 +123,7 @@ async def log_in(
         auth_plugin=g.auth_plugin if passthrough else CACHING_SHA2_PASSWORD,
         mariadb_capabilities=g.mariadb_capabilities & RELAYABLE_MARIADB_CAPABILITIES,
     )
-    await client.send_payload(build_greeting(greeting), 0)
-
-    packet = await client.read_packet_exact()
-    client_tls = False
-    try:
-        parsed = parse_handshake_response(packet.payload)
-    except ProtocolError as exc:
-        raise LoginFailed(errors.HANDSHAKE, f"Bad handshake: {exc}", packet.next_seq) from None
-    if isinstance(parsed, SSLRequest):
-        if tls_context is None:
-            raise LoginFailed(
-                errors.HANDSHAKE, "Bad handshake: TLS was not offered", packet.next_seq
-            )
-        await client.start_tls(trio.SSLStream(client.stream, tls_context, server_side=True))
-        client_tls = True
-        packet = await client.read_packet()
-        try:
-            parsed = parse_handshake_response(packet.payload)
-        except ProtocolError as exc:
-            raise LoginFailed(errors.HANDSHAKE, f"Bad handshake: {exc}", packet.next_seq) from None
-        if isinstance(parsed, SSLRequest):
-            raise LoginFailed(errors.HANDSHAKE, "Bad handshake: second SSLRequest", packet.next_seq)
-    response = parsed
-    seq = packet.next_seq
-    if response.capabilities & REQUIRED_CLIENT_CAPABILITIES != REQUIRED_CLIENT_CAPABILITIES:
-        raise LoginFailed(
-            errors.NOT_SUPPORTED_AUTH_MODE,
-            "Client does not support the authentication protocol requested by server; "
-            "consider upgrading MySQL client",
-            seq,
-        )
+    response, seq, client_tls = await _greet(client, greeting, tls_context)
     negotiated = response.capabilities & offered & ~CLIENT_SSL
     response = replace(
         response, mariadb_capabilities=response.mariadb_capabilities & greeting.mariadb_capabilities
@@ -187,6 +163,99 @@ async def log_in(
         charset=response.charset,
         upstream_capabilities=upstream_caps,
     )
+
+
+async def _greet(
+    client: PacketStream, greeting: Greeting, tls_context: ssl.SSLContext | None
+) -> tuple[HandshakeResponse, int, bool]:
+    """Send the greeting, upgrade to TLS if asked, read the handshake response.
+
+    Returns the response, the next sequence id and whether the client uses TLS.
+    """
+    await client.send_payload(build_greeting(greeting), 0)
+    packet = await client.read_packet_exact()
+    client_tls = False
+    try:
+        parsed = parse_handshake_response(packet.payload)
+    except ProtocolError as exc:
+        raise LoginFailed(errors.HANDSHAKE, f"Bad handshake: {exc}", packet.next_seq) from None
+    if isinstance(parsed, SSLRequest):
+        if tls_context is None:
+            raise LoginFailed(
+                errors.HANDSHAKE, "Bad handshake: TLS was not offered", packet.next_seq
+            )
+        await client.start_tls(trio.SSLStream(client.stream, tls_context, server_side=True))
+        client_tls = True
+        packet = await client.read_packet()
+        try:
+            parsed = parse_handshake_response(packet.payload)
+        except ProtocolError as exc:
+            raise LoginFailed(errors.HANDSHAKE, f"Bad handshake: {exc}", packet.next_seq) from None
+        if isinstance(parsed, SSLRequest):
+            raise LoginFailed(errors.HANDSHAKE, "Bad handshake: second SSLRequest", packet.next_seq)
+    response = parsed
+    if response.capabilities & REQUIRED_CLIENT_CAPABILITIES != REQUIRED_CLIENT_CAPABILITIES:
+        raise LoginFailed(
+            errors.NOT_SUPPORTED_AUTH_MODE,
+            "Client does not support the authentication protocol requested by server; "
+            "consider upgrading MySQL client",
+            packet.next_seq,
+        )
+    return response, packet.next_seq, client_tls
+
+
+# Used to greet a client when the target cannot be reached and no greeting from it has been
+# seen yet, so the refusal arrives as a regular ERR after the handshake (clients distrust, or
+# misread, an ERR sent before it: libmariadb reports "malformed packet").
+_STAND_IN_CAPABILITIES = (
+    CLIENT_PROTOCOL_41
+    | CLIENT_SECURE_CONNECTION
+    | CLIENT_PLUGIN_AUTH
+    | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
+    | CLIENT_CONNECT_WITH_DB
+    | CLIENT_CONNECT_ATTRS
+    | CLIENT_TRANSACTIONS
+    | CLIENT_MULTI_RESULTS
+    | CLIENT_LONG_PASSWORD
+)
+_UTF8MB4_GENERAL_CI = 45
+
+
+async def refuse_after_greeting(
+    client: PacketStream,
+    last_greeting: Greeting | None,
+    tls_context: ssl.SSLContext | None,
+    kind: ErrorKind,
+    message: str,
+) -> NoReturn:
+    """Complete the client's half of the handshake, then answer with an ERR.
+
+    Used when the target is unreachable: the greeting imitates the target's last one (or a
+    stand-in), nothing is verified, and the client gets ``kind``/``message`` as it would any
+    login error, over TLS if it asked for it.
+    """
+    if last_greeting is not None:
+        caps = last_greeting.capabilities & RELAYABLE_CAPABILITIES & ~CLIENT_SSL
+        greeting = replace(last_greeting, connection_id=0, mariadb_capabilities=0)
+    else:
+        caps = _STAND_IN_CAPABILITIES
+        greeting = Greeting(
+            server_version=b"8.0.0-hoopy-target-unavailable",
+            connection_id=0,
+            auth_data=b"",
+            capabilities=0,
+            charset=_UTF8MB4_GENERAL_CI,
+            status=0x0002,  # SERVER_STATUS_AUTOCOMMIT
+            auth_plugin=NATIVE_PASSWORD,
+        )
+    greeting = replace(
+        greeting,
+        capabilities=caps | (CLIENT_SSL if tls_context is not None else 0),
+        auth_data=new_nonce(),
+        auth_plugin=NATIVE_PASSWORD,
+    )
+    _, seq, _ = await _greet(client, greeting, tls_context)
+    raise LoginFailed(kind, message, seq)
 
 
 def _upstream_capabilities(upstream: UpstreamConnection, target: Target, negotiated: int) -> int:
@@ -236,7 +305,7 @@ async def _upstream_login(
     except SecretUnavailable as exc:
         log.error("target %s: hoopy's password is unavailable: %s", target.name, exc)
         raise LoginFailed(
-            errors.CANT_CONNECT,
+            errors.TARGET_UNAVAILABLE,
             f"hoopy cannot log into target '{target.name}': its credentials are unavailable "
             "(see the gateway log)",
             seq,

@@ -26,6 +26,7 @@ from hoopy.config.model import Config, Listener
 from hoopy.gateway.session import Session
 from hoopy.gateway.tls import ServerCertificate, ensure_server_certificate, server_context
 from hoopy.wire import errors
+from hoopy.wire.handshake import Greeting
 from hoopy.wire.messages import build_err
 from hoopy.wire.packets import frame
 
@@ -52,6 +53,9 @@ class GatewayServer:
         self.sessions: set[Session] = set()
         self.certificate: ServerCertificate | None = None
         self.bound: list[BoundListener] = []
+        # The last greeting each target sent: imitated when the target is down, so clients
+        # get the refusal after a normal handshake.
+        self.last_greetings: dict[str, Greeting] = {}
 
     def _tls_context_for(self, listener: Listener) -> ssl.SSLContext | None:
         if not listener.tls:

@@ -23,6 +23,7 @@ from hoopy.gateway.frontdoor import (
     LoginFailed,
     LoginResult,
     log_in,
+    refuse_after_greeting,
     relay_auth_exchange,
     run_auth_plugins,
     users_plugins,
@@ -164,16 +165,20 @@ class Session:
         gw = self.server.config.gateway
         with trio.move_on_after(gw.handshake_timeout) as scope:
             try:
-                self.upstream = await UpstreamConnection.open(self.target, gw.max_statement_bytes)
-            except UpstreamError as exc:
-                log.warning("session %s from %s: %s", self.id, self.peer, exc.message)
-                # Before any greeting, an ERR is the first packet (as a server that refuses
-                # a connection sends it): no '#' SQLSTATE marker.
-                await self._send_error_quietly(
-                    ErrorKind(exc.code, exc.sqlstate), exc.message, 0, protocol_41=False
-                )
-                return False
-            try:
+                try:
+                    self.upstream = await UpstreamConnection.open(
+                        self.target, gw.max_statement_bytes
+                    )
+                except UpstreamError as exc:
+                    log.warning("session %s from %s: %s", self.id, self.peer, exc.message)
+                    await refuse_after_greeting(
+                        self.client,
+                        self.server.last_greetings.get(self.target.name),
+                        self.tls_context,
+                        ErrorKind(exc.code, exc.sqlstate),
+                        exc.message,
+                    )
+                self.server.last_greetings[self.target.name] = self.upstream.greeting
                 self.login = await log_in(
                     client=self.client,
                     upstream=self.upstream,
@@ -201,14 +206,10 @@ class Session:
         log.info("session %s from %s: handshake timed out", self.id, self.peer)
         return False
 
-    async def _send_error_quietly(
-        self, kind: ErrorKind, message: str, seq: int, *, protocol_41: bool = True
-    ) -> None:
+    async def _send_error_quietly(self, kind: ErrorKind, message: str, seq: int) -> None:
         with trio.move_on_after(1):
             with contextlib.suppress(ConnectionClosed):
-                await self.client.send_payload(
-                    build_err(kind.code, kind.sqlstate, message, protocol_41=protocol_41), seq
-                )
+                await self.client.send_payload(build_err(kind.code, kind.sqlstate, message), seq)
 
     # --- command phase -------------------------------------------------------------------
 
@@ -406,7 +407,7 @@ class Session:
             password = self.target.password.read()
         except SecretUnavailable:
             raise LoginFailed(
-                errors.CANT_CONNECT,
+                errors.TARGET_UNAVAILABLE,
                 f"hoopy cannot log into target '{self.target.name}': "
                 "its credentials are unavailable",
                 seq,

@@ -9,6 +9,7 @@ import trio
 from hoopy.config.model import Target, UpstreamTLS
 from hoopy.gateway.stream import ConnectionClosed, PacketStream
 from hoopy.gateway.tls import upstream_context
+from hoopy.wire import errors
 from hoopy.wire.handshake import (
     CLIENT_SSL,
     Greeting,
@@ -41,10 +42,9 @@ class UpstreamError(Exception):
         self.message = message
 
 
-# Client error numbers (errmsg.h) reused for what a client would see connecting directly.
-CR_CONN_HOST_ERROR = 2003
-CR_SERVER_LOST = 2013
-CR_SSL_CONNECTION_ERROR = 2026
+# Every failure to reach or log into the target reaches the client as
+# ER_CONNECT_TO_FOREIGN_DATA_SOURCE with a message saying what went wrong (see errors.py).
+TARGET_UNAVAILABLE = errors.TARGET_UNAVAILABLE.code
 
 
 class UpstreamConnection:
@@ -66,7 +66,7 @@ class UpstreamConnection:
                     stream = await trio.open_tcp_stream(target.host, target.port)
             except OSError as exc:
                 raise UpstreamError(
-                    CR_CONN_HOST_ERROR,
+                    TARGET_UNAVAILABLE,
                     f"hoopy cannot reach target '{target.name}' at {target.address()}: "
                     f"{exc.strerror or exc}",
                 ) from None
@@ -76,7 +76,7 @@ class UpstreamConnection:
             except ConnectionClosed:
                 await packets.aclose()
                 raise UpstreamError(
-                    CR_SERVER_LOST,
+                    TARGET_UNAVAILABLE,
                     f"target '{target.name}' closed the connection before its greeting",
                 ) from None
             if is_err(first.payload):
@@ -91,12 +91,12 @@ class UpstreamConnection:
             except ProtocolError as exc:
                 await packets.aclose()
                 raise UpstreamError(
-                    CR_CONN_HOST_ERROR, f"target '{target.name}' sent a bad greeting: {exc}"
+                    TARGET_UNAVAILABLE, f"target '{target.name}' sent a bad greeting: {exc}"
                 ) from None
             return cls(target, packets, greeting)
         assert scope.cancelled_caught
         raise UpstreamError(
-            CR_CONN_HOST_ERROR,
+            TARGET_UNAVAILABLE,
             f"hoopy timed out after {target.connect_timeout:g}s connecting to target "
             f"'{target.name}' at {target.address()}",
         )
@@ -108,7 +108,7 @@ class UpstreamConnection:
         offered = bool(self.greeting.capabilities & CLIENT_SSL)
         if not offered and self.target.tls is not UpstreamTLS.PREFERRED:
             raise UpstreamError(
-                CR_SSL_CONNECTION_ERROR,
+                TARGET_UNAVAILABLE,
                 f"target '{self.target.name}' does not offer TLS but its config says "
                 f'tls = "{self.target.tls.value}"',
             )
@@ -125,7 +125,7 @@ class UpstreamConnection:
             await self.packets.start_tls(tls_stream)
         except ConnectionClosed as exc:
             raise UpstreamError(
-                CR_SSL_CONNECTION_ERROR, f"TLS to target '{self.target.name}' failed: {exc}"
+                TARGET_UNAVAILABLE, f"TLS to target '{self.target.name}' failed: {exc}"
             ) from None
         self.tls = True
         return seq
@@ -151,14 +151,14 @@ class UpstreamConnection:
                 packet = await self.packets.read_packet()
             except ConnectionClosed:
                 raise UpstreamError(
-                    CR_SERVER_LOST,
+                    TARGET_UNAVAILABLE,
                     f"target '{self.target.name}' closed the connection during login",
                 ) from None
             try:
                 step: LoginStep = machine.receive(packet.payload)
             except (LoginUnsupported, ProtocolError) as exc:
                 raise UpstreamError(
-                    CR_CONN_HOST_ERROR, f"hoopy cannot log into target '{self.target.name}': {exc}"
+                    TARGET_UNAVAILABLE, f"hoopy cannot log into target '{self.target.name}': {exc}"
                 ) from None
             seq = packet.next_seq
             if isinstance(step, LoggedIn):

@@ -26,5 +26,8 @@ NOT_ALLOWED_COMMAND = ErrorKind(1148, "42000")  # ER_NOT_ALLOWED_COMMAND (LOCAL 
 PACKET_TOO_LARGE = ErrorKind(1153, "08S01")  # ER_NET_PACKET_TOO_LARGE
 NOT_SUPPORTED_AUTH_MODE = ErrorKind(1251, "08004")  # ER_NOT_SUPPORTED_AUTH_MODE
 SECURE_TRANSPORT_REQUIRED = ErrorKind(3159, "HY000")  # ER_SECURE_TRANSPORT_REQUIRED
-CANT_CONNECT = ErrorKind(2003, "HY000")  # CR_CONN_HOST_ERROR
+# ER_CONNECT_TO_FOREIGN_DATA_SOURCE: "Unable to connect to foreign data source", the server's
+# own error for a backend it cannot reach. (The client-side 2003 would fit better, but
+# libmariadb rejects client error numbers coming from a server as a malformed packet.)
+TARGET_UNAVAILABLE = ErrorKind(1429, "HY000")
 SERVER_LOST = ErrorKind(2013, "HY000")  # CR_SERVER_LOST

@@ -339,7 +339,7 @@ def test_upstream_tls_wrong_ca(
     finally:
         conn.close()
     for code, message in refusals:
-        assert code == 2026, refusals  # CR_SSL_CONNECTION_ERROR
+        assert code == 1429, refusals  # ER_CONNECT_TO_FOREIGN_DATA_SOURCE
         # Names the target, that TLS failed, and why (the certificate did not verify).
         assert "target 'app'" in message and "TLS" in message, message
         assert "certificate" in message.lower(), message

@@ -90,7 +90,7 @@ def test_pymysql_target_down_gives_a_clear_error(hoopy_factory: Start) -> None:
     with pytest.raises(pymysql.err.OperationalError) as info:
         hoopy.connect()
     code, message = info.value.args
-    assert code == 2003
+    assert code == 1429  # ER_CONNECT_TO_FOREIGN_DATA_SOURCE
     assert "hoopy cannot reach target 'app'" in message
 
 
@@ -109,7 +109,7 @@ def test_pymysql_target_credentials_unavailable_fails_closed(hoopy_factory: Star
     hoopy = hoopy_factory(targets={"app": {"password_env": "HOOPY_TEST_NOT_SET"}})
     with pytest.raises(pymysql.err.OperationalError) as info:
         hoopy.connect()
-    assert info.value.args[0] == 2003
+    assert info.value.args[0] == 1429
     assert "credentials are unavailable" in info.value.args[1]
     assert "HOOPY_TEST_NOT_SET is not set" in hoopy.stderr_text()
 
@@ -236,3 +236,38 @@ def test_pymysql_idle_sessions_are_closed_but_running_statements_are_not(
     with pytest.raises(pymysql.err.OperationalError):
         idle_cursor.execute("SELECT 1")
     assert "idle for 1s" in hoopy.stderr_text()
+
+
+@pytest.mark.parametrize("tls", [[], ["--skip-ssl"]])
+def test_mariadb_cli_target_down_gets_a_readable_error(
+    hoopy_factory: Start, tls: list[str]
+) -> None:
+    # libmariadb calls an ERR sent instead of a greeting "malformed" (2027) or unverifiable:
+    # hoopy greets, then refuses, so the reason reaches the user.
+    import subprocess
+
+    hoopy = hoopy_factory(targets={"app": {"port": free_tcp_port(), "connect_timeout": 2.0}})
+    host, port = hoopy.tcp["app"]
+    result = subprocess.run(
+        [
+            "mariadb",
+            "--no-defaults",
+            "-h",
+            host,
+            "-P",
+            str(port),
+            "-u",
+            "dev",
+            "-pdev-pw",
+            *tls,
+            "-e",
+            "SELECT 1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("ERROR 1429 (HY000): hoopy cannot reach target 'app'"), (
+        result.stderr
+    )

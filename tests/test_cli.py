@@ -1,0 +1,48 @@
+"""The command line: version, config errors, password hashes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from hoopy import __version__
+from hoopy.cli import app
+from hoopy.config.loader import load_config
+
+runner = CliRunner()
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"hoopy {__version__}"
+
+
+def test_serve_with_a_broken_config_says_where(tmp_path: Path) -> None:
+    config = tmp_path / "hoopy.toml"
+    config.write_text('[[listeners]]\ntarget = "app"\n\n[targets.app]\nlogin = "passthru"\n')
+    result = runner.invoke(app, ["serve", "--config", str(config)])
+    assert result.exit_code == 2
+    assert (
+        f"{config}:5: targets.app.login: must be one of passthrough, gateway_users" in result.stderr
+    )
+
+
+def test_serve_with_a_missing_config(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["serve", "--config", str(tmp_path / "nope.toml")])
+    assert result.exit_code == 2
+    assert "cannot read the config" in result.stderr
+
+
+def test_hash_password_output_is_accepted_by_the_config(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["hash-password", "--stdin"], input="s3cret\n")
+    assert result.exit_code == 0
+    hashed = result.stdout.strip()
+    assert "s3cret" not in hashed
+    config = tmp_path / "hoopy.toml"
+    config.write_text(
+        '[[listeners]]\ntarget = "t"\n[targets.t]\nlogin = "gateway_users"\nuser = "u"\n'
+        f'password_env = "X"\n[users.alice]\npassword_hash = "{hashed}"\n'
+    )
+    assert load_config(config).users["alice"].name == "alice"
