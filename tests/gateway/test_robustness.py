@@ -271,3 +271,53 @@ def test_mariadb_cli_target_down_gets_a_readable_error(
     assert result.stderr.startswith("ERROR 1429 (HY000): hoopy cannot reach target 'app'"), (
         result.stderr
     )
+
+
+def test_mariadb_cli_streaming_session_does_not_starve_others(hoopy_factory: Start) -> None:
+    # A fast C client draining a big result keeps hoopy's relay loop busy with reads and
+    # writes that never block; the checkpoints between them must still let other sessions
+    # through. The bound is loose on purpose: it catches starvation (seconds), not slowness.
+    import subprocess
+
+    hoopy = hoopy_factory(
+        listeners=[{"name": "app", "target": "app", "tcp": "127.0.0.1:0", "tls": False}]
+    )
+    host, port = hoopy.tcp["app"]
+    streamer = subprocess.Popen(
+        [
+            "mariadb",
+            "--no-defaults",
+            "--quick",
+            "--batch",
+            "-h",
+            host,
+            "-P",
+            str(port),
+            "-u",
+            "dev",
+            "-pdev-pw",
+            "-e",
+            "SELECT seq, REPEAT('x', 100) FROM seq_1_to_5000000",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    lines = 0
+    assert streamer.stdout is not None
+    while lines < 1000:  # the stream is flowing
+        lines += streamer.stdout.readline() != b""
+    other = hoopy.connect(ssl_disabled=True)
+    slowest = 0.0
+    reader = threading.Thread(target=lambda: streamer.stdout and streamer.stdout.read())
+    reader.start()
+    with other.cursor() as cur:
+        for i in range(30):
+            started = time.monotonic()
+            cur.execute("SELECT %s", (i,))
+            assert cur.fetchone() == (i,)
+            slowest = max(slowest, time.monotonic() - started)
+    still_streaming = streamer.poll() is None
+    assert streamer.wait(120) == 0
+    reader.join(10)
+    assert still_streaming, "the stream ended before the point queries: nothing was tested"
+    assert slowest < 2.0, f"a point query waited {slowest:.2f}s behind a streaming session"
