@@ -61,6 +61,9 @@ from hoopy.wire.packets import ProtocolError
 
 log = logging.getLogger("hoopy.frontdoor")
 
+# Connect attributes hoopy sets on the upstream session (gateway users): who and from where.
+HOOPY_ATTR_PREFIX = b"hoopy_"
+
 
 class LoginFailed(Exception):
     """The login cannot complete. Unless ``relayed``, the client still needs the ERR."""
@@ -258,7 +261,7 @@ async def refuse_after_greeting(
     raise LoginFailed(kind, message, seq)
 
 
-def _upstream_capabilities(upstream: UpstreamConnection, target: Target, negotiated: int) -> int:
+def _upstream_capabilities(target: Target, negotiated: int) -> int:
     caps = negotiated & ~LEG_CAPABILITIES
     if not target.allow_local_infile:
         # Without this bit the target itself refuses LOAD DATA LOCAL: fail closed even if
@@ -291,7 +294,7 @@ async def _upstream_login(
     seq: int,
 ) -> int:
     g = upstream.greeting
-    caps = _upstream_capabilities(upstream, target, negotiated)
+    caps = _upstream_capabilities(target, negotiated)
     caps |= g.capabilities & (
         CLIENT_PLUGIN_AUTH
         | CLIENT_SECURE_CONNECTION
@@ -312,10 +315,12 @@ async def _upstream_login(
         ) from None
     caps, useq = await _start_upstream_tls(upstream, response, caps)
     plugin, auth = initial_auth_response(g.auth_plugin, password, g.auth_data)
+    # The client's attributes, minus any it sent under hoopy's names (they would let a
+    # client pose as someone else in the target's process list).
     attrs = (
-        *tuple(response.connect_attrs),
-        (b"hoopy_principal", principal.name.encode()),
-        (b"hoopy_client", peer.encode()),
+        *(kv for kv in response.connect_attrs if not kv[0].startswith(HOOPY_ATTR_PREFIX)),
+        (HOOPY_ATTR_PREFIX + b"principal", principal.name.encode()),
+        (HOOPY_ATTR_PREFIX + b"client", peer.encode()),
     )
     upstream_response = HandshakeResponse(
         capabilities=caps,
@@ -426,7 +431,7 @@ async def _relay_authentication(
     seq: int,
 ) -> tuple[Principal, int]:
     """Passthrough: the target authenticates the client; hoopy relays and renumbers packets."""
-    caps = _upstream_capabilities(upstream, target, negotiated)
+    caps = _upstream_capabilities(target, negotiated)
     caps |= negotiated & LEG_CAPABILITIES & ~CLIENT_SSL
     caps, useq = await _start_upstream_tls(upstream, response, caps)
     forwarded = replace(response, capabilities=caps)

@@ -20,6 +20,7 @@ from mysql_mimic.auth import Forbidden
 
 from hoopy.config.model import LoginMode, SecretUnavailable, Target
 from hoopy.gateway.frontdoor import (
+    HOOPY_ATTR_PREFIX,
     LoginFailed,
     LoginResult,
     log_in,
@@ -416,7 +417,10 @@ class Session:
         plugin, auth = initial_auth_response(g.auth_plugin, password, g.auth_data)
         caps = self.login.upstream_capabilities
         attrs = (
-            ((b"hoopy_principal", user.name.encode()), (b"hoopy_client", self.peer.encode()))
+            (
+                (HOOPY_ATTR_PREFIX + b"principal", user.name.encode()),
+                (HOOPY_ATTR_PREFIX + b"client", self.peer.encode()),
+            )
             if caps & CLIENT_CONNECT_ATTRS
             else ()
         )
