@@ -24,6 +24,7 @@ from hoopy.config.model import (
     Target,
     UpstreamTLS,
 )
+from hoopy.identity.tokens import IssuerConfig
 from hoopy.wire.handshake import caching_sha2_hash, native_password_hash
 
 PASSWORD_HASH_PREFIX = "hoopy1"
@@ -141,6 +142,17 @@ def _enum(
         raise ctx.error(keys, f"must be one of {', '.join(choices)}, got {value!r}") from None
 
 
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _path(base: Path, value: str) -> Path:
     p = Path(value).expanduser()
     return p if p.is_absolute() else (base / p)
@@ -183,7 +195,7 @@ def load_config(path: str | Path) -> Config:
 def build_config(data: dict[str, Any], path: Path, text: str = "") -> Config:
     ctx = _Ctx(path, text)
     base = path.parent.resolve()
-    _check_keys(ctx, data, (), {"gateway", "listeners", "targets", "users", "roles"})
+    _check_keys(ctx, data, (), {"gateway", "listeners", "targets", "users", "roles", "issuers"})
 
     g = _get(ctx, data, (), "gateway", dict, {})
     _check_keys(
@@ -198,6 +210,9 @@ def build_config(data: dict[str, Any], path: Path, text: str = "") -> Config:
             "shutdown_grace",
             "max_statement_bytes",
             "log_level",
+            "max_failed_logins",
+            "failed_login_window",
+            "on_token_expiry",
         },
     )
     gk: tuple[str | int, ...] = ("gateway",)
@@ -227,6 +242,19 @@ def build_config(data: dict[str, Any], path: Path, text: str = "") -> Config:
             _get(ctx, g, gk, "log_level", str, "info"),
             _log_level,
             ["debug", "info", "warning", "error"],
+        ),
+        max_failed_logins=_positive(
+            ctx, gk, "max_failed_logins", _get(ctx, g, gk, "max_failed_logins", int, 20)
+        ),
+        failed_login_window=_positive(
+            ctx, gk, "failed_login_window", _get(ctx, g, gk, "failed_login_window", float, 60.0)
+        ),
+        on_token_expiry=_enum(
+            ctx,
+            (*gk, "on_token_expiry"),
+            _get(ctx, g, gk, "on_token_expiry", str, "close"),
+            _one_of("close", "ignore"),
+            ["close", "ignore"],
         ),
     )
 
@@ -294,7 +322,7 @@ def build_config(data: dict[str, Any], path: Path, text: str = "") -> Config:
             tls_ca=_path(base, tls_ca) if tls_ca else None,
             allow_local_infile=_get(ctx, t, keys, "allow_local_infile", bool, False),
         )
-        if targets[name].login is LoginMode.GATEWAY_USERS and not targets[name].user:
+        if targets[name].login is not LoginMode.PASSTHROUGH and not targets[name].user:
             raise ctx.error(
                 (*keys, "user"), "gateway_users targets need the account hoopy logs in with"
             )
@@ -309,7 +337,16 @@ def build_config(data: dict[str, Any], path: Path, text: str = "") -> Config:
             ctx,
             lst,
             ("listeners",),
-            {"name", "target", "tcp", "unix_socket", "tls", "tls_cert", "tls_key"},
+            {
+                "name",
+                "target",
+                "tcp",
+                "unix_socket",
+                "tls",
+                "tls_cert",
+                "tls_key",
+                "allow_cleartext_password",
+            },
         )
         target = _get(ctx, lst, ("listeners",), "target", str)
         if target not in targets:
@@ -329,6 +366,13 @@ def build_config(data: dict[str, Any], path: Path, text: str = "") -> Config:
         tcp = _parse_hostport(ctx, ("listeners", "tcp"), tcp_s) if tcp_s else None
         if tcp is None and not sock:
             raise ctx.error(("listeners", "tcp"), "a listener needs tcp or unix_socket")
+        cleartext = _get(ctx, lst, ("listeners",), "allow_cleartext_password", bool, False)
+        if cleartext and (tcp is None or not _is_loopback(tcp[0])):
+            raise ctx.error(
+                ("listeners", "allow_cleartext_password"),
+                "is only allowed on a loopback tcp address (127.0.0.1, ::1, localhost): "
+                "elsewhere a token would cross the network in clear",
+            )
         listeners.append(
             Listener(
                 name=name,
@@ -338,6 +382,7 @@ def build_config(data: dict[str, Any], path: Path, text: str = "") -> Config:
                 tls=_get(ctx, lst, ("listeners",), "tls", bool, True),
                 tls_cert=_path(base, cert) if cert else None,
                 tls_key=_path(base, key) if key else None,
+                allow_cleartext_password=cleartext,
             )
         )
     if not listeners:
@@ -357,22 +402,48 @@ def build_config(data: dict[str, Any], path: Path, text: str = "") -> Config:
             **_user_hashes(ctx, u, keys, base),
         )
 
+    issuers = _issuers(ctx, _get(ctx, data, (), "issuers", dict, {}), base)
+
     roles: dict[str, Role] = {}
     for name, r in _get(ctx, data, (), "roles", dict, {}).items():
         keys = ("roles", name)
         if not isinstance(r, dict):
             raise ctx.error(keys, "must be a table")
-        _check_keys(ctx, r, keys, {"groups", "targets"})
+        _check_keys(ctx, r, keys, {"groups", "targets", "claims", "issuers"})
         role_targets = tuple(_str_list(ctx, keys, "targets", _get(ctx, r, keys, "targets", list)))
         for t_name in role_targets:
             if t_name not in targets and t_name != "*":
                 raise ctx.error((*keys, "targets"), f"no target named {t_name!r}")
         if "*" in role_targets:
             role_targets = tuple(targets)
+        claims: list[tuple[str, tuple[str, ...]]] = []
+        for claim, patterns in _get(ctx, r, keys, "claims", dict, {}).items():
+            pattern_list = [patterns] if isinstance(patterns, str) else patterns
+            if not isinstance(pattern_list, list) or not all(
+                isinstance(p, str) for p in pattern_list
+            ):
+                raise ctx.error((*keys, "claims"), f"{claim}: must be a string or list of strings")
+            claims.append((claim, tuple(pattern_list)))
+        role_issuers = tuple(
+            _str_list(ctx, keys, "issuers", _get(ctx, r, keys, "issuers", list, []))
+        )
+        for issuer in role_issuers:
+            if issuer not in issuers:
+                raise ctx.error((*keys, "issuers"), f"no issuer named {issuer!r}")
+        role_groups = tuple(_str_list(ctx, keys, "groups", _get(ctx, r, keys, "groups", list, [])))
+        if not (role_groups or claims or role_issuers):
+            raise ctx.error(keys, "a role needs groups, claims or issuers to match on")
         roles[name] = Role(
             name=name,
-            groups=tuple(_str_list(ctx, keys, "groups", _get(ctx, r, keys, "groups", list))),
+            groups=role_groups,
             targets=role_targets,
+            claims=tuple(claims),
+            issuers=role_issuers,
+        )
+
+    if any(t.login is LoginMode.TOKENS for t in targets.values()) and not issuers:
+        raise ctx.error(
+            ("issuers",), 'targets with login = "tokens" need at least one [issuers.NAME]'
         )
 
     return Config(
@@ -382,7 +453,71 @@ def build_config(data: dict[str, Any], path: Path, text: str = "") -> Config:
         targets=targets,
         users=users,
         roles=roles,
+        issuers=issuers,
     )
+
+
+def _issuers(ctx: _Ctx, table: dict[str, Any], base: Path) -> dict[str, IssuerConfig]:
+    issuers: dict[str, IssuerConfig] = {}
+    for name, i in table.items():
+        keys: tuple[str | int, ...] = ("issuers", name)
+        if not isinstance(i, dict):
+            raise ctx.error(keys, "must be a table")
+        _name_ok(ctx, keys, name)
+        _check_keys(
+            ctx,
+            i,
+            keys,
+            {
+                "issuer",
+                "audience",
+                "jwks_file",
+                "jwks_url",
+                "algorithms",
+                "leeway",
+                "subject_claim",
+                "groups_claim",
+                "required_claims",
+            },
+        )
+        audience = _get(ctx, i, keys, "audience", (str, list))
+        audiences = (
+            [audience] if isinstance(audience, str) else _str_list(ctx, keys, "audience", audience)
+        )
+        jwks_file = _get(ctx, i, keys, "jwks_file", str, None)
+        jwks_url = _get(ctx, i, keys, "jwks_url", str, None)
+        if bool(jwks_file) == bool(jwks_url):
+            raise ctx.error(keys, "set exactly one of jwks_file and jwks_url")
+        if jwks_url and not jwks_url.startswith(("https://", "http://127.", "http://localhost")):
+            raise ctx.error((*keys, "jwks_url"), "must be https:// (plain http only for loopback)")
+        options: dict[str, Any] = {}
+        if "algorithms" in i:
+            options["algorithms"] = tuple(
+                _str_list(ctx, keys, "algorithms", _get(ctx, i, keys, "algorithms", list))
+            )
+        if "leeway" in i:
+            options["leeway"] = _non_negative(
+                ctx, keys, "leeway", _get(ctx, i, keys, "leeway", float)
+            )
+        for key in ("subject_claim", "groups_claim"):
+            if key in i:
+                options[key] = _get(ctx, i, keys, key, str)
+        if "required_claims" in i:
+            options["required_claims"] = tuple(
+                _str_list(ctx, keys, "required_claims", _get(ctx, i, keys, "required_claims", list))
+            )
+        try:
+            issuers[name] = IssuerConfig(
+                name=name,
+                issuer=_get(ctx, i, keys, "issuer", str),
+                audience=tuple(audiences),
+                jwks_file=_path(base, jwks_file) if jwks_file else None,
+                jwks_url=jwks_url,
+                **options,
+            )
+        except ValueError as exc:
+            raise ctx.error(keys, str(exc)) from None
+    return issuers
 
 
 def _user_hashes(
@@ -442,7 +577,13 @@ def _non_negative(ctx: _Ctx, keys: tuple[str | int, ...], key: str, value: T) ->
     return value
 
 
-def _log_level(value: str) -> str:
-    if value not in ("debug", "info", "warning", "error"):
-        raise ValueError(value)
-    return value
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if value not in choices:
+            raise ValueError(value)
+        return value
+
+    return check
+
+
+_log_level = _one_of("debug", "info", "warning", "error")

@@ -7,12 +7,15 @@ import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hoopy.identity.tokens import IssuerConfig
+
 
 class LoginMode(enum.Enum):
     """How clients of a target log in (DESIGN.md, "Login modes")."""
 
     PASSTHROUGH = "passthrough"  # the database's own accounts; hoopy relays the exchange
     GATEWAY_USERS = "gateway_users"  # static users from this file; hoopy logs in upstream
+    TOKENS = "tokens"  # OIDC/JWT tokens as the password; hoopy logs in upstream
 
 
 class UpstreamTLS(enum.Enum):
@@ -86,6 +89,8 @@ class Listener:
     tls: bool = True
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # mysql_clear_password over plain TCP (tokens only), allowed only on loopback listeners.
+    allow_cleartext_password: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +110,14 @@ class GatewayUser:
 
 @dataclass(frozen=True, slots=True)
 class Role:
+    """Grants ``targets`` to principals meeting every condition set: one of ``groups``, an
+    issuer among ``issuers``, and for each ``(claim path, globs)`` a claim matching a glob."""
+
     name: str
     groups: tuple[str, ...]
     targets: tuple[str, ...]
+    claims: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    issuers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +134,13 @@ class GatewaySettings:
     # MySQL 8's max_allowed_packet default is 64 MiB.
     max_statement_bytes: int = 64 * 1024 * 1024
     log_level: str = "info"
+    # Failed logins per client address within ``failed_login_window`` seconds before that
+    # address is refused outright until the window passes (like MySQL's max_connect_errors).
+    max_failed_logins: int = 20
+    failed_login_window: float = 60.0
+    # When a token expires during a session: "close" lets the running statement finish, then
+    # answers the next command with an error and closes; "ignore" keeps the session.
+    on_token_expiry: str = "close"
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,11 +151,4 @@ class Config:
     targets: dict[str, Target] = field(default_factory=dict)
     users: dict[str, GatewayUser] = field(default_factory=dict)
     roles: dict[str, Role] = field(default_factory=dict)
-
-    def targets_for_groups(self, groups: tuple[str, ...]) -> frozenset[str]:
-        """The targets the roles matching any of these groups grant (deny by default)."""
-        granted: set[str] = set()
-        for role in self.roles.values():
-            if set(role.groups) & set(groups):
-                granted.update(role.targets)
-        return frozenset(granted)
+    issuers: dict[str, IssuerConfig] = field(default_factory=dict)

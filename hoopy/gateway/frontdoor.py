@@ -15,10 +15,12 @@ from typing import NoReturn
 import trio
 from mysql_mimic.auth import AuthInfo, AuthPlugin, Forbidden, Success, User
 
-from hoopy.config.model import Config, LoginMode, SecretUnavailable, Target
+from hoopy.config.model import Config, Listener, LoginMode, SecretUnavailable, Target
 from hoopy.gateway.stream import PacketStream
+from hoopy.gateway.tokenauth import TokenAuthenticator, TokenLoginFailed
 from hoopy.gateway.upstream import UpstreamConnection, UpstreamError
 from hoopy.identity.principal import Principal
+from hoopy.identity.roles import granted_targets
 from hoopy.identity.static import (
     CachingSha2Plugin,
     FastAuthSuccess,
@@ -114,6 +116,9 @@ async def log_in(
     target: Target,
     tls_context: ssl.SSLContext | None,
     peer: str,
+    listener: Listener,
+    unix_socket: bool = False,
+    tokens: TokenAuthenticator | None = None,
 ) -> LoginResult:
     g = upstream.greeting
     passthrough = target.login is LoginMode.PASSTHROUGH
@@ -143,9 +148,25 @@ async def log_in(
             raise LoginFailed(ErrorKind(exc.code, exc.sqlstate), exc.message, seq) from None
         database = response.database.decode("utf-8", "replace") if response.database else None
     else:
-        principal, seq = await _authenticate_gateway_user(
-            client, config, target, response, nonce, seq, username
-        )
+        if target.login is LoginMode.TOKENS:
+            if tokens is None:
+                raise LoginFailed(errors.ACCESS_DENIED, "no token issuers are configured", seq)
+            try:
+                principal, seq = await tokens.authenticate(
+                    client,
+                    response,
+                    nonce,
+                    seq,
+                    secure=client_tls or unix_socket,
+                    listener=listener,
+                )
+            except TokenLoginFailed as exc:
+                raise LoginFailed(errors.ACCESS_DENIED, exc.message, exc.seq) from None
+        else:
+            principal, seq = await _authenticate_gateway_user(
+                client, config, target, response, nonce, seq, username
+            )
+        authorize(config, target, principal, seq)
         database = (
             response.database.decode("utf-8", "replace") if response.database else target.database
         )
@@ -364,15 +385,19 @@ async def _authenticate_gateway_user(
             errors.ACCESS_DENIED, decision.msg or f"Access denied for user '{username}'", seq
         )
     user = config.users[decision.authenticated_as]
-    if target.name not in config.targets_for_groups(user.groups):
-        raise LoginFailed(
-            errors.ACCESS_DENIED,
-            f"Access denied for user '{username}': no role grants target '{target.name}'",
-            seq,
-        )
     if isinstance(decision, FastAuthSuccess):
         seq = await client.send_payload(bytes((AUTH_MORE_DATA_HEADER, FAST_AUTH_SUCCESS)), seq)
     return Principal(name=user.name, method="gateway_user", groups=user.groups), seq
+
+
+def authorize(config: Config, target: Target, principal: Principal, seq: int) -> None:
+    """Deny by default: some role must grant this target to this principal."""
+    if target.name not in granted_targets(config.roles.values(), principal):
+        raise LoginFailed(
+            errors.ACCESS_DENIED,
+            f"Access denied for user '{principal.name}': no role grants target '{target.name}'",
+            seq,
+        )
 
 
 def users_plugins(config: Config) -> dict[str, AuthPlugin]:

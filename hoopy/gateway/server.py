@@ -24,7 +24,9 @@ import trio
 
 from hoopy.config.model import Config, Listener
 from hoopy.gateway.session import Session
+from hoopy.gateway.throttle import LoginThrottle
 from hoopy.gateway.tls import ServerCertificate, ensure_server_certificate, server_context
+from hoopy.gateway.tokenauth import TokenAuthenticator
 from hoopy.wire import errors
 from hoopy.wire.handshake import Greeting
 from hoopy.wire.messages import build_err
@@ -56,6 +58,10 @@ class GatewayServer:
         # The last greeting each target sent: imitated when the target is down, so clients
         # get the refusal after a normal handshake.
         self.last_greetings: dict[str, Greeting] = {}
+        self.tokens = TokenAuthenticator(config) if config.issuers else None
+        self.login_throttle = LoginThrottle(
+            config.gateway.max_failed_logins, config.gateway.failed_login_window
+        )
 
     def _tls_context_for(self, listener: Listener) -> ssl.SSLContext | None:
         if not listener.tls:
@@ -182,7 +188,7 @@ class GatewayServer:
             await trio.aclose_forcefully(stream)
             return
         target = self.config.targets[bound.config.target]
-        session = Session(self, target, stream, peer, bound.tls_context)
+        session = Session(self, target, stream, peer, bound.tls_context, bound.config)
         self.sessions.add(session)
         try:
             await session.run()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import socket
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -18,11 +19,12 @@ from typing import TYPE_CHECKING
 import trio
 from mysql_mimic.auth import Forbidden
 
-from hoopy.config.model import LoginMode, SecretUnavailable, Target
+from hoopy.config.model import Listener, LoginMode, SecretUnavailable, Target
 from hoopy.gateway.frontdoor import (
     HOOPY_ATTR_PREFIX,
     LoginFailed,
     LoginResult,
+    authorize,
     log_in,
     refuse_after_greeting,
     relay_auth_exchange,
@@ -108,11 +110,17 @@ class Session:
         stream: trio.abc.Stream,
         peer: str,
         tls_context: ssl.SSLContext | None,
+        listener: Listener,
     ) -> None:
         self.server = server
         self.target = target
+        self.listener = listener
+        self.unix_socket = (
+            isinstance(stream, trio.SocketStream) and stream.socket.family == socket.AF_UNIX
+        )
         self.id = _new_session_id()
         self.peer = peer
+        self.peer_host = peer.rsplit(":", 1)[0]
         self.client = PacketStream(stream, server.config.gateway.max_statement_bytes)
         self.tls_context = tls_context
         self.upstream: UpstreamConnection | None = None
@@ -165,6 +173,26 @@ class Session:
     async def _connect_and_log_in(self) -> bool:
         gw = self.server.config.gateway
         with trio.move_on_after(gw.handshake_timeout) as scope:
+            if self.server.login_throttle.blocked(self.peer_host):
+                log.warning(
+                    "session %s: refusing %s: too many failed logins (max_failed_logins)",
+                    self.id,
+                    self.peer_host,
+                )
+                try:
+                    await refuse_after_greeting(
+                        self.client,
+                        self.server.last_greetings.get(self.target.name),
+                        self.tls_context,
+                        errors.HOST_BLOCKED,
+                        f"Host '{self.peer_host}' is blocked because of too many failed logins; "
+                        "try again later",
+                    )
+                except LoginFailed as exc:
+                    await self._send_error_quietly(exc.kind, exc.message, exc.seq)
+                except (ConnectionClosed, ProtocolError):
+                    pass
+                return False
             try:
                 try:
                     self.upstream = await UpstreamConnection.open(
@@ -187,11 +215,16 @@ class Session:
                     target=self.target,
                     tls_context=self.tls_context,
                     peer=self.peer,
+                    listener=self.listener,
+                    unix_socket=self.unix_socket,
+                    tokens=self.server.tokens,
                 )
             except LoginFailed as exc:
                 log.warning(
                     "session %s from %s: login refused: %s", self.id, self.peer, exc.message
                 )
+                if exc.kind == errors.ACCESS_DENIED:
+                    self.server.login_throttle.failed(self.peer_host)
                 if not exc.relayed:
                     await self._send_error_quietly(exc.kind, exc.message, exc.seq)
                 return False
@@ -252,6 +285,21 @@ class Session:
     async def _command(self, packet: Packet) -> None:
         assert self.upstream is not None and self.login is not None
         command = packet.payload[0]
+        expires_at = self.login.principal.expires_at
+        if (
+            expires_at is not None
+            and time.time() >= expires_at
+            and self.server.config.gateway.on_token_expiry == "close"
+        ):
+            # The statement that was running when the token expired has finished; this one
+            # is refused and the session ends (docs/security.md).
+            self.end_reason = "token expired"
+            log.info("session %s: token of %s expired", self.id, self.login.principal.name)
+            await self._refuse(
+                errors.ACCESS_DENIED,
+                "hoopy: this session's token has expired; reconnect with a fresh token",
+            )
+            raise SessionEnded
         if command == COM_QUIT:
             await self._forward_quietly(packet.raw)
             raise SessionEnded
@@ -357,6 +405,13 @@ class Session:
                 await self.upstream.packets.send_raw(packet.raw)
                 await relay_auth_exchange(self.client, self.upstream, delta=0)
                 principal = Principal(name=name, method="passthrough")
+            elif self.target.login is LoginMode.TOKENS:
+                raise LoginFailed(
+                    errors.ACCESS_DENIED,
+                    "COM_CHANGE_USER is not supported for token logins: reconnect with the "
+                    "new token",
+                    1,
+                )
             else:
                 principal = await self._change_gateway_user(request, name)
         except LoginFailed as exc:
@@ -394,12 +449,8 @@ class Session:
             message = decision.msg or f"Access denied for user '{name}'"
             raise LoginFailed(errors.ACCESS_DENIED, message, seq)
         user = config.users[decision.authenticated_as]
-        if self.target.name not in config.targets_for_groups(user.groups):
-            raise LoginFailed(
-                errors.ACCESS_DENIED,
-                f"Access denied for user '{name}': no role grants target '{self.target.name}'",
-                seq,
-            )
+        principal = Principal(name=user.name, method="gateway_user", groups=user.groups)
+        authorize(config, self.target, principal, seq)
         if isinstance(decision, FastAuthSuccess):
             seq = await self.client.send_payload(
                 bytes((AUTH_MORE_DATA_HEADER, FAST_AUTH_SUCCESS)), seq
@@ -446,4 +497,4 @@ class Session:
         logged_in, _ = await self.upstream.drive(machine, useq)
         del password
         await self.client.send_payload(logged_in.payload, seq)
-        return Principal(name=user.name, method="gateway_user", groups=user.groups)
+        return principal

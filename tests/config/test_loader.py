@@ -8,6 +8,8 @@ import pytest
 
 from hoopy.config.loader import ConfigError, format_password_hash, load_config
 from hoopy.config.model import LoginMode, UpstreamTLS
+from hoopy.identity.principal import Principal
+from hoopy.identity.roles import granted_targets
 from hoopy.wire.handshake import caching_sha2_hash, native_password_hash
 
 MINIMAL = """\
@@ -50,8 +52,9 @@ def test_minimal_config_gets_sane_defaults(tmp_path: Path) -> None:
     assert cfg.gateway.state_dir == tmp_path / ".hoopy"
     assert cfg.users["alice"].native_hash == native_password_hash(b"pw")
     assert cfg.users["alice"].sha2_hash == caching_sha2_hash(b"pw")
-    assert cfg.targets_for_groups(("dev",)) == {"app"}
-    assert cfg.targets_for_groups(("other",)) == frozenset()
+    roles = cfg.roles.values()
+    assert granted_targets(roles, Principal("alice", "gateway_user", ("dev",))) == {"app"}
+    assert granted_targets(roles, Principal("bob", "gateway_user", ("other",))) == frozenset()
 
 
 def test_user_password_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -128,3 +131,72 @@ def test_the_shipped_example_config_loads(monkeypatch: pytest.MonkeyPatch) -> No
     assert {lst.name for lst in cfg.listeners} == {"app", "legacy"}
     assert cfg.users["alice"].sha2_hash == caching_sha2_hash(b"change-me")
     assert cfg.targets["legacy"].login is LoginMode.PASSTHROUGH
+
+
+TOKENS = """\
+[[listeners]]
+target = "app"
+tcp = "127.0.0.1:3307"
+allow_cleartext_password = true
+
+[targets.app]
+login = "tokens"
+user = "hoopy"
+password_env = "APP_DB_PASSWORD"
+
+[issuers.gh]
+issuer = "https://token.actions.githubusercontent.com"
+audience = ["hoopy", "https://github.com/acme"]
+jwks_url = "https://token.actions.githubusercontent.com/.well-known/jwks"
+groups_claim = "realm_access.roles"
+
+[roles.deploy]
+issuers = ["gh"]
+targets = ["app"]
+
+[roles.deploy.claims]
+repository = "acme/*"
+ref = ["refs/heads/main", "refs/tags/v*"]
+"""
+
+
+def test_token_targets_issuers_and_claim_roles(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, TOKENS))
+    assert cfg.targets["app"].login is LoginMode.TOKENS
+    issuer = cfg.issuers["gh"]
+    assert issuer.audience == ("hoopy", "https://github.com/acme")
+    assert issuer.groups_claim == "realm_access.roles"
+    role = cfg.roles["deploy"]
+    assert role.issuers == ("gh",)
+    assert dict(role.claims) == {
+        "repository": ("acme/*",),
+        "ref": ("refs/heads/main", "refs/tags/v*"),
+    }
+    assert cfg.listeners[0].allow_cleartext_password
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            ('tcp = "127.0.0.1:3307"', 'tcp = "0.0.0.0:3307"'),
+            "only allowed on a loopback tcp address",
+        ),
+        (('jwks_url = "https://token', 'jwks_url = "http://token'), "must be https://"),
+        (('issuers = ["gh"]', 'issuers = ["gitlab"]'), "no issuer named 'gitlab'"),
+        (('groups_claim = "realm_access.roles"', 'algorithms = ["HS256"]'), "issuers.gh"),
+        (
+            ("[issuers.gh]", '[issuers.gh]\njwks_file = "keys.json"'),
+            "exactly one of jwks_file and jwks_url",
+        ),
+    ],
+)
+def test_token_config_errors(tmp_path: Path, edit: tuple[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, TOKENS.replace(*edit, 1)))
+
+
+def test_tokens_need_an_issuer(tmp_path: Path) -> None:
+    text = TOKENS[: TOKENS.index("[issuers.gh]")] + '[roles.x]\ngroups = ["a"]\ntargets = ["app"]\n'
+    with pytest.raises(ConfigError, match=r"need at least one \[issuers\.NAME\]"):
+        load_config(write(tmp_path, text))
