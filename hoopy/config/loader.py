@@ -478,6 +478,8 @@ def _issuers(ctx: _Ctx, table: dict[str, Any], base: Path) -> dict[str, IssuerCo
                 "subject_claim",
                 "groups_claim",
                 "required_claims",
+                "jwks_min_refresh_interval",
+                "jwks_max_age",
             },
         )
         audience = _get(ctx, i, keys, "audience", (str, list))
@@ -502,6 +504,9 @@ def _issuers(ctx: _Ctx, table: dict[str, Any], base: Path) -> dict[str, IssuerCo
         for key in ("subject_claim", "groups_claim"):
             if key in i:
                 options[key] = _get(ctx, i, keys, key, str)
+        for key in ("jwks_min_refresh_interval", "jwks_max_age"):
+            if key in i:
+                options[key] = _non_negative(ctx, keys, key, _get(ctx, i, keys, key, float))
         if "required_claims" in i:
             options["required_claims"] = tuple(
                 _str_list(ctx, keys, "required_claims", _get(ctx, i, keys, "required_claims", list))

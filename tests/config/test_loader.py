@@ -128,7 +128,9 @@ def test_the_shipped_example_config_loads(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("HOOPY_CI_PASSWORD", "ci-pw")
     example = Path(__file__).resolve().parents[2] / "examples" / "hoopy.toml"
     cfg = load_config(example)
-    assert {lst.name for lst in cfg.listeners} == {"app", "legacy"}
+    assert {lst.name for lst in cfg.listeners} == {"app", "legacy", "agents"}
+    assert cfg.targets["agents"].login is LoginMode.TOKENS
+    assert set(cfg.issuers) == {"dev", "github"}
     assert cfg.users["alice"].sha2_hash == caching_sha2_hash(b"change-me")
     assert cfg.targets["legacy"].login is LoginMode.PASSTHROUGH
 

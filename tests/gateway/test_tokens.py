@@ -37,15 +37,26 @@ def token_config(jwks: Path, **gateway: Any) -> dict[str, Any]:
         "users": None,
         "roles": {
             "developers": {"groups": ["developers"], "targets": ["app"]},
-            "ci": {"claims": {"repository": "acme/*", "ref": "refs/heads/main"}, "targets": ["app"]},
+            "ci": {
+                "claims": {"repository": "acme/*", "ref": "refs/heads/main"},
+                "targets": ["app"],
+            },
         },
     }
 
 
-def mint(key: Path, subject: str = "agent-7", *, roles: list[str] | None = None, ttl: float = 600,
-         **claims: Any) -> str:
+def mint(
+    key: Path,
+    subject: str = "agent-7",
+    *,
+    roles: list[str] | None = None,
+    ttl: float = 600,
+    **claims: Any,
+) -> str:
     claims.setdefault("realm_access", {"roles": roles if roles is not None else ["developers"]})
-    return mint_token(key, issuer=ISSUER, audience=AUDIENCE, subject=subject, claims=claims, ttl=ttl)
+    return mint_token(
+        key, issuer=ISSUER, audience=AUDIENCE, subject=subject, claims=claims, ttl=ttl
+    )
 
 
 def who(conn: pymysql.connections.Connection) -> tuple[Any, ...]:
@@ -69,8 +80,9 @@ def test_pymysql_token_over_tls(hoopy_factory: Start, keys: tuple[Path, Path]) -
 def test_pymysql_token_over_unix_socket(hoopy_factory: Start, keys: tuple[Path, Path]) -> None:
     key, jwks = keys
     hoopy = hoopy_factory(**token_config(jwks))
-    conn = pymysql.connect(unix_socket=hoopy.unix_socket["app"], user="x", password=mint(key),
-                           ssl_disabled=True)
+    conn = pymysql.connect(
+        unix_socket=hoopy.unix_socket["app"], user="x", password=mint(key), ssl_disabled=True
+    )
     assert who(conn)[1] == 42
     conn.close()
 
@@ -80,15 +92,33 @@ def test_mariadb_cli_token_over_tls(hoopy_factory: Start, keys: tuple[Path, Path
     hoopy = hoopy_factory(**token_config(jwks))
     host, port = hoopy.tcp["app"]
     result = subprocess.run(
-        ["mariadb", "--no-defaults", "-h", host, "-P", str(port), "-u", "ci",
-         f"--password={mint(key)}", f"--ssl-ca={hoopy.tls_cert}", "--ssl-verify-server-cert",
-         "--batch", "--skip-column-names", "-e", "SELECT 6 * 7"],
-        capture_output=True, text=True, timeout=30,
+        [
+            "mariadb",
+            "--no-defaults",
+            "-h",
+            host,
+            "-P",
+            str(port),
+            "-u",
+            "ci",
+            f"--password={mint(key)}",
+            f"--ssl-ca={hoopy.tls_cert}",
+            "--ssl-verify-server-cert",
+            "--batch",
+            "--skip-column-names",
+            "-e",
+            "SELECT 6 * 7",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert (result.returncode, result.stdout.strip()) == (0, "42"), result.stderr
 
 
-def test_plain_tcp_refuses_the_token_and_says_why(hoopy_factory: Start, keys: tuple[Path, Path]) -> None:
+def test_plain_tcp_refuses_the_token_and_says_why(
+    hoopy_factory: Start, keys: tuple[Path, Path]
+) -> None:
     key, jwks = keys
     hoopy = hoopy_factory(**token_config(jwks))
     token = mint(key)
@@ -98,9 +128,23 @@ def test_plain_tcp_refuses_the_token_and_says_why(hoopy_factory: Start, keys: tu
     assert "token logins need an encrypted connection" in info.value.args[1]
     host, port = hoopy.tcp["app"]
     result = subprocess.run(
-        ["mariadb", "--no-defaults", "-h", host, "-P", str(port), "-u", "x", f"--password={token}",
-         "--skip-ssl", "-e", "SELECT 1"],
-        capture_output=True, text=True, timeout=30,
+        [
+            "mariadb",
+            "--no-defaults",
+            "-h",
+            host,
+            "-P",
+            str(port),
+            "-u",
+            "x",
+            f"--password={token}",
+            "--skip-ssl",
+            "-e",
+            "SELECT 1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 1
     assert "token logins need an encrypted connection" in result.stderr
@@ -112,21 +156,40 @@ def test_cleartext_plugin_on_plain_tcp_needs_the_loopback_opt_in(
 ) -> None:
     key, jwks = keys
     token = mint(key)
-    argv = ["mariadb", "--no-defaults", "--skip-ssl", "--default-auth=mysql_clear_password",
-            "-u", "x", f"--password={token}", "--batch",
-            "--skip-column-names", "-e", "SELECT 6 * 7"]
+    argv = [
+        "mariadb",
+        "--no-defaults",
+        "--skip-ssl",
+        "--default-auth=mysql_clear_password",
+        "-u",
+        "x",
+        f"--password={token}",
+        "--batch",
+        "--skip-column-names",
+        "-e",
+        "SELECT 6 * 7",
+    ]
     refused = hoopy_factory(**token_config(jwks))
     host, port = refused.tcp["app"]
-    result = subprocess.run([*argv, "-h", host, "-P", str(port)], capture_output=True, text=True,
-                            timeout=30)
+    result = subprocess.run(
+        [*argv, "-h", host, "-P", str(port)], capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 1 and "refuses a token sent in clear" in result.stderr
     config = token_config(jwks)
-    config["listeners"] = [{"name": "app", "target": "app", "tcp": "127.0.0.1:0", "tls": False,
-                            "allow_cleartext_password": True}]
+    config["listeners"] = [
+        {
+            "name": "app",
+            "target": "app",
+            "tcp": "127.0.0.1:0",
+            "tls": False,
+            "allow_cleartext_password": True,
+        }
+    ]
     allowed = hoopy_factory(**config)
     host, port = allowed.tcp["app"]
-    result = subprocess.run([*argv, "-h", host, "-P", str(port)], capture_output=True, text=True,
-                            timeout=30)
+    result = subprocess.run(
+        [*argv, "-h", host, "-P", str(port)], capture_output=True, text=True, timeout=30
+    )
     assert (result.returncode, result.stdout.strip()) == (0, "42"), result.stderr
 
 
@@ -150,14 +213,22 @@ def test_reconnect_with_the_same_token_takes_the_fast_path(
     [
         (lambda key, other: mint(key, ttl=-5), "expired"),
         (lambda key, other: mint(other), "key id"),
-        (lambda key, other: mint_token(key, issuer=ISSUER, audience="someone-else", subject="a"),
-         "audience"),
-        (lambda key, other: mint_token(key, issuer="https://evil.test", audience=AUDIENCE,
-                                       subject="a"), "issuer"),
+        (
+            lambda key, other: mint_token(key, issuer=ISSUER, audience="someone-else", subject="a"),
+            "audience",
+        ),
+        (
+            lambda key, other: mint_token(
+                key, issuer="https://evil.test", audience=AUDIENCE, subject="a"
+            ),
+            "issuer",
+        ),
         (lambda key, other: "not.a.token", "malformed"),
         (lambda key, other: mint(key, roles=["nobody"]), "no role grants target 'app'"),
-        (lambda key, other: mint(key, roles=[], repository="acme/app", ref="refs/heads/dev"),
-         "no role grants target 'app'"),
+        (
+            lambda key, other: mint(key, roles=[], repository="acme/app", ref="refs/heads/dev"),
+            "no role grants target 'app'",
+        ),
     ],
 )
 def test_rejected_tokens_get_1045_with_the_reason(
@@ -193,7 +264,9 @@ def test_large_tokens_work(hoopy_factory: Start, keys: tuple[Path, Path]) -> Non
     conn.close()
 
 
-def test_session_ends_after_its_token_expires(hoopy_factory: Start, keys: tuple[Path, Path]) -> None:
+def test_session_ends_after_its_token_expires(
+    hoopy_factory: Start, keys: tuple[Path, Path]
+) -> None:
     key, jwks = keys
     hoopy = hoopy_factory(**token_config(jwks))
     conn = hoopy.connect("x", mint(key, ttl=2), ssl={"ca": hoopy.tls_cert})
@@ -222,18 +295,112 @@ def test_hoopy_token_cli_mints_a_working_token(hoopy_factory: Start, tmp_path: P
     import sys
 
     hoopy_cli = [sys.executable, "-m", "hoopy", "token"]
-    init = subprocess.run([*hoopy_cli, "init", "--dir", str(tmp_path / "k")],
-                          capture_output=True, text=True, check=True)
+    init = subprocess.run(
+        [*hoopy_cli, "init", "--dir", str(tmp_path / "k")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert 'issuer = "hoopy-dev"' in init.stdout
     minted = subprocess.run(
-        [*hoopy_cli, "mint", "--sub", "laptop", "-g", "developers", "--ttl", "10m",
-         "--key", str(tmp_path / "k" / "dev-signing-key.jwk")],
-        capture_output=True, text=True, check=True,
+        [
+            *hoopy_cli,
+            "mint",
+            "--sub",
+            "laptop",
+            "-g",
+            "developers",
+            "--ttl",
+            "10m",
+            "--key",
+            str(tmp_path / "k" / "dev-signing-key.jwk"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     config = token_config(tmp_path / "k" / "dev-jwks.json")
-    config["issuers"] = {"dev": {"issuer": "hoopy-dev", "audience": "hoopy",
-                                 "jwks_file": str(tmp_path / "k" / "dev-jwks.json")}}
+    config["issuers"] = {
+        "dev": {
+            "issuer": "hoopy-dev",
+            "audience": "hoopy",
+            "jwks_file": str(tmp_path / "k" / "dev-jwks.json"),
+        }
+    }
     hoopy = hoopy_factory(**config)
     conn = hoopy.connect("laptop", minted.stdout.strip(), ssl={"ca": hoopy.tls_cert})
     assert who(conn)[1] == 42
     conn.close()
+
+
+class JWKSServer:
+    """A loopback HTTP server publishing a JWKS that the test can rotate, counting fetches."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.body = b'{"keys": []}'
+        self.fetches = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.fetches += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(outer.body)))
+                self.end_headers()
+                self.wfile.write(outer.body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/jwks"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def publish(self, *jwks_files: Path) -> None:
+        import json
+
+        keys = [k for f in jwks_files for k in json.loads(f.read_text())["keys"]]
+        self.body = json.dumps({"keys": keys}).encode()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_jwks_url_is_cached_and_follows_key_rotation(hoopy_factory: Start, tmp_path: Path) -> None:
+    old_key, old_jwks = create_signing_key(tmp_path / "old", kid="2026-old")
+    new_key, new_jwks = create_signing_key(tmp_path / "new", kid="2026-new")
+    jwks = JWKSServer()
+    try:
+        jwks.publish(old_jwks)
+        config = token_config(old_jwks)
+        issuer = config["issuers"]["idp"]
+        del issuer["jwks_file"]
+        issuer.update(jwks_url=jwks.url, jwks_min_refresh_interval=0.5)
+        hoopy = hoopy_factory(**config)
+        tls = {"ssl": {"ca": hoopy.tls_cert}}
+        hoopy.connect("a", mint(old_key), **tls).close()
+        hoopy.connect("b", mint(old_key), **tls).close()
+        assert jwks.fetches == 1  # the second login used the cached keys
+        # The IdP rotates: a token signed by a key id hoopy has not seen yet.
+        jwks.publish(old_jwks, new_jwks)
+        time.sleep(0.6)
+        conn = hoopy.connect("c", mint(new_key), **tls)
+        assert who(conn)[1] == 42
+        conn.close()
+        assert jwks.fetches == 2
+        # A key id the IdP does not publish: one refresh at most, then refused.
+        rogue_key, _ = create_signing_key(tmp_path / "rogue", kid="rogue")
+        time.sleep(0.6)
+        for _ in range(3):
+            with pytest.raises(pymysql.err.OperationalError) as info:
+                hoopy.connect("d", mint(rogue_key), **tls)
+            assert info.value.args[0] == 1045 and "key id" in info.value.args[1]
+        assert jwks.fetches == 3  # the rate limit held the other two back
+    finally:
+        jwks.close()
