@@ -35,6 +35,9 @@ _hoopy_missing_packages() {
     command -v mariadb-install-db >/dev/null 2>&1 || echo mariadb-server
     command -v mariadb >/dev/null 2>&1 || echo mariadb-client
     command -v sysbench >/dev/null 2>&1 || echo sysbench
+    # Node.js runs the mysql2 client in the token-login tests.
+    command -v node >/dev/null 2>&1 || echo nodejs
+    command -v npm >/dev/null 2>&1 || echo npm
     # building the mysqlclient wheel (no Linux wheels on PyPI)
     command -v pkg-config >/dev/null 2>&1 || echo pkg-config
     { pkg-config --exists libmariadb || pkg-config --exists mysqlclient; } >/dev/null 2>&1 ||
@@ -119,6 +122,15 @@ _hoopy_venv() {
         rm -f "$stamp"
         "$HOOPY_VENV/bin/python" -m pip install -q -e "$HOOPY_ROOT[dev]" || return 1
         echo "$want" >"$stamp" || return 1
+    fi
+    # The Node mysql2 client for the token-login tests, from the npm registry (locked).
+    local node_dir="$HOOPY_ROOT/tests/node"
+    if [ -f "$node_dir/package-lock.json" ] && command -v npm >/dev/null 2>&1 &&
+        { [ ! -d "$node_dir/node_modules" ] ||
+            [ "$node_dir/package-lock.json" -nt "$node_dir/node_modules" ]; }; then
+        _hoopy_log "npm ci (tests/node)"
+        (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error) || return 1
+        touch "$node_dir/node_modules"
     fi
     # Compile the streaming hot loop (mypyc); a no-op when current, harmless when impossible.
     "$HOOPY_VENV/bin/python" "$HOOPY_ROOT/scripts/build_accelerators.py" || return 1

@@ -150,7 +150,7 @@ class TokenAuthenticator:
             token = data.rstrip(b"\x00")
         elif plugin == OPENID_CONNECT_CLIENT:
             if not secure:
-                raise TokenLoginFailed(_INSECURE, seq)
+                raise TokenLoginFailed(_INSECURE if data else _NEEDS_ENCRYPTION, seq)
             if not data:
                 seq = await client.send_payload(build_auth_switch(OPENID_CONNECT_CLIENT, b""), seq)
                 packet = await client.read_packet()
