@@ -20,7 +20,7 @@ from hoopy.gateway.stream import PacketStream
 from hoopy.gateway.tokenauth import TokenAuthenticator, TokenLoginFailed
 from hoopy.gateway.upstream import UpstreamConnection, UpstreamError
 from hoopy.identity.principal import Principal
-from hoopy.identity.roles import granted_targets
+from hoopy.identity.roles import role_matches
 from hoopy.identity.static import (
     CachingSha2Plugin,
     FastAuthSuccess,
@@ -166,7 +166,7 @@ async def log_in(
             principal, seq = await _authenticate_gateway_user(
                 client, config, target, response, nonce, seq, username
             )
-        authorize(config, target, principal, seq)
+        principal = authorize(config, target, principal, seq)
         database = (
             response.database.decode("utf-8", "replace") if response.database else target.database
         )
@@ -390,14 +390,21 @@ async def _authenticate_gateway_user(
     return Principal(name=user.name, method="gateway_user", groups=user.groups), seq
 
 
-def authorize(config: Config, target: Target, principal: Principal, seq: int) -> None:
-    """Deny by default: some role must grant this target to this principal."""
-    if target.name not in granted_targets(config.roles.values(), principal):
+def authorize(config: Config, target: Target, principal: Principal, seq: int) -> Principal:
+    """Deny by default: some role must grant this target. Returns the principal with the
+    names of the roles that do (what the logs, and later the audit, record)."""
+    roles = tuple(
+        role.name
+        for role in config.roles.values()
+        if target.name in role.targets and role_matches(role, principal)
+    )
+    if not roles:
         raise LoginFailed(
             errors.ACCESS_DENIED,
             f"Access denied for user '{principal.name}': no role grants target '{target.name}'",
             seq,
         )
+    return replace(principal, roles=roles)
 
 
 def users_plugins(config: Config) -> dict[str, AuthPlugin]:

@@ -139,11 +139,14 @@ class Session:
             if not await self._connect_and_log_in():
                 return
             assert self.login is not None
+            principal = self.login.principal
             log.info(
-                "session %s: %s (%s) from %s on target %s%s",
+                "session %s: %s (%s%s%s) from %s on target %s%s",
                 self.id,
-                self.login.principal.name,
-                self.login.principal.method,
+                principal.name,
+                principal.method,
+                f" from {principal.issuer}" if principal.issuer else "",
+                f", roles {','.join(principal.roles)}" if principal.roles else "",
                 self.peer,
                 self.target.name,
                 " over TLS" if self.login.client_tls else "",
@@ -450,7 +453,7 @@ class Session:
             raise LoginFailed(errors.ACCESS_DENIED, message, seq)
         user = config.users[decision.authenticated_as]
         principal = Principal(name=user.name, method="gateway_user", groups=user.groups)
-        authorize(config, self.target, principal, seq)
+        principal = authorize(config, self.target, principal, seq)
         if isinstance(decision, FastAuthSuccess):
             seq = await self.client.send_payload(
                 bytes((AUTH_MORE_DATA_HEADER, FAST_AUTH_SUCCESS)), seq

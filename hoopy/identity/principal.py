@@ -26,3 +26,4 @@ class Principal:
     token_id: str | None = None
     client_id: str | None = None
     expires_at: float | None = None
+    roles: tuple[str, ...] = ()  # the roles that granted the session's target

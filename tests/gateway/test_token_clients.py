@@ -66,7 +66,7 @@ def token(keys: tuple[Path, Path]) -> str:
 
 def assert_token_login(hoopy: Any, token: str) -> None:
     log = hoopy.stderr_text()
-    assert "agent-7 (token) from" in log
+    assert "agent-7 (token from idp, roles developers) from" in log
     assert token not in log
 
 
@@ -323,7 +323,7 @@ def test_large_token_over_the_unix_socket(client: Any, hoopy: Any, token: str) -
 def test_plain_tcp_is_refused_with_the_reason(client: Any, hoopy: Any, token: str) -> None:
     assert NEEDS_TLS in client.plain(hoopy, token)
     log = hoopy.stderr_text()
-    assert "agent-7 (token) from" not in log and token not in log
+    assert "agent-7 (token from idp, roles developers) from" not in log and token not in log
 
 
 @clients
@@ -339,7 +339,7 @@ def test_another_ca_is_not_trusted(
         time.sleep(0.05)
     log = hoopy.stderr_text()
     assert "TLS handshake failed" in log, info.value
-    assert "agent-7 (token) from" not in log
+    assert "agent-7 (token from idp, roles developers) from" not in log
 
 
 # --- MySQL 9's authentication_openid_connect_client, on the wire ---
@@ -459,7 +459,7 @@ def test_openid_connect_client_is_refused_on_plain_tcp(hoopy: Any, token: str) -
     conn = RawConnection(hoopy.tcp["app"], None)
     code, message = error_of(conn.login(b""))
     assert code == 1045 and "connect with TLS" in message
-    assert "agent-7 (token) from" not in hoopy.stderr_text()
+    assert "agent-7 (token from idp, roles developers) from" not in hoopy.stderr_text()
 
 
 def test_openid_connect_client_with_a_bad_packet_is_refused(hoopy: Any, token: str) -> None:

@@ -74,7 +74,7 @@ def test_pymysql_token_over_tls(hoopy_factory: Start, keys: tuple[Path, Path]) -
     user, answer = who(conn)
     assert user.startswith("app@") and answer == 42
     conn.close()
-    assert "agent-7 (token) from" in hoopy.stderr_text()
+    assert "agent-7 (token from idp, roles developers) from" in hoopy.stderr_text()
 
 
 def test_pymysql_token_over_unix_socket(hoopy_factory: Start, keys: tuple[Path, Path]) -> None:

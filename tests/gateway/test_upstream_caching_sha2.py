@@ -37,7 +37,7 @@ def test_pymysql_through_two_gateways_caching_sha2_upstream(hoopy_factory: Start
         assert "MariaDB" in version
     conn.close()
     # The inner gateway saw the outer one log in as the gateway user 'dev'.
-    assert "dev (gateway_user)" in inner.stderr_text()
+    assert "dev (gateway_user, roles developers)" in inner.stderr_text()
 
 
 def test_pymysql_wrong_upstream_password_is_an_operator_error(hoopy_factory: Start) -> None:
