@@ -68,11 +68,15 @@ class TokenCache:
         self._entries: OrderedDict[str, list[_Cached]] = OrderedDict()
         self._size = 0
 
+    def __len__(self) -> int:
+        return self._size
+
     def add(self, username: str, token: bytes, principal: Principal) -> None:
-        entries = [e for e in self._entries.pop(username, []) if _alive(e.principal)]
-        self._size -= len(entries)
-        entries = [e for e in entries if e.verifier_hash != caching_sha2_hash(token)]
-        entries.append(_Cached(caching_sha2_hash(token), principal))
+        verifier_hash = caching_sha2_hash(token)
+        old = self._entries.pop(username, [])
+        self._size -= len(old)
+        entries = [e for e in old if _alive(e.principal) and e.verifier_hash != verifier_hash]
+        entries.append(_Cached(verifier_hash, principal))
         entries = entries[-TOKEN_CACHE_PER_USER:]
         self._entries[username] = entries
         self._size += len(entries)
