@@ -6,12 +6,27 @@ worse than refusing to start.
 
 from __future__ import annotations
 
-import re
 import tomllib
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+from hoopy.config.fields import (
+    ConfigError,
+    Ctx,
+    check_keys,
+    enum_value,
+    get_value,
+    is_loopback,
+    log_level_value,
+    name_ok,
+    non_negative,
+    one_of,
+    parse_hostport,
+    positive,
+    resolve_path,
+    secret_source,
+    str_list,
+)
 from hoopy.config.model import (
     Config,
     GatewaySettings,
@@ -19,7 +34,6 @@ from hoopy.config.model import (
     Listener,
     LoginMode,
     Role,
-    Secret,
     SecretUnavailable,
     Target,
     UpstreamTLS,
@@ -28,13 +42,8 @@ from hoopy.identity.tokens import IssuerConfig
 from hoopy.wire.handshake import caching_sha2_hash, native_password_hash
 
 PASSWORD_HASH_PREFIX = "hoopy1"
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
-T = TypeVar("T")
-
-
-class ConfigError(Exception):
-    """A configuration problem, located: ``file:line: key: what is wrong``."""
+__all__ = ["ConfigError", "build_config", "format_password_hash", "load_config"]
 
 
 def format_password_hash(password: bytes) -> str:
@@ -46,137 +55,6 @@ def format_password_hash(password: bytes) -> str:
             caching_sha2_hash(password).hex(),
         )
     )
-
-
-class _Ctx:
-    def __init__(self, path: Path, text: str) -> None:
-        self.path = path
-        self.lines = text.splitlines()
-
-    def line_of(self, keys: tuple[str | int, ...]) -> int | None:
-        """Best-effort line of a dotted key: its table header, then the key inside it."""
-        names = [k for k in keys if isinstance(k, str)]
-        if not names:
-            return None
-        table, key = names[:-1], names[-1]
-        start = 0
-        if table:
-            header = re.compile(
-                r"^\s*\[\[?\s*" + r"\s*\.\s*".join(re.escape(t) for t in table) + r"\s*\]\]?\s*$"
-            )
-            found = next((i for i, ln in enumerate(self.lines) if header.match(ln)), None)
-            if found is None:
-                return None
-            start = found + 1
-        key_re = re.compile(r"^\s*" + re.escape(key) + r"\s*=")
-        for i in range(start, len(self.lines)):
-            if table and self.lines[i].lstrip().startswith("["):
-                break
-            if key_re.match(self.lines[i]):
-                return i + 1
-        return start if table else None
-
-    def error(self, keys: tuple[str | int, ...], message: str) -> ConfigError:
-        line = self.line_of(keys)
-        where = f"{self.path}:{line}" if line else str(self.path)
-        dotted = ".".join(str(k) for k in keys)
-        return ConfigError(f"{where}: {dotted}: {message}")
-
-
-def _get(
-    ctx: _Ctx,
-    table: dict[str, Any],
-    keys: tuple[str | int, ...],
-    key: str,
-    kind: type[T] | tuple[type, ...],
-    default: Any = ...,
-) -> Any:
-    if key not in table:
-        if default is ...:
-            raise ctx.error((*keys, key), "is required")
-        return default
-    value = table[key]
-    # TOML integers are acceptable where a float is asked for; booleans are never numbers.
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if (
-        isinstance(value, bool)
-        and kind is not bool
-        and not (isinstance(kind, tuple) and bool in kind)
-    ):
-        raise ctx.error((*keys, key), f"must be {_kind_name(kind)}, not a boolean")
-    if not isinstance(value, kind):
-        raise ctx.error((*keys, key), f"must be {_kind_name(kind)}, got {type(value).__name__}")
-    return value
-
-
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    names = {
-        str: "a string",
-        int: "an integer",
-        float: "a number",
-        bool: "true or false",
-        list: "a list",
-        dict: "a table",
-    }
-    if isinstance(kind, tuple):
-        return " or ".join(names.get(k, k.__name__) for k in kind)
-    return names.get(kind, kind.__name__)
-
-
-def _check_keys(
-    ctx: _Ctx, table: dict[str, Any], keys: tuple[str | int, ...], allowed: set[str]
-) -> None:
-    for key in table:
-        if key not in allowed:
-            hint = ", ".join(sorted(allowed))
-            raise ctx.error((*keys, key), f"unknown key (expected one of: {hint})")
-
-
-def _enum(
-    ctx: _Ctx, keys: tuple[str | int, ...], value: str, kind: Callable[[str], T], choices: list[str]
-) -> T:
-    try:
-        return kind(value)
-    except ValueError:
-        raise ctx.error(keys, f"must be one of {', '.join(choices)}, got {value!r}") from None
-
-
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _path(base: Path, value: str) -> Path:
-    p = Path(value).expanduser()
-    return p if p.is_absolute() else (base / p)
-
-
-def _secret(ctx: _Ctx, table: dict[str, Any], keys: tuple[str | int, ...], base: Path) -> Secret:
-    env = _get(ctx, table, keys, "password_env", str, None)
-    file = _get(ctx, table, keys, "password_file", str, None)
-    if "password" in table:
-        raise ctx.error(
-            (*keys, "password"),
-            "passwords are never written in the config: use password_env or password_file",
-        )
-    if env and file:
-        raise ctx.error((*keys, "password_file"), "set password_env or password_file, not both")
-    return Secret(env=env, file=_path(base, file) if file else None)
-
-
-def _parse_hostport(ctx: _Ctx, keys: tuple[str | int, ...], value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ctx.error(keys, f"must look like HOST:PORT, got {value!r}")
-    host = host.strip("[]") or "127.0.0.1"
-    return host, int(port)
 
 
 def load_config(path: str | Path) -> Config:
@@ -193,12 +71,12 @@ def load_config(path: str | Path) -> Config:
 
 
 def build_config(data: dict[str, Any], path: Path, text: str = "") -> Config:
-    ctx = _Ctx(path, text)
+    ctx = Ctx(path, text)
     base = path.parent.resolve()
-    _check_keys(ctx, data, (), {"gateway", "listeners", "targets", "users", "roles", "issuers"})
+    check_keys(ctx, data, (), {"gateway", "listeners", "targets", "users", "roles", "issuers"})
 
-    g = _get(ctx, data, (), "gateway", dict, {})
-    _check_keys(
+    g = get_value(ctx, data, (), "gateway", dict, {})
+    check_keys(
         ctx,
         g,
         ("gateway",),
@@ -217,54 +95,57 @@ def build_config(data: dict[str, Any], path: Path, text: str = "") -> Config:
     )
     gk: tuple[str | int, ...] = ("gateway",)
     gateway = GatewaySettings(
-        state_dir=_path(base, _get(ctx, g, gk, "state_dir", str, ".hoopy")),
-        max_connections=_positive(
-            ctx, gk, "max_connections", _get(ctx, g, gk, "max_connections", int, 1024)
+        state_dir=resolve_path(base, get_value(ctx, g, gk, "state_dir", str, ".hoopy")),
+        max_connections=positive(
+            ctx, gk, "max_connections", get_value(ctx, g, gk, "max_connections", int, 1024)
         ),
-        handshake_timeout=_positive(
-            ctx, gk, "handshake_timeout", _get(ctx, g, gk, "handshake_timeout", float, 10.0)
+        handshake_timeout=positive(
+            ctx, gk, "handshake_timeout", get_value(ctx, g, gk, "handshake_timeout", float, 10.0)
         ),
-        idle_timeout=_non_negative(
-            ctx, gk, "idle_timeout", _get(ctx, g, gk, "idle_timeout", float, 28800.0)
+        idle_timeout=non_negative(
+            ctx, gk, "idle_timeout", get_value(ctx, g, gk, "idle_timeout", float, 28800.0)
         ),
-        shutdown_grace=_non_negative(
-            ctx, gk, "shutdown_grace", _get(ctx, g, gk, "shutdown_grace", float, 30.0)
+        shutdown_grace=non_negative(
+            ctx, gk, "shutdown_grace", get_value(ctx, g, gk, "shutdown_grace", float, 30.0)
         ),
-        max_statement_bytes=_positive(
+        max_statement_bytes=positive(
             ctx,
             gk,
             "max_statement_bytes",
-            _get(ctx, g, gk, "max_statement_bytes", int, 64 * 1024 * 1024),
+            get_value(ctx, g, gk, "max_statement_bytes", int, 64 * 1024 * 1024),
         ),
-        log_level=_enum(
+        log_level=enum_value(
             ctx,
             (*gk, "log_level"),
-            _get(ctx, g, gk, "log_level", str, "info"),
-            _log_level,
+            get_value(ctx, g, gk, "log_level", str, "info"),
+            log_level_value,
             ["debug", "info", "warning", "error"],
         ),
-        max_failed_logins=_positive(
-            ctx, gk, "max_failed_logins", _get(ctx, g, gk, "max_failed_logins", int, 20)
+        max_failed_logins=positive(
+            ctx, gk, "max_failed_logins", get_value(ctx, g, gk, "max_failed_logins", int, 20)
         ),
-        failed_login_window=_positive(
-            ctx, gk, "failed_login_window", _get(ctx, g, gk, "failed_login_window", float, 60.0)
+        failed_login_window=positive(
+            ctx,
+            gk,
+            "failed_login_window",
+            get_value(ctx, g, gk, "failed_login_window", float, 60.0),
         ),
-        on_token_expiry=_enum(
+        on_token_expiry=enum_value(
             ctx,
             (*gk, "on_token_expiry"),
-            _get(ctx, g, gk, "on_token_expiry", str, "close"),
-            _one_of("close", "ignore"),
+            get_value(ctx, g, gk, "on_token_expiry", str, "close"),
+            one_of("close", "ignore"),
             ["close", "ignore"],
         ),
     )
 
     targets: dict[str, Target] = {}
-    for name, t in _get(ctx, data, (), "targets", dict, {}).items():
+    for name, t in get_value(ctx, data, (), "targets", dict, {}).items():
         keys: tuple[str | int, ...] = ("targets", name)
         if not isinstance(t, dict):
             raise ctx.error(keys, "must be a table")
-        _name_ok(ctx, keys, name)
-        _check_keys(
+        name_ok(ctx, keys, name)
+        check_keys(
             ctx,
             t,
             keys,
@@ -284,43 +165,43 @@ def build_config(data: dict[str, Any], path: Path, text: str = "") -> Config:
                 "allow_local_infile",
             },
         )
-        tls = _enum(
+        tls = enum_value(
             ctx,
             (*keys, "tls"),
-            _get(ctx, t, keys, "tls", str, "preferred"),
+            get_value(ctx, t, keys, "tls", str, "preferred"),
             UpstreamTLS,
             [m.value for m in UpstreamTLS],
         )
-        tls_ca = _get(ctx, t, keys, "tls_ca", str, None)
+        tls_ca = get_value(ctx, t, keys, "tls_ca", str, None)
         if tls in (UpstreamTLS.VERIFY_CA, UpstreamTLS.VERIFY_IDENTITY) and not tls_ca:
             raise ctx.error(
                 (*keys, "tls"), f"{tls.value} needs tls_ca (the CA file to verify with)"
             )
-        port = _get(ctx, t, keys, "port", int, 3306)
+        port = get_value(ctx, t, keys, "port", int, 3306)
         if not 0 < port < 65536:
             raise ctx.error((*keys, "port"), "must be between 1 and 65535")
-        sock = _get(ctx, t, keys, "unix_socket", str, None)
+        sock = get_value(ctx, t, keys, "unix_socket", str, None)
         targets[name] = Target(
             name=name,
-            host=_get(ctx, t, keys, "host", str, "127.0.0.1"),
+            host=get_value(ctx, t, keys, "host", str, "127.0.0.1"),
             port=port,
-            unix_socket=_path(base, sock) if sock else None,
-            user=_get(ctx, t, keys, "user", str, ""),
-            password=_secret(ctx, t, keys, base),
-            login=_enum(
+            unix_socket=resolve_path(base, sock) if sock else None,
+            user=get_value(ctx, t, keys, "user", str, ""),
+            password=secret_source(ctx, t, keys, base),
+            login=enum_value(
                 ctx,
                 (*keys, "login"),
-                _get(ctx, t, keys, "login", str),
+                get_value(ctx, t, keys, "login", str),
                 LoginMode,
                 [m.value for m in LoginMode],
             ),
-            database=_get(ctx, t, keys, "database", str, None),
-            connect_timeout=_positive(
-                ctx, keys, "connect_timeout", _get(ctx, t, keys, "connect_timeout", float, 5.0)
+            database=get_value(ctx, t, keys, "database", str, None),
+            connect_timeout=positive(
+                ctx, keys, "connect_timeout", get_value(ctx, t, keys, "connect_timeout", float, 5.0)
             ),
             tls=tls,
-            tls_ca=_path(base, tls_ca) if tls_ca else None,
-            allow_local_infile=_get(ctx, t, keys, "allow_local_infile", bool, False),
+            tls_ca=resolve_path(base, tls_ca) if tls_ca else None,
+            allow_local_infile=get_value(ctx, t, keys, "allow_local_infile", bool, False),
         )
         if targets[name].login is not LoginMode.PASSTHROUGH and not targets[name].user:
             raise ctx.error(
@@ -329,11 +210,11 @@ def build_config(data: dict[str, Any], path: Path, text: str = "") -> Config:
 
     listeners: list[Listener] = []
     seen: set[str] = set()
-    for i, lst in enumerate(_get(ctx, data, (), "listeners", list, [])):
+    for i, lst in enumerate(get_value(ctx, data, (), "listeners", list, [])):
         keys = ("listeners", i)
         if not isinstance(lst, dict):
             raise ctx.error(keys, "must be a table ([[listeners]])")
-        _check_keys(
+        check_keys(
             ctx,
             lst,
             ("listeners",),
@@ -348,26 +229,26 @@ def build_config(data: dict[str, Any], path: Path, text: str = "") -> Config:
                 "allow_cleartext_password",
             },
         )
-        target = _get(ctx, lst, ("listeners",), "target", str)
+        target = get_value(ctx, lst, ("listeners",), "target", str)
         if target not in targets:
             raise ctx.error(
                 ("listeners", "target"), f"no target named {target!r} (define [targets.{target}])"
             )
-        name = _get(ctx, lst, ("listeners",), "name", str, target)
+        name = get_value(ctx, lst, ("listeners",), "name", str, target)
         if name in seen:
             raise ctx.error(("listeners", "name"), f"two listeners are named {name!r}")
         seen.add(name)
-        tcp_s = _get(ctx, lst, ("listeners",), "tcp", str, "127.0.0.1:3307")
-        sock = _get(ctx, lst, ("listeners",), "unix_socket", str, None)
-        cert = _get(ctx, lst, ("listeners",), "tls_cert", str, None)
-        key = _get(ctx, lst, ("listeners",), "tls_key", str, None)
+        tcp_s = get_value(ctx, lst, ("listeners",), "tcp", str, "127.0.0.1:3307")
+        sock = get_value(ctx, lst, ("listeners",), "unix_socket", str, None)
+        cert = get_value(ctx, lst, ("listeners",), "tls_cert", str, None)
+        key = get_value(ctx, lst, ("listeners",), "tls_key", str, None)
         if bool(cert) != bool(key):
             raise ctx.error(("listeners", "tls_cert"), "set both tls_cert and tls_key, or neither")
-        tcp = _parse_hostport(ctx, ("listeners", "tcp"), tcp_s) if tcp_s else None
+        tcp = parse_hostport(ctx, ("listeners", "tcp"), tcp_s) if tcp_s else None
         if tcp is None and not sock:
             raise ctx.error(("listeners", "tcp"), "a listener needs tcp or unix_socket")
-        cleartext = _get(ctx, lst, ("listeners",), "allow_cleartext_password", bool, False)
-        if cleartext and (tcp is None or not _is_loopback(tcp[0])):
+        cleartext = get_value(ctx, lst, ("listeners",), "allow_cleartext_password", bool, False)
+        if cleartext and (tcp is None or not is_loopback(tcp[0])):
             raise ctx.error(
                 ("listeners", "allow_cleartext_password"),
                 "is only allowed on a loopback tcp address (127.0.0.1, ::1, localhost): "
@@ -378,10 +259,10 @@ def build_config(data: dict[str, Any], path: Path, text: str = "") -> Config:
                 name=name,
                 target=target,
                 tcp=tcp,
-                unix_socket=_path(base, sock) if sock else None,
-                tls=_get(ctx, lst, ("listeners",), "tls", bool, True),
-                tls_cert=_path(base, cert) if cert else None,
-                tls_key=_path(base, key) if key else None,
+                unix_socket=resolve_path(base, sock) if sock else None,
+                tls=get_value(ctx, lst, ("listeners",), "tls", bool, True),
+                tls_cert=resolve_path(base, cert) if cert else None,
+                tls_key=resolve_path(base, key) if key else None,
                 allow_cleartext_password=cleartext,
             )
         )
@@ -389,35 +270,39 @@ def build_config(data: dict[str, Any], path: Path, text: str = "") -> Config:
         raise ctx.error(("listeners",), "at least one [[listeners]] entry is required")
 
     users: dict[str, GatewayUser] = {}
-    for name, u in _get(ctx, data, (), "users", dict, {}).items():
+    for name, u in get_value(ctx, data, (), "users", dict, {}).items():
         keys = ("users", name)
         if not isinstance(u, dict):
             raise ctx.error(keys, "must be a table")
-        _check_keys(
+        check_keys(
             ctx, u, keys, {"password_hash", "password_env", "password_file", "password", "groups"}
         )
         users[name] = GatewayUser(
             name=name,
-            groups=tuple(_str_list(ctx, keys, "groups", _get(ctx, u, keys, "groups", list, []))),
+            groups=tuple(
+                str_list(ctx, keys, "groups", get_value(ctx, u, keys, "groups", list, []))
+            ),
             **_user_hashes(ctx, u, keys, base),
         )
 
-    issuers = _issuers(ctx, _get(ctx, data, (), "issuers", dict, {}), base)
+    issuers = _issuers(ctx, get_value(ctx, data, (), "issuers", dict, {}), base)
 
     roles: dict[str, Role] = {}
-    for name, r in _get(ctx, data, (), "roles", dict, {}).items():
+    for name, r in get_value(ctx, data, (), "roles", dict, {}).items():
         keys = ("roles", name)
         if not isinstance(r, dict):
             raise ctx.error(keys, "must be a table")
-        _check_keys(ctx, r, keys, {"groups", "targets", "claims", "issuers"})
-        role_targets = tuple(_str_list(ctx, keys, "targets", _get(ctx, r, keys, "targets", list)))
+        check_keys(ctx, r, keys, {"groups", "targets", "claims", "issuers"})
+        role_targets = tuple(
+            str_list(ctx, keys, "targets", get_value(ctx, r, keys, "targets", list))
+        )
         for t_name in role_targets:
             if t_name not in targets and t_name != "*":
                 raise ctx.error((*keys, "targets"), f"no target named {t_name!r}")
         if "*" in role_targets:
             role_targets = tuple(targets)
         claims: list[tuple[str, tuple[str, ...]]] = []
-        for claim, patterns in _get(ctx, r, keys, "claims", dict, {}).items():
+        for claim, patterns in get_value(ctx, r, keys, "claims", dict, {}).items():
             pattern_list = [patterns] if isinstance(patterns, str) else patterns
             if not isinstance(pattern_list, list) or not all(
                 isinstance(p, str) for p in pattern_list
@@ -425,12 +310,14 @@ def build_config(data: dict[str, Any], path: Path, text: str = "") -> Config:
                 raise ctx.error((*keys, "claims"), f"{claim}: must be a string or list of strings")
             claims.append((claim, tuple(pattern_list)))
         role_issuers = tuple(
-            _str_list(ctx, keys, "issuers", _get(ctx, r, keys, "issuers", list, []))
+            str_list(ctx, keys, "issuers", get_value(ctx, r, keys, "issuers", list, []))
         )
         for issuer in role_issuers:
             if issuer not in issuers:
                 raise ctx.error((*keys, "issuers"), f"no issuer named {issuer!r}")
-        role_groups = tuple(_str_list(ctx, keys, "groups", _get(ctx, r, keys, "groups", list, [])))
+        role_groups = tuple(
+            str_list(ctx, keys, "groups", get_value(ctx, r, keys, "groups", list, []))
+        )
         if not (role_groups or claims or role_issuers):
             raise ctx.error(keys, "a role needs groups, claims or issuers to match on")
         roles[name] = Role(
@@ -457,14 +344,14 @@ def build_config(data: dict[str, Any], path: Path, text: str = "") -> Config:
     )
 
 
-def _issuers(ctx: _Ctx, table: dict[str, Any], base: Path) -> dict[str, IssuerConfig]:
+def _issuers(ctx: Ctx, table: dict[str, Any], base: Path) -> dict[str, IssuerConfig]:
     issuers: dict[str, IssuerConfig] = {}
     for name, i in table.items():
         keys: tuple[str | int, ...] = ("issuers", name)
         if not isinstance(i, dict):
             raise ctx.error(keys, "must be a table")
-        _name_ok(ctx, keys, name)
-        _check_keys(
+        name_ok(ctx, keys, name)
+        check_keys(
             ctx,
             i,
             keys,
@@ -482,12 +369,12 @@ def _issuers(ctx: _Ctx, table: dict[str, Any], base: Path) -> dict[str, IssuerCo
                 "jwks_max_age",
             },
         )
-        audience = _get(ctx, i, keys, "audience", (str, list))
+        audience = get_value(ctx, i, keys, "audience", (str, list))
         audiences = (
-            [audience] if isinstance(audience, str) else _str_list(ctx, keys, "audience", audience)
+            [audience] if isinstance(audience, str) else str_list(ctx, keys, "audience", audience)
         )
-        jwks_file = _get(ctx, i, keys, "jwks_file", str, None)
-        jwks_url = _get(ctx, i, keys, "jwks_url", str, None)
+        jwks_file = get_value(ctx, i, keys, "jwks_file", str, None)
+        jwks_url = get_value(ctx, i, keys, "jwks_url", str, None)
         if bool(jwks_file) == bool(jwks_url):
             raise ctx.error(keys, "set exactly one of jwks_file and jwks_url")
         if jwks_url and not jwks_url.startswith(("https://", "http://127.", "http://localhost")):
@@ -495,28 +382,30 @@ def _issuers(ctx: _Ctx, table: dict[str, Any], base: Path) -> dict[str, IssuerCo
         options: dict[str, Any] = {}
         if "algorithms" in i:
             options["algorithms"] = tuple(
-                _str_list(ctx, keys, "algorithms", _get(ctx, i, keys, "algorithms", list))
+                str_list(ctx, keys, "algorithms", get_value(ctx, i, keys, "algorithms", list))
             )
         if "leeway" in i:
-            options["leeway"] = _non_negative(
-                ctx, keys, "leeway", _get(ctx, i, keys, "leeway", float)
+            options["leeway"] = non_negative(
+                ctx, keys, "leeway", get_value(ctx, i, keys, "leeway", float)
             )
         for key in ("subject_claim", "groups_claim"):
             if key in i:
-                options[key] = _get(ctx, i, keys, key, str)
+                options[key] = get_value(ctx, i, keys, key, str)
         for key in ("jwks_min_refresh_interval", "jwks_max_age"):
             if key in i:
-                options[key] = _non_negative(ctx, keys, key, _get(ctx, i, keys, key, float))
+                options[key] = non_negative(ctx, keys, key, get_value(ctx, i, keys, key, float))
         if "required_claims" in i:
             options["required_claims"] = tuple(
-                _str_list(ctx, keys, "required_claims", _get(ctx, i, keys, "required_claims", list))
+                str_list(
+                    ctx, keys, "required_claims", get_value(ctx, i, keys, "required_claims", list)
+                )
             )
         try:
             issuers[name] = IssuerConfig(
                 name=name,
-                issuer=_get(ctx, i, keys, "issuer", str),
+                issuer=get_value(ctx, i, keys, "issuer", str),
                 audience=tuple(audiences),
-                jwks_file=_path(base, jwks_file) if jwks_file else None,
+                jwks_file=resolve_path(base, jwks_file) if jwks_file else None,
                 jwks_url=jwks_url,
                 **options,
             )
@@ -526,10 +415,10 @@ def _issuers(ctx: _Ctx, table: dict[str, Any], base: Path) -> dict[str, IssuerCo
 
 
 def _user_hashes(
-    ctx: _Ctx, u: dict[str, Any], keys: tuple[str | int, ...], base: Path
+    ctx: Ctx, u: dict[str, Any], keys: tuple[str | int, ...], base: Path
 ) -> dict[str, bytes]:
-    hashed = _get(ctx, u, keys, "password_hash", str, None)
-    secret = _secret(ctx, u, keys, base)
+    hashed = get_value(ctx, u, keys, "password_hash", str, None)
+    secret = secret_source(ctx, u, keys, base)
     if hashed and (secret.env or secret.file):
         raise ctx.error(
             (*keys, "password_hash"), "set password_hash or password_env/password_file, not several"
@@ -557,38 +446,3 @@ def _user_hashes(
     if not password:
         raise ctx.error(keys, f"the password from {secret.describe()} is empty")
     return {"native_hash": native_password_hash(password), "sha2_hash": caching_sha2_hash(password)}
-
-
-def _str_list(ctx: _Ctx, keys: tuple[str | int, ...], key: str, value: list[Any]) -> list[str]:
-    if not all(isinstance(v, str) for v in value):
-        raise ctx.error((*keys, key), "must be a list of strings")
-    return value
-
-
-def _name_ok(ctx: _Ctx, keys: tuple[str | int, ...], name: str) -> None:
-    if not _NAME.match(name):
-        raise ctx.error(keys, "names use letters, digits, '_', '-' and '.' (at most 64)")
-
-
-def _positive(ctx: _Ctx, keys: tuple[str | int, ...], key: str, value: T) -> T:
-    if not value > 0:  # type: ignore[operator]
-        raise ctx.error((*keys, key), "must be greater than zero")
-    return value
-
-
-def _non_negative(ctx: _Ctx, keys: tuple[str | int, ...], key: str, value: T) -> T:
-    if value < 0:  # type: ignore[operator]
-        raise ctx.error((*keys, key), "must not be negative")
-    return value
-
-
-def _one_of(*choices: str) -> Callable[[str], str]:
-    def check(value: str) -> str:
-        if value not in choices:
-            raise ValueError(value)
-        return value
-
-    return check
-
-
-_log_level = _one_of("debug", "info", "warning", "error")
