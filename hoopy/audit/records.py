@@ -1,0 +1,87 @@
+"""The audit record format: JSON lines chained by SHA-256, optionally signed with HMAC.
+
+Each line is one JSON object in canonical form (keys sorted, no spaces, UTF-8). Besides its
+own fields every record carries:
+
+- ``v``: the schema version (``SCHEMA_VERSION``),
+- ``prev``: the ``hash`` of the record before it (across files; ``""`` for the very first),
+- ``hash``: ``SHA-256(prev + "\\n" + canonical JSON of the record without hash and sig)``,
+- ``sig`` (only with a key): ``HMAC-SHA-256(key, hash)``, so rewriting the whole chain from
+  some point on is detectable by whoever holds the key.
+
+Editing, deleting, inserting or reordering lines breaks the chain at the first changed record.
+Sans-IO: this module formats and checks lines; ``writer.py`` and ``reader.py`` do the files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+SCHEMA_VERSION = 1
+GENESIS = ""  # the ``prev`` of the first record ever written to an audit directory
+CHAIN_FIELDS = ("hash", "sig")
+
+
+def canonical_json(record: Mapping[str, Any]) -> bytes:
+    return json.dumps(
+        record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def chain_hash(prev: str, record: Mapping[str, Any]) -> str:
+    body = {k: v for k, v in record.items() if k not in CHAIN_FIELDS}
+    return hashlib.sha256(prev.encode("ascii") + b"\n" + canonical_json(body)).hexdigest()
+
+
+def signature(key: bytes, record_hash: str) -> str:
+    return hmac.new(key, record_hash.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+class AuditChain:
+    """Turns records into chained lines. Holds the last hash; one per audit directory."""
+
+    def __init__(self, last_hash: str = GENESIS, key: bytes | None = None) -> None:
+        self.last_hash = last_hash
+        self._key = key
+
+    def line(self, record: Mapping[str, Any]) -> bytes:
+        """The complete line (with its newline) for ``record``; advances the chain."""
+        if any(k in record for k in ("v", "prev", *CHAIN_FIELDS)):
+            raise ValueError("v, prev, hash and sig are set by the chain")
+        chained = {**record, "v": SCHEMA_VERSION, "prev": self.last_hash}
+        chained["hash"] = chain_hash(self.last_hash, chained)
+        if self._key is not None:
+            chained["sig"] = signature(self._key, chained["hash"])
+        self.last_hash = chained["hash"]
+        return canonical_json(chained) + b"\n"
+
+
+@dataclass(frozen=True, slots=True)
+class ChainProblem:
+    """Why a record does not verify (what ``hoopy audit verify`` reports)."""
+
+    reason: str
+
+
+def check_record(
+    record: Mapping[str, Any], expected_prev: str, key: bytes | None = None
+) -> ChainProblem | None:
+    """Check one parsed record against the chain so far; None when it verifies."""
+    if record.get("v") != SCHEMA_VERSION:
+        return ChainProblem(f"unknown schema version {record.get('v')!r}")
+    if record.get("prev") != expected_prev:
+        return ChainProblem("prev does not match the hash of the record before it")
+    if record.get("hash") != chain_hash(expected_prev, record):
+        return ChainProblem("hash does not match the record's content")
+    if key is not None:
+        sig = record.get("sig")
+        if not isinstance(sig, str) or not hmac.compare_digest(
+            sig, signature(key, str(record["hash"]))
+        ):
+            return ChainProblem("signature does not match (wrong key, or the chain was rewritten)")
+    return None

@@ -1,0 +1,241 @@
+"""Appending chained audit records to JSON-lines files, safely across crashes and rotation.
+
+Files live in one directory (0700), each ``audit-<UTC yyyymmddTHHMMSS>-<sequence>.jsonl``
+(0600), so name order is write order. Every file starts with a ``file_start`` record naming
+the file before it, and the hash chain runs on across files, so a deleted or renamed file is
+detected by ``hoopy audit verify``. Rotation happens by size and when the UTC day changes.
+
+Crash safety: a line is written with one ``write`` on an ``O_APPEND`` descriptor, so a crash
+leaves at most a partial last line. On open the writer terminates such a line (it stays, as a
+recognisable remnant the reader skips) and continues the chain from the last complete record.
+
+This class does blocking file I/O and is not thread-safe: the gateway owns one, calls
+``append`` from its event loop (a small write into the page cache) and ``sync`` from a worker
+thread (fsync), never both at once for the same descriptor without its own ordering.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from hoopy.audit.records import GENESIS, AuditChain
+
+FILE_PREFIX = "audit-"
+FILE_SUFFIX = ".jsonl"
+# Big enough that a busy gateway rotates a few times a day, small enough to copy and grep.
+DEFAULT_ROTATE_BYTES = 256 * 1024 * 1024
+# How much of a file's end is read at a time when looking for its last complete record.
+TAIL_BLOCK = 64 * 1024
+
+
+class AuditUnavailable(Exception):
+    """The audit record could not be written (disk full, permissions, I/O error).
+
+    The gateway must not run the statement (fail closed); the message says why, without any
+    record content.
+    """
+
+
+def timestamp(now: float) -> str:
+    """RFC 3339 UTC with microseconds: sortable as text, unambiguous across hosts."""
+    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def audit_file_name(now: float, sequence: int) -> str:
+    stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%S")
+    return f"{FILE_PREFIX}{stamp}-{sequence:06d}{FILE_SUFFIX}"
+
+
+def _sequence(name: str) -> int:
+    try:
+        return int(name[len(FILE_PREFIX) :].split("-")[1].split(".")[0])
+    except (IndexError, ValueError):
+        return -1
+
+
+def _is_audit_file(path: Path) -> bool:
+    return path.name.startswith(FILE_PREFIX) and path.name.endswith(FILE_SUFFIX)
+
+
+class AuditWriter:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        rotate_bytes: int = DEFAULT_ROTATE_BYTES,
+        rotate_daily: bool = True,
+        key: bytes | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.directory = directory
+        self.rotate_bytes = rotate_bytes
+        self.rotate_daily = rotate_daily
+        self._key = key
+        self._clock = clock
+        self._fd = -1
+        self._path: Path | None = None
+        self._size = 0
+        self._day = ""
+        self._chain = AuditChain(GENESIS, key)
+        self._broken: str | None = None
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    # --- opening and recovery ------------------------------------------------------------
+
+    def open(self) -> None:
+        """Create the directory if needed, recover the chain, and open the newest file."""
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            files = sorted(p for p in self.directory.iterdir() if _is_audit_file(p))
+            last_hash = GENESIS
+            for path in reversed(files):
+                found = _last_hash(path)
+                if found is not None:
+                    last_hash = found
+                    break
+            self._chain = AuditChain(last_hash, self._key)
+            if files:
+                self._open_file(files[-1])
+            else:
+                self._rotate(previous=None)
+        except OSError as exc:
+            raise AuditUnavailable(
+                f"cannot open the audit directory {self.directory}: {exc.strerror or exc}"
+            ) from None
+        self._broken = None
+
+    def _open_file(self, path: Path) -> None:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(path, flags, 0o600)
+        try:
+            size = os.fstat(fd).st_size
+            if size and not _ends_with_newline(path, size):
+                os.write(fd, b"\n")  # terminate a crash's partial line; the reader skips it
+                size += 1
+        except OSError:
+            os.close(fd)
+            raise
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd, self._path, self._size = fd, path, size
+        self._day = path.name[len(FILE_PREFIX) : len(FILE_PREFIX) + 8]
+
+    def _rotate(self, previous: Path | None) -> None:
+        now = self._clock()
+        sequence = _sequence(previous.name) + 1 if previous is not None else 0
+        path = self.directory / audit_file_name(now, sequence)
+        self._open_file(path)
+        self._write(
+            self._chain.line(
+                {
+                    "kind": "file_start",
+                    "ts": timestamp(now),
+                    "previous_file": previous.name if previous is not None else None,
+                    "host": socket.gethostname(),
+                    "pid": os.getpid(),
+                }
+            )
+        )
+
+    # --- writing -------------------------------------------------------------------------
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        """Write one record (``ts`` added if absent). Raises ``AuditUnavailable``."""
+        if self._broken is not None:
+            raise AuditUnavailable(self._broken)
+        if self._fd < 0:
+            raise AuditUnavailable("the audit log is not open")
+        now = self._clock()
+        try:
+            if self._needs_rotation(now):
+                self._rotate(previous=self._path)
+            fields = dict(record)
+            fields.setdefault("ts", timestamp(now))
+            self._write(self._chain.line(fields))
+        except OSError as exc:
+            # The chain may now be ahead of the file: refuse until reopened (which recovers
+            # from the file itself).
+            self._broken = f"cannot write the audit log {self._path}: {exc.strerror or exc}"
+            raise AuditUnavailable(self._broken) from None
+        except (TypeError, ValueError) as exc:
+            raise AuditUnavailable(f"audit record is not serialisable: {exc}") from None
+
+    def _needs_rotation(self, now: float) -> bool:
+        if self._size >= self.rotate_bytes:
+            return True
+        today = datetime.fromtimestamp(now, UTC).strftime("%Y%m%d")
+        return self.rotate_daily and today != self._day
+
+    def _write(self, line: bytes) -> None:
+        written = os.write(self._fd, line)
+        if written != len(line):
+            # A short write on a regular file means the disk is full: never continue a line.
+            raise OSError(28, "short write (disk full?)")
+        self._size += written
+
+    def sync(self) -> None:
+        """fsync the current file (strict durability; run it in a worker thread)."""
+        if self._fd >= 0:
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                self._broken = f"cannot sync the audit log {self._path}: {exc.strerror or exc}"
+                raise AuditUnavailable(self._broken) from None
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _ends_with_newline(path: Path, size: int) -> bool:
+    with path.open("rb") as f:
+        f.seek(size - 1)
+        return f.read(1) == b"\n"
+
+
+def _last_hash(path: Path) -> str | None:
+    """The hash of the last complete, parseable record in ``path``, reading from the end."""
+    with path.open("rb") as f:
+        pos = f.seek(0, os.SEEK_END)
+        carry = b""  # the start of the file's bytes already read, up to a line boundary
+        after_last_newline = True  # until the last newline is found, bytes are a partial line
+        while pos > 0:
+            step = min(TAIL_BLOCK, pos)
+            pos -= step
+            f.seek(pos)
+            parts = (f.read(step) + carry).split(b"\n")
+            if after_last_newline:
+                if len(parts) == 1:
+                    carry = b""  # all of it follows the last newline: a crash remnant
+                    continue
+                parts = parts[:-1]  # drop what follows the last newline
+                after_last_newline = False
+            # parts[0] may continue further back unless the file's start was reached.
+            complete = parts if pos == 0 else parts[1:]
+            for line in reversed(complete):
+                found = _hash_of(line)
+                if found is not None:
+                    return found
+            carry = b"" if pos == 0 else parts[0]
+    return None
+
+
+def _hash_of(line: bytes) -> str | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    if isinstance(record, dict) and isinstance(record.get("hash"), str):
+        return str(record["hash"])
+    return None

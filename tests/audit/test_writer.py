@@ -1,0 +1,174 @@
+"""The audit writer: chained lines on disk, recovery after a crash, rotation, fail-closed."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from hoopy.audit.records import GENESIS, check_record
+from hoopy.audit.writer import AuditUnavailable, AuditWriter
+
+DAY = 86400.0
+T0 = 1_795_000_000.0  # 2026-11-18
+
+
+class Clock:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def records(directory: Path) -> list[dict[str, object]]:
+    out = []
+    for path in sorted(directory.glob("audit-*.jsonl")):
+        for line in path.read_bytes().split(b"\n"):
+            if line:
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    continue  # a terminated crash remnant
+    return out
+
+
+def assert_chain(directory: Path, key: bytes | None = None) -> None:
+    prev = GENESIS
+    for record in records(directory):
+        assert check_record(record, prev, key) is None, record
+        prev = str(record["hash"])
+
+
+def test_records_chain_across_reopen_and_files_are_private(tmp_path: Path) -> None:
+    writer = AuditWriter(tmp_path / "audit", clock=Clock())
+    writer.open()
+    writer.append({"kind": "statement", "session": "s1", "seq": 1, "sql": "SELECT 1"})
+    writer.close()
+    writer = AuditWriter(tmp_path / "audit", clock=Clock())
+    writer.open()
+    writer.append({"kind": "outcome", "session": "s1", "seq": 1, "rows": 1})
+    writer.close()
+    got = records(tmp_path / "audit")
+    assert [r["kind"] for r in got] == ["file_start", "statement", "outcome"]
+    assert got[0]["previous_file"] is None
+    assert_chain(tmp_path / "audit")
+    (path,) = (tmp_path / "audit").glob("audit-*.jsonl")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "audit").stat().st_mode) == 0o700
+
+
+def test_a_crash_remnant_is_terminated_and_the_chain_continues(tmp_path: Path) -> None:
+    writer = AuditWriter(tmp_path, clock=Clock())
+    writer.open()
+    writer.append({"kind": "statement", "seq": 1})
+    writer.close()
+    (path,) = tmp_path.glob("audit-*.jsonl")
+    with path.open("ab") as f:
+        f.write(b'{"kind":"statement","seq":2,"sq')  # killed mid-write
+    writer = AuditWriter(tmp_path, clock=Clock())
+    writer.open()
+    writer.append({"kind": "statement", "seq": 2})
+    writer.close()
+    lines = path.read_bytes().split(b"\n")
+    assert b'"seq":2' in lines[-2] and lines[-1] == b""
+    assert b'"sq' in lines[-3] and lines[-3].endswith(b'"sq')  # the remnant, on its own line
+    assert [r.get("seq") for r in records(tmp_path)] == [None, 1, 2]
+    assert_chain(tmp_path)
+
+
+def test_rotation_by_size_and_by_day_names_the_previous_file(tmp_path: Path) -> None:
+    clock = Clock()
+    writer = AuditWriter(tmp_path, rotate_bytes=600, clock=clock, key=b"k")
+    writer.open()
+    for i in range(6):
+        writer.append({"kind": "statement", "seq": i, "sql": "x" * 100})
+    clock.now += DAY
+    writer.append({"kind": "statement", "seq": 99})
+    writer.close()
+    files = sorted(p.name for p in tmp_path.glob("audit-*.jsonl"))
+    assert len(files) >= 3
+    starts = [r for r in records(tmp_path) if r["kind"] == "file_start"]
+    assert [s["previous_file"] for s in starts] == [None, *files[:-1]]
+    assert files[-1].startswith("audit-20261119")  # the new day got its own file
+    assert_chain(tmp_path, key=b"k")
+
+
+def test_write_failure_fails_closed_until_reopened(tmp_path: Path) -> None:
+    writer = AuditWriter(tmp_path, clock=Clock())
+    writer.open()
+    writer.append({"kind": "statement", "seq": 1})
+    writer.close()
+    (path,) = tmp_path.glob("audit-*.jsonl")
+    saved = path.read_bytes()
+    path.unlink()
+    os.symlink("/dev/full", path)  # every write now fails with ENOSPC, as root too
+    writer = AuditWriter(tmp_path, clock=Clock())
+    with pytest.raises(AuditUnavailable):
+        writer.open()  # terminating or reading the tail already fails? then it says so
+        writer.append({"kind": "statement", "seq": 2})
+    with pytest.raises(AuditUnavailable, match="audit log"):
+        writer.append({"kind": "statement", "seq": 3})
+    path.unlink()
+    path.write_bytes(saved)
+    writer = AuditWriter(tmp_path, clock=Clock())
+    writer.open()
+    writer.append({"kind": "statement", "seq": 4})
+    writer.close()
+    assert [r.get("seq") for r in records(tmp_path)] == [None, 1, 4]
+    assert_chain(tmp_path)
+
+
+def test_unserialisable_records_are_refused(tmp_path: Path) -> None:
+    writer = AuditWriter(tmp_path, clock=Clock())
+    writer.open()
+    with pytest.raises(AuditUnavailable, match="not serialisable"):
+        writer.append({"kind": "statement", "value": float("nan")})
+    writer.append({"kind": "statement", "seq": 1})  # the chain was not advanced
+    writer.close()
+    assert_chain(tmp_path)
+
+
+def test_recovery_finds_the_last_record_behind_records_larger_than_a_read_block(
+    tmp_path: Path,
+) -> None:
+    writer = AuditWriter(tmp_path, clock=Clock())
+    writer.open()
+    writer.append({"kind": "statement", "seq": 1, "sql": "x" * 300_000})
+    writer.close()
+    (path,) = tmp_path.glob("audit-*.jsonl")
+    with path.open("ab") as f:
+        f.write(b"y" * 200_000)  # a long partial line after it
+    writer = AuditWriter(tmp_path, clock=Clock())
+    writer.open()
+    writer.append({"kind": "statement", "seq": 2})
+    writer.close()
+    assert [r.get("seq") for r in records(tmp_path)] == [None, 1, 2]
+    assert_chain(tmp_path)
+
+
+@pytest.mark.parametrize("block", [1, 7, 100, 4096])
+@pytest.mark.parametrize("tail", [b"", b"{", b"partial" * 50, b"\n", b'garbage\n{"x":'])
+def test_recovery_at_any_block_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int, tail: bytes
+) -> None:
+    import hoopy.audit.writer as writer_module
+
+    monkeypatch.setattr(writer_module, "TAIL_BLOCK", block)
+    writer = AuditWriter(tmp_path, clock=Clock())
+    writer.open()
+    for i in range(3):
+        writer.append({"kind": "statement", "seq": i, "sql": "é" * (i * 37)})
+    writer.close()
+    (path,) = tmp_path.glob("audit-*.jsonl")
+    with path.open("ab") as f:
+        f.write(tail)
+    writer = AuditWriter(tmp_path, clock=Clock())
+    writer.open()
+    writer.append({"kind": "statement", "seq": 9})
+    writer.close()
+    assert [r.get("seq") for r in records(tmp_path) if "kind" in r] == [None, 0, 1, 2, 9]
+    assert_chain(tmp_path)
