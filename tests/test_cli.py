@@ -46,3 +46,25 @@ def test_hash_password_output_is_accepted_by_the_config(tmp_path: Path) -> None:
         f'password_env = "X"\n[users.alice]\npassword_hash = "{hashed}"\n'
     )
     assert load_config(config).users["alice"].name == "alice"
+
+
+def test_audit_verify_reports_ok_and_names_the_first_broken_record(tmp_path: Path) -> None:
+    import json
+
+    from hoopy.audit.writer import AuditWriter
+
+    writer = AuditWriter(tmp_path / "audit")
+    writer.open()
+    for i in range(3):
+        writer.append({"kind": "statement", "seq": i})
+    writer.close()
+    ok = runner.invoke(app, ["audit", "verify", str(tmp_path / "audit")])
+    assert ok.exit_code == 0 and ok.stdout.startswith("ok: 4 records in 1 files")
+    (path,) = (tmp_path / "audit").glob("audit-*.jsonl")
+    lines = path.read_bytes().split(b"\n")
+    lines[2] = lines[2].replace(b'"seq":1', b'"seq":7')  # someone edits history
+    path.write_bytes(b"\n".join(lines))
+    broken = runner.invoke(app, ["audit", "verify", str(tmp_path / "audit"), "--json"])
+    assert broken.exit_code == 1
+    report = json.loads(broken.stdout)
+    assert report["ok"] is False and report["first_problem"].startswith(f"{path.name}:3:")

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from hoopy.audit.reader import AUDIT_FILE_RE
 from hoopy.audit.records import GENESIS, AuditChain
 
 FILE_PREFIX = "audit-"
@@ -53,6 +54,11 @@ def audit_file_name(now: float, sequence: int) -> str:
     return f"{FILE_PREFIX}{stamp}-{sequence:06d}{FILE_SUFFIX}"
 
 
+def _stamp_time(name: str) -> float:
+    stamp = name[len(FILE_PREFIX) : len(FILE_PREFIX) + 15]
+    return datetime.strptime(stamp, "%Y%m%dT%H%M%S").replace(tzinfo=UTC).timestamp()
+
+
 def _sequence(name: str) -> int:
     try:
         return int(name[len(FILE_PREFIX) :].split("-")[1].split(".")[0])
@@ -61,7 +67,7 @@ def _sequence(name: str) -> int:
 
 
 def _is_audit_file(path: Path) -> bool:
-    return path.name.startswith(FILE_PREFIX) and path.name.endswith(FILE_SUFFIX)
+    return AUDIT_FILE_RE.fullmatch(path.name) is not None and path.is_file()
 
 
 class AuditWriter:
@@ -106,6 +112,9 @@ class AuditWriter:
             self._chain = AuditChain(last_hash, self._key)
             if files:
                 self._open_file(files[-1])
+                if _last_hash(files[-1]) is None:
+                    # Crashed before the new file's file_start was complete: write it now.
+                    self._write_file_start(files[-2] if len(files) > 1 else None)
             else:
                 self._rotate(previous=None)
         except OSError as exc:
@@ -133,13 +142,19 @@ class AuditWriter:
     def _rotate(self, previous: Path | None) -> None:
         now = self._clock()
         sequence = _sequence(previous.name) + 1 if previous is not None else 0
-        path = self.directory / audit_file_name(now, sequence)
-        self._open_file(path)
+        name = audit_file_name(now, sequence)
+        if previous is not None and name < previous.name:
+            # The clock went back: keep name order equal to write order.
+            name = audit_file_name(_stamp_time(previous.name), sequence)
+        self._open_file(self.directory / name)
+        self._write_file_start(previous)
+
+    def _write_file_start(self, previous: Path | None) -> None:
         self._write(
             self._chain.line(
                 {
                     "kind": "file_start",
-                    "ts": timestamp(now),
+                    "ts": timestamp(self._clock()),
                     "previous_file": previous.name if previous is not None else None,
                     "host": socket.gethostname(),
                     "pid": os.getpid(),
@@ -205,11 +220,15 @@ def _ends_with_newline(path: Path, size: int) -> bool:
 
 
 def _last_hash(path: Path) -> str | None:
-    """The hash of the last complete, parseable record in ``path``, reading from the end."""
+    """The hash of the last parseable record in ``path``, reading from the end.
+
+    A record cut off just before its newline is complete, and counts: the writer terminates
+    it and chains on from it (a fork would fail verification).
+    """
     with path.open("rb") as f:
         pos = f.seek(0, os.SEEK_END)
-        carry = b""  # the start of the file's bytes already read, up to a line boundary
-        after_last_newline = True  # until the last newline is found, bytes are a partial line
+        carry = b""  # bytes already read that start no earlier than a line boundary
+        after_last_newline = True  # until the last newline is found, bytes form the tail
         while pos > 0:
             step = min(TAIL_BLOCK, pos)
             pos -= step
@@ -217,9 +236,14 @@ def _last_hash(path: Path) -> str | None:
             parts = (f.read(step) + carry).split(b"\n")
             if after_last_newline:
                 if len(parts) == 1:
-                    carry = b""  # all of it follows the last newline: a crash remnant
+                    carry = parts[0]
+                    if pos == 0:
+                        return _hash_of(carry)
                     continue
-                parts = parts[:-1]  # drop what follows the last newline
+                found = _hash_of(parts[-1])
+                if found is not None:
+                    return found
+                parts = parts[:-1]  # a crash remnant after the last newline
                 after_last_newline = False
             # parts[0] may continue further back unless the file's start was reached.
             complete = parts if pos == 0 else parts[1:]

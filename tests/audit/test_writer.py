@@ -172,3 +172,53 @@ def test_recovery_at_any_block_size(
     writer.close()
     assert [r.get("seq") for r in records(tmp_path) if "kind" in r] == [None, 0, 1, 2, 9]
     assert_chain(tmp_path)
+
+
+def verified(directory: Path, key: bytes | None = None) -> int:
+    from hoopy.audit.reader import verify
+
+    report = verify(directory, key)
+    assert report.first_problem is None, str(report.first_problem)
+    return report.records
+
+
+def test_a_record_cut_just_before_its_newline_is_kept_and_chained_on(tmp_path: Path) -> None:
+    writer = AuditWriter(tmp_path, clock=Clock())
+    writer.open()
+    writer.append({"kind": "statement", "seq": 1})
+    writer.close()
+    (path,) = tmp_path.glob("audit-*.jsonl")
+    path.write_bytes(path.read_bytes()[:-1])  # the crash hit between the record and "\n"
+    writer = AuditWriter(tmp_path, clock=Clock())
+    writer.open()
+    writer.append({"kind": "statement", "seq": 2})
+    writer.close()
+    assert verified(tmp_path) == 3
+
+
+def test_a_crash_before_a_new_files_first_record_is_repaired(tmp_path: Path) -> None:
+    from hoopy.audit.writer import audit_file_name
+
+    writer = AuditWriter(tmp_path, clock=Clock())
+    writer.open()
+    writer.append({"kind": "statement", "seq": 1})
+    writer.close()
+    (tmp_path / audit_file_name(T0 + 5, 1)).write_bytes(b'{"kind":"file_sta')  # cut short
+    writer = AuditWriter(tmp_path, clock=Clock(T0 + 6))
+    writer.open()
+    writer.append({"kind": "statement", "seq": 2})
+    writer.close()
+    assert verified(tmp_path) == 4
+
+
+def test_file_names_keep_write_order_when_the_clock_goes_back(tmp_path: Path) -> None:
+    clock = Clock()
+    writer = AuditWriter(tmp_path, rotate_bytes=300, clock=clock)
+    writer.open()
+    for i in range(4):
+        writer.append({"kind": "statement", "seq": i, "sql": "x" * 200})
+        clock.now -= 3600  # NTP steps the clock back an hour, repeatedly
+    writer.close()
+    names = [p.name for p in sorted(tmp_path.glob("audit-*.jsonl"))]
+    assert len(names) >= 3
+    assert verified(tmp_path) == 4 + len(names)
