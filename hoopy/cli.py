@@ -63,6 +63,8 @@ def serve(
     """Start the gateway in front of the configured targets."""
     import trio
 
+    from hoopy.audit.writer import AuditUnavailable
+    from hoopy.config.model import SecretUnavailable
     from hoopy.gateway.server import GatewayServer, run_gateway
 
     try:
@@ -111,6 +113,8 @@ def serve(
     try:
         trio.run(lambda: run_gateway(cfg, ready_file=ready_file, on_ready=announce))
     except OSError as exc:
+        _fail(f"cannot start: {exc}")
+    except (AuditUnavailable, SecretUnavailable) as exc:
         _fail(f"cannot start: {exc}")
     except KeyboardInterrupt:
         pass

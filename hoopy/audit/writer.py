@@ -91,10 +91,16 @@ class AuditWriter:
         self._day = ""
         self._chain = AuditChain(GENESIS, key)
         self._broken: str | None = None
+        self.generation = 0  # bumped whenever a new file is opened
 
     @property
     def path(self) -> Path | None:
         return self._path
+
+    def fileno(self) -> int:
+        if self._fd < 0:
+            raise AuditUnavailable("the audit log is not open")
+        return self._fd
 
     # --- opening and recovery ------------------------------------------------------------
 
@@ -135,8 +141,12 @@ class AuditWriter:
             os.close(fd)
             raise
         if self._fd >= 0:
+            # Rotation: what was written to the old file reaches the disk before it is left
+            # (rare, so done inline; group commit then only has the new file to sync).
+            os.fsync(self._fd)
             os.close(self._fd)
         self._fd, self._path, self._size = fd, path, size
+        self.generation += 1
         self._day = path.name[len(FILE_PREFIX) : len(FILE_PREFIX) + 8]
 
     def _rotate(self, previous: Path | None) -> None:

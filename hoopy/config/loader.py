@@ -28,12 +28,14 @@ from hoopy.config.fields import (
     str_list,
 )
 from hoopy.config.model import (
+    AuditSettings,
     Config,
     GatewaySettings,
     GatewayUser,
     Listener,
     LoginMode,
     Role,
+    Secret,
     SecretUnavailable,
     Target,
     UpstreamTLS,
@@ -73,7 +75,9 @@ def load_config(path: str | Path) -> Config:
 def build_config(data: dict[str, Any], path: Path, text: str = "") -> Config:
     ctx = Ctx(path, text)
     base = path.parent.resolve()
-    check_keys(ctx, data, (), {"gateway", "listeners", "targets", "users", "roles", "issuers"})
+    check_keys(
+        ctx, data, (), {"gateway", "listeners", "targets", "users", "roles", "issuers", "audit"}
+    )
 
     g = get_value(ctx, data, (), "gateway", dict, {})
     check_keys(
@@ -333,7 +337,10 @@ def build_config(data: dict[str, Any], path: Path, text: str = "") -> Config:
             ("issuers",), 'targets with login = "tokens" need at least one [issuers.NAME]'
         )
 
+    audit = _audit(ctx, data, base)
+
     return Config(
+        audit=audit,
         path=path,
         gateway=gateway,
         listeners=tuple(listeners),
@@ -341,6 +348,54 @@ def build_config(data: dict[str, Any], path: Path, text: str = "") -> Config:
         users=users,
         roles=roles,
         issuers=issuers,
+    )
+
+
+def _audit(ctx: Ctx, data: dict[str, Any], base: Path) -> AuditSettings | None:
+    if "audit" not in data:
+        return None
+    keys: tuple[str | int, ...] = ("audit",)
+    a = get_value(ctx, data, (), "audit", dict)
+    check_keys(
+        ctx,
+        a,
+        keys,
+        {
+            "directory",
+            "durability",
+            "fsync_interval",
+            "rotate_bytes",
+            "rotate_daily",
+            "key_env",
+            "key_file",
+        },
+    )
+    key_env = get_value(ctx, a, keys, "key_env", str, None)
+    key_file = get_value(ctx, a, keys, "key_file", str, None)
+    if key_env and key_file:
+        raise ctx.error((*keys, "key_file"), "set key_env or key_file, not both")
+    return AuditSettings(
+        directory=resolve_path(base, get_value(ctx, a, keys, "directory", str)),
+        durability=enum_value(
+            ctx,
+            (*keys, "durability"),
+            get_value(ctx, a, keys, "durability", str, "os"),
+            one_of("os", "strict"),
+            ["os", "strict"],
+        ),
+        fsync_interval=positive(
+            ctx, keys, "fsync_interval", get_value(ctx, a, keys, "fsync_interval", float, 1.0)
+        ),
+        rotate_bytes=positive(
+            ctx,
+            keys,
+            "rotate_bytes",
+            get_value(ctx, a, keys, "rotate_bytes", int, 256 * 1024 * 1024),
+        ),
+        rotate_daily=get_value(ctx, a, keys, "rotate_daily", bool, True),
+        key=Secret(env=key_env, file=resolve_path(base, key_file) if key_file else None)
+        if key_env or key_file
+        else None,
     )
 
 

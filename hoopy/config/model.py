@@ -144,6 +144,18 @@ class GatewaySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditSettings:
+    """``[audit]``: where and how statements are recorded (docs/audit-format.md)."""
+
+    directory: Path
+    durability: str = "os"  # "os": written before forwarding; "strict": also fsync'ed
+    fsync_interval: float = 1.0  # os mode: background fsync period
+    rotate_bytes: int = 256 * 1024 * 1024
+    rotate_daily: bool = True
+    key: Secret | None = None  # HMAC signing key source
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: Path
     gateway: GatewaySettings
@@ -152,3 +164,4 @@ class Config:
     users: dict[str, GatewayUser] = field(default_factory=dict)
     roles: dict[str, Role] = field(default_factory=dict)
     issuers: dict[str, IssuerConfig] = field(default_factory=dict)
+    audit: AuditSettings | None = None

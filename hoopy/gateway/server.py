@@ -23,6 +23,7 @@ from typing import Any
 import trio
 
 from hoopy.config.model import Config, Listener
+from hoopy.gateway.audit_log import AuditLog
 from hoopy.gateway.session import Session
 from hoopy.gateway.throttle import LoginThrottle
 from hoopy.gateway.tls import ServerCertificate, ensure_server_certificate, server_context
@@ -59,6 +60,7 @@ class GatewayServer:
         # get the refusal after a normal handshake.
         self.last_greetings: dict[str, Greeting] = {}
         self.tokens = TokenAuthenticator(config) if config.issuers else None
+        self.audit: AuditLog | None = None
         self.login_throttle = LoginThrottle(
             config.gateway.max_failed_logins, config.gateway.failed_login_window
         )
@@ -124,6 +126,11 @@ class GatewayServer:
         on_ready: Callable[[GatewayServer], None] | None = None,
     ) -> None:
         """Bind every listener, report ready, serve until cancelled or signalled, then drain."""
+        if self.config.audit is not None:
+            settings = self.config.audit
+            key = settings.key.read() if settings.key is not None else None
+            self.audit = AuditLog(settings, key)
+            self.audit.open()  # AuditUnavailable: refuse to start rather than run unaudited
         for listener in self.config.listeners:
             self.bound.append(await self._bind(listener))
         try:
@@ -131,6 +138,8 @@ class GatewayServer:
                 accept_scope = trio.CancelScope()
                 nursery.start_soon(self._accept_all, accept_scope, nursery)
                 nursery.start_soon(self._watch_signals, accept_scope, nursery)
+                if self.audit is not None:
+                    nursery.start_soon(self.audit.run_background_sync)
                 if self.config.gateway.idle_timeout:
                     nursery.start_soon(self._idle_watchdog, self.config.gateway.idle_timeout)
                 if on_ready:
@@ -140,6 +149,8 @@ class GatewayServer:
             for b in self.bound:
                 if b.unix_socket:
                     b.unix_socket.unlink(missing_ok=True)
+            if self.audit is not None:
+                await self.audit.close()
 
     async def _accept_all(self, scope: trio.CancelScope, session_nursery: trio.Nursery) -> None:
         with scope:

@@ -19,7 +19,10 @@ from typing import TYPE_CHECKING
 import trio
 from mysql_mimic.auth import Forbidden
 
+from hoopy.audit import events
+from hoopy.audit.writer import AuditUnavailable
 from hoopy.config.model import Listener, LoginMode, SecretUnavailable, Target
+from hoopy.gateway.audit_log import AuditLog
 from hoopy.gateway.frontdoor import (
     HOOPY_ATTR_PREFIX,
     LoginFailed,
@@ -50,6 +53,7 @@ from hoopy.wire.messages import build_err
 from hoopy.wire.packets import Packet, ProtocolError
 from hoopy.wire.response import (
     COM_CHANGE_USER,
+    COM_PING,
     COM_QUERY,
     COM_QUIT,
     COMMAND_NAMES,
@@ -131,6 +135,7 @@ class Session:
         self.commands = 0  # commands received (the idle watchdog watches it move)
         self.idled_out = False
         self.end_reason = "client quit"
+        self._redacted = False  # the current statement's SQL carried credentials
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -151,6 +156,18 @@ class Session:
                 self.target.name,
                 " over TLS" if self.login.client_tls else "",
             )
+            if self.server.audit is not None:
+                self._audit_best_effort(
+                    events.session_start(
+                        self.id,
+                        principal,
+                        client=self.peer,
+                        tls=self.login.client_tls,
+                        target=self.target.name,
+                        database=self.login.database,
+                        connect_attrs=self.login.connect_attrs,
+                    )
+                )
             await self._command_loop()
         except SessionEnded:
             pass
@@ -164,6 +181,16 @@ class Session:
                 await self.client.aclose()
                 if self.upstream is not None:
                     await self.upstream.packets.aclose()
+            if self.login is not None and self.server.audit is not None:
+                self._audit_best_effort(
+                    events.session_end(
+                        self.id,
+                        self.end_reason,
+                        self.stats.statements,
+                        self.stats.errors,
+                        time.monotonic() - self.stats.started,
+                    )
+                )
             if self.login is not None:
                 log.info(
                     "session %s ended: %s (%d statements, %.1fs)",
@@ -172,6 +199,14 @@ class Session:
                     self.stats.statements,
                     time.monotonic() - self.stats.started,
                 )
+
+    def _audit_best_effort(self, record: dict[str, object]) -> None:
+        """Session boundaries: a failure here is logged; statements fail closed on their own."""
+        assert self.server.audit is not None
+        try:
+            self.server.audit.write(record)
+        except AuditUnavailable as exc:
+            log.error("session %s: %s record not written: %s", self.id, record["kind"], exc)
 
     async def _connect_and_log_in(self) -> bool:
         gw = self.server.config.gateway
@@ -326,6 +361,14 @@ class Session:
             )
             return
         self.stats.statements += 1
+        audit = self.server.audit
+        if (
+            audit is not None
+            and command != COM_PING
+            and not await self._audit_statement(audit, packet.payload)
+        ):
+            return
+        started = time.monotonic()
         try:
             await self.upstream.packets.send_raw(packet.raw)
         except ConnectionClosed:
@@ -335,6 +378,40 @@ class Session:
         summary = await self._relay_response(ResponseTracker(command, self.login.capabilities))
         if summary.error is not None:
             self.stats.errors += 1
+        if audit is not None and command != COM_PING:
+            self._audit_outcome(audit, summary, time.monotonic() - started)
+
+    async def _audit_statement(self, audit: AuditLog, payload: bytes) -> bool:
+        """Record the statement before it runs; False (and the client told) if we cannot."""
+        assert self.login is not None
+        record = events.statement(self.id, self.stats.statements, self.login.principal, payload)
+        self._redacted = record.get("sql") not in (None, payload[1:].decode("utf-8", "replace"))
+        try:
+            await audit.write_durable(record)
+        except AuditUnavailable as exc:
+            log.error("session %s: %s; statement refused", self.id, exc)
+            await self._refuse(
+                errors.AUDIT_UNAVAILABLE,
+                f"hoopy cannot write its audit log, so the statement was not run: {exc}",
+            )
+            return False
+        return True
+
+    def _audit_outcome(self, audit: AuditLog, summary: ResponseSummary, duration: float) -> None:
+        record = events.outcome(self.id, self.stats.statements, summary, duration)
+        if self._redacted and "error" in record:
+            # An error about a statement carrying credentials may quote them ("near '...'").
+            record["error"]["message"] = "<redacted: the statement carried credentials>"
+        try:
+            audit.write(record)
+        except AuditUnavailable as exc:
+            # The statement ran; the next one will be refused while the log stays unwritable.
+            log.error(
+                "session %s: outcome of statement %d not recorded: %s",
+                self.id,
+                self.stats.statements,
+                exc,
+            )
 
     async def _refuse(self, kind: ErrorKind, message: str) -> None:
         await self.client.send_payload(build_err(kind.code, kind.sqlstate, message), 1)

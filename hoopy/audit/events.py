@@ -1,0 +1,141 @@
+"""What a session records: pure builders for session_start, statement, outcome, session_end.
+
+Nothing secret goes in: no passwords or tokens (the principal carries neither), and the
+credential literals of account statements (``IDENTIFIED BY '...'``, ``PASSWORD('...')``,
+``SET PASSWORD ... = '...'``) are replaced before the SQL text is recorded.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from hoopy.identity.principal import Principal
+from hoopy.wire.response import (
+    COM_CHANGE_USER,
+    COM_FIELD_LIST,
+    COM_INIT_DB,
+    COM_PROCESS_KILL,
+    COM_QUERY,
+    COM_STMT_EXECUTE,
+    COM_STMT_FETCH,
+    COM_STMT_PREPARE,
+    COMMAND_NAMES,
+    ResponseSummary,
+)
+
+REDACTED = "'<redacted>'"
+# A quoted SQL string literal: '...' or "..." with doubled or backslash-escaped quotes.
+_LITERAL = r"(?:'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.|\"\")*\")"
+_CREDENTIALS = re.compile(
+    r"(\bIDENTIFIED\s+(?:WITH\s+\S+\s+)?(?:BY|AS)\s+(?:PASSWORD\s+)?)"
+    + _LITERAL
+    + r"|(\bPASSWORD\s*\(\s*)"
+    + _LITERAL
+    + r"|(\bSET\s+PASSWORD\b[^=;]*=\s*(?:PASSWORD\s*\(\s*)?)"
+    + _LITERAL,
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def redact_sql(sql: str) -> str:
+    """Replace credential literals in account statements (MySQL and MariaDB syntax)."""
+
+    def keep_prefix(match: re.Match[str]) -> str:
+        prefix = next(g for g in match.groups() if g is not None)
+        return prefix + REDACTED
+
+    return _CREDENTIALS.sub(keep_prefix, sql)
+
+
+def principal_fields(principal: Principal) -> dict[str, Any]:
+    return {
+        "name": principal.name,
+        "method": principal.method,
+        "groups": list(principal.groups),
+        "roles": list(principal.roles),
+        "issuer": principal.issuer,
+        "token_id": principal.token_id,
+        "client_id": principal.client_id,
+        "expires_at": principal.expires_at,
+    }
+
+
+def session_start(
+    session: str,
+    principal: Principal,
+    *,
+    client: str,
+    tls: bool,
+    target: str,
+    database: str | None,
+    connect_attrs: dict[str, str],
+) -> dict[str, Any]:
+    return {
+        "kind": "session_start",
+        "session": session,
+        "principal": principal_fields(principal),
+        "client": {"address": client, "tls": tls},
+        "target": target,
+        "database": database,
+        "connect_attrs": connect_attrs,
+    }
+
+
+def statement(session: str, seq: int, principal: Principal, payload: bytes) -> dict[str, Any]:
+    """The record written before a command is forwarded."""
+    command = payload[0]
+    record: dict[str, Any] = {
+        "kind": "statement",
+        "session": session,
+        "seq": seq,
+        "principal": principal.name,
+        "command": COMMAND_NAMES.get(command, f"0x{command:02x}"),
+    }
+    if command in (COM_QUERY, COM_STMT_PREPARE):
+        record["sql"] = redact_sql(payload[1:].decode("utf-8", "replace"))
+    elif command in (COM_STMT_EXECUTE, COM_STMT_FETCH) and len(payload) >= 5:
+        record["statement_id"] = int.from_bytes(payload[1:5], "little")
+    elif command in (COM_INIT_DB, COM_FIELD_LIST):
+        record["argument"] = payload[1:].split(b"\x00", 1)[0].decode("utf-8", "replace")
+    elif command == COM_PROCESS_KILL and len(payload) >= 5:
+        record["argument"] = str(int.from_bytes(payload[1:5], "little"))
+    elif command == COM_CHANGE_USER:
+        record["argument"] = payload[1:].split(b"\x00", 1)[0].decode("utf-8", "replace")
+    return record
+
+
+def outcome(session: str, seq: int, summary: ResponseSummary, duration: float) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "kind": "outcome",
+        "session": session,
+        "seq": seq,
+        "duration_ms": round(duration * 1000, 3),
+        "rows": summary.rows,
+        "affected_rows": summary.affected_rows,
+        "last_insert_id": summary.last_insert_id,
+        "warnings": summary.warnings,
+        "results": len(summary.results),
+    }
+    if summary.prepared is not None:
+        record["statement_id"] = summary.prepared.statement_id
+    if summary.error is not None:
+        record["error"] = {
+            "code": summary.error.code,
+            "sqlstate": summary.error.sqlstate,
+            "message": summary.error.message,
+        }
+    return record
+
+
+def session_end(
+    session: str, reason: str, statements: int, errors: int, duration: float
+) -> dict[str, Any]:
+    return {
+        "kind": "session_end",
+        "session": session,
+        "reason": reason,
+        "statements": statements,
+        "errors": errors,
+        "duration_s": round(duration, 3),
+    }

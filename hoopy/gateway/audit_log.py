@@ -1,0 +1,120 @@
+"""The gateway's audit log: one AuditWriter shared by all sessions, with group commit.
+
+Durability (``[audit] durability``):
+- ``os`` (default): a statement's record is written to the file (in the OS page cache, so it
+  survives a hoopy crash) before the statement is forwarded; a background task fsyncs every
+  ``fsync_interval`` seconds when there is something new.
+- ``strict``: the record is also fsync'ed before the statement is forwarded. Sessions waiting
+  at the same time share one fsync (group commit), run in a worker thread on a duplicate of
+  the file descriptor, so the event loop never blocks on the disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import trio
+
+from hoopy.audit.writer import AuditUnavailable, AuditWriter
+from hoopy.config.model import AuditSettings
+
+log = logging.getLogger("hoopy.audit")
+
+# After a write failure, how often the writer may try to reopen the log.
+REOPEN_INTERVAL = 1.0
+
+
+class AuditLog:
+    def __init__(self, settings: AuditSettings, key: bytes | None) -> None:
+        self.settings = settings
+        self.writer = AuditWriter(
+            settings.directory,
+            rotate_bytes=settings.rotate_bytes,
+            rotate_daily=settings.rotate_daily,
+            key=key,
+        )
+        self.strict = settings.durability == "strict"
+        self._written = 0  # records appended
+        self._synced = 0  # records known to be on disk
+        self._syncing = False
+        self._synced_event = trio.Event()
+        self._last_reopen = -math.inf
+
+    def open(self) -> None:
+        self.writer.open()
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        """Append a record now (page cache). Raises ``AuditUnavailable``: fail closed.
+
+        After a failure (disk full, I/O error) the writer is reopened at most once a second,
+        so the gateway recovers on its own once the disk does.
+        """
+        try:
+            self.writer.append(record)
+        except AuditUnavailable:
+            now = time.monotonic()
+            if now - self._last_reopen < REOPEN_INTERVAL:
+                raise
+            self._last_reopen = now
+            self.writer.close()
+            self.writer.open()
+            self.writer.append(record)
+        self._written += 1
+
+    async def write_durable(self, record: Mapping[str, Any]) -> None:
+        """Append, and in strict mode wait until it is on disk (group commit)."""
+        self.write(record)
+        if self.strict:
+            await self._sync_through(self._written)
+
+    async def _sync_through(self, target: int) -> None:
+        while self._synced < target:
+            if self._syncing:
+                await self._synced_event.wait()
+                continue
+            self._syncing = True
+            upto = self._written
+            generation = self.writer.generation
+            try:
+                fd = os.dup(self.writer.fileno())
+                try:
+                    await trio.to_thread.run_sync(os.fsync, fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                raise AuditUnavailable(
+                    f"cannot sync the audit log: {exc.strerror or exc}"
+                ) from None
+            finally:
+                self._syncing = False
+                self._synced_event.set()
+                self._synced_event = trio.Event()
+            if self.writer.generation == generation:
+                self._synced = max(self._synced, upto)
+            # else: a rotation happened meanwhile (it fsyncs the file it closes); loop to
+            # sync the new file too.
+
+    async def run_background_sync(self) -> None:
+        """In ``os`` mode, fsync every ``fsync_interval`` seconds when records were written."""
+        if self.strict or not math.isfinite(self.settings.fsync_interval):
+            return
+        while True:
+            await trio.sleep(self.settings.fsync_interval)
+            if self._synced < self._written:
+                try:
+                    await self._sync_through(self._written)
+                except AuditUnavailable as exc:
+                    log.error("%s", exc)
+
+    async def close(self) -> None:
+        with trio.CancelScope(shield=True):
+            try:
+                await self._sync_through(self._written)
+            except AuditUnavailable as exc:
+                log.error("%s", exc)
+        self.writer.close()

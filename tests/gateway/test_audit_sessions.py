@@ -1,0 +1,173 @@
+"""Sessions write the audit trail: records before statements run, outcomes after, no secrets,
+and statements refused when the log cannot be written."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import mysql.connector
+import pymysql
+import pytest
+
+from hoopy.audit.reader import iter_records, verify
+from tests.gateway_rig import DEV_PASSWORD, DEV_USER, TEST_DB, HoopyProcess, HoopyStartError
+
+Start = Any
+
+
+def audited(hoopy_factory: Start, tmp_path: Path, **audit: Any) -> tuple[HoopyProcess, Path]:
+    directory = tmp_path / "audit"
+    hoopy = hoopy_factory(audit={"directory": str(directory), **audit})
+    return hoopy, directory
+
+
+def kinds(directory: Path, session: str | None = None) -> list[dict[str, Any]]:
+    return [r for r in iter_records(directory) if session is None or r.get("session") == session]
+
+
+@pytest.mark.parametrize("durability", ["os", "strict"])
+def test_pymysql_session_is_recorded_statement_by_statement(
+    hoopy_factory: Start, tmp_path: Path, fresh_db: str, durability: str
+) -> None:
+    hoopy, directory = audited(hoopy_factory, tmp_path, durability=durability)
+    conn = hoopy.connect(database=fresh_db, program_name="nightly-etl")
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, v INT)")
+        cur.execute("INSERT INTO t (v) VALUES (1), (2), (3)")
+        cur.execute("SELECT * FROM t WHERE v > %s", (1,))
+        assert len(cur.fetchall()) == 2
+        with pytest.raises(pymysql.err.ProgrammingError):
+            cur.execute("SELECT * FROM missing")
+    conn.close()
+    hoopy.stop()
+    records = kinds(directory)
+    start = next(r for r in records if r["kind"] == "session_start")
+    session = start["session"]
+    assert start["principal"]["name"] == DEV_USER and start["principal"]["method"] == "gateway_user"
+    assert start["principal"]["roles"] == ["developers"]
+    assert start["connect_attrs"].get("program_name") == "nightly-etl"
+    assert start["target"] == "app" and start["database"] == fresh_db
+    mine = [r for r in records if r.get("session") == session]
+    statements = [r for r in mine if r["kind"] == "statement"]
+    outcomes = {r["seq"]: r for r in mine if r["kind"] == "outcome"}
+    sql = [s.get("sql") for s in statements if s["command"] == "COM_QUERY"]
+    assert "INSERT INTO t (v) VALUES (1), (2), (3)" in sql
+    assert "SELECT * FROM t WHERE v > 1" in sql
+    insert = next(s for s in statements if s.get("sql", "").startswith("INSERT"))
+    assert outcomes[insert["seq"]]["affected_rows"] == 3
+    assert outcomes[insert["seq"]]["last_insert_id"] == 1
+    select = next(s for s in statements if s.get("sql", "").startswith("SELECT * FROM t"))
+    assert outcomes[select["seq"]]["rows"] == 2
+    missing = next(s for s in statements if s.get("sql") == "SELECT * FROM missing")
+    assert outcomes[missing["seq"]]["error"] == {
+        "code": 1146,
+        "sqlstate": "42S02",
+        "message": f"Table '{fresh_db}.missing' doesn't exist",
+    }
+    # Every statement's record precedes its outcome; the session ends with totals.
+    order = [(r["kind"], r.get("seq")) for r in mine]
+    for s in statements:
+        if s["seq"] in outcomes:
+            assert order.index(("statement", s["seq"])) < order.index(("outcome", s["seq"]))
+    end = mine[-1]
+    assert end["kind"] == "session_end" and end["errors"] == 1
+    assert verify(directory).ok
+
+
+def test_prepared_statements_are_recorded_with_their_ids(
+    hoopy_factory: Start, tmp_path: Path
+) -> None:
+    hoopy, directory = audited(hoopy_factory, tmp_path)
+    host, port = hoopy.tcp["app"]
+    conn = mysql.connector.connect(
+        host=host,
+        port=port,
+        user=DEV_USER,
+        password=DEV_PASSWORD,
+        database=TEST_DB,
+        use_pure=True,
+        ssl_disabled=True,
+    )
+    cur = conn.cursor(prepared=True)
+    cur.execute("SELECT ? + 1", (41,))
+    assert cur.fetchall() == [(42,)]
+    conn.close()
+    hoopy.stop()
+    records = kinds(directory)
+    prepare = next(r for r in records if r.get("command") == "COM_STMT_PREPARE")
+    assert prepare["sql"] == "SELECT ? + 1"
+    prepared_id = next(r for r in records if r["kind"] == "outcome" and r["seq"] == prepare["seq"])[
+        "statement_id"
+    ]
+    execute = next(r for r in records if r.get("command") == "COM_STMT_EXECUTE")
+    assert execute["statement_id"] == prepared_id
+
+
+def test_credentials_never_reach_the_audit_file(hoopy_factory: Start, tmp_path: Path) -> None:
+    hoopy, directory = audited(hoopy_factory, tmp_path)
+    conn = hoopy.connect()
+    with conn.cursor() as cur:
+        for sql in (
+            "CREATE USER 'audit_probe'@'%' IDENTIFIED BY 'Sup3r-S3cret-1'",
+            "ALTER USER audit_probe IDENTIFIED BY 'Sup3r-S3cret-2' garbage",
+            "SET PASSWORD FOR audit_probe = PASSWORD('Sup3r-S3cret-3')",
+            "SELECT PASSWORD('Sup3r-S3cret-4')",
+        ):
+            # The app account may not create users: the SQL text is what matters.
+            with contextlib.suppress(pymysql.err.MySQLError):
+                cur.execute(sql)
+    conn.close()
+    hoopy.stop()
+    raw = b"".join(p.read_bytes() for p in directory.glob("audit-*.jsonl"))
+    assert b"Sup3r-S3cret" not in raw
+    assert raw.count(b"<redacted>") >= 4
+    assert DEV_PASSWORD.encode() not in raw
+
+
+def test_statements_are_refused_when_the_log_cannot_be_written(
+    hoopy_factory: Start, tmp_path: Path
+) -> None:
+    # A file-size limit makes every write past 30 KB fail (EFBIG: Python ignores SIGXFSZ),
+    # like a full disk, for the audit file only in practice.
+    class Limited(HoopyProcess):
+        @property
+        def argv(self) -> list[str]:
+            return ["prlimit", "--fsize=30000", "--", *super().argv]
+
+    directory = tmp_path / "audit"
+    hoopy = hoopy_factory(audit={"directory": str(directory)})
+    hoopy.stop()
+    limited = Limited(dict(hoopy.config), workdir=tmp_path / "limited").start()
+    try:
+        conn = limited.connect()
+        refused = None
+        refused_at = -1
+        with conn.cursor() as cur:
+            for i in range(400):
+                try:
+                    cur.execute("SELECT %s, REPEAT('x', 200)", (i,))
+                    cur.fetchall()
+                except pymysql.err.OperationalError as exc:
+                    refused, refused_at = exc, i
+                    break
+        assert refused is not None, "the audit file never filled up"
+        assert refused.args[0] == 3164
+        assert "cannot write its audit log, so the statement was not run" in refused.args[1]
+        # Everything that ran was recorded; the refused statement was neither recorded nor run.
+        sql = [r.get("sql", "") for r in kinds(directory) if r["kind"] == "statement"]
+        assert sql[-1].startswith(f"SELECT {refused_at - 1},")
+        assert not any(s.startswith(f"SELECT {refused_at},") for s in sql)
+    finally:
+        limited.close()
+    assert "statement refused" in limited.stderr_text()
+
+
+def test_hoopy_refuses_to_start_without_its_audit_log(hoopy_factory: Start, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("x")
+    with pytest.raises(HoopyStartError) as info:
+        hoopy_factory(audit={"directory": str(blocker / "audit")})
+    assert "hoopy exited with 2" in str(info.value)
+    assert "cannot start: cannot open the audit directory" in str(info.value)
