@@ -206,7 +206,9 @@ def _log(msg: str) -> None:
 
 
 @contextlib.contextmanager
-def bench_stack(*, tables: int, table_size: int, hoopy_log_level: str = "info") -> Iterator[Stack]:
+def bench_stack(
+    *, tables: int, table_size: int, hoopy_log_level: str = "info", audit: str | None = None
+) -> Iterator[Stack]:
     """MariaDB with prepared sysbench tables, hoopy and the relay in front; all torn down after."""
     _log("starting MariaDB ...")
     with MariaDBServer(tls=False) as db:
@@ -239,6 +241,8 @@ def bench_stack(*, tables: int, table_size: int, hoopy_log_level: str = "info") 
         config["listeners"] = [listener]
         config["targets"]["app"]["database"] = DB
         config["targets"]["app"]["tls"] = "off"
+        if audit is not None:  # hoopy with its audit trail on, in this durability mode
+            config["audit"] = {"directory": str(gw_dir / "audit"), "durability": audit}
 
         relay_dir = Path(tempfile.mkdtemp(prefix="hoopy-relay-"))
         relay: subprocess.Popen[bytes] | None = None
@@ -603,6 +607,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--table-size", type=int, default=10000)
     p.add_argument("--stream-rows", type=int, default=1_000_000)
     p.add_argument("--no-spin", action="store_true", help="no busy loop during 1-thread runs")
+    p.add_argument(
+        "--audit",
+        choices=["os", "strict"],
+        default=None,
+        help="run hoopy with its audit trail on, in this durability mode (default: off)",
+    )
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = p.parse_args(argv)
     if args.quick:
@@ -624,7 +634,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     info = machine_info()
     runs: list[dict[str, Any]] = []
-    with bench_stack(tables=args.tables, table_size=args.table_size) as stack:
+    with bench_stack(tables=args.tables, table_size=args.table_size, audit=args.audit) as stack:
         info["mariadb_server"] = stack.db.admin_sql("SELECT VERSION()")[0][0]
         _log("warming up ...")
         warm_up(stack, workloads, args)

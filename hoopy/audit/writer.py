@@ -88,7 +88,7 @@ class AuditWriter:
         self._fd = -1
         self._path: Path | None = None
         self._size = 0
-        self._day = ""
+        self._day_ends = 0.0
         self._chain = AuditChain(GENESIS, key)
         self._broken: str | None = None
         self.generation = 0  # bumped whenever a new file is opened
@@ -147,7 +147,9 @@ class AuditWriter:
             os.close(self._fd)
         self._fd, self._path, self._size = fd, path, size
         self.generation += 1
-        self._day = path.name[len(FILE_PREFIX) : len(FILE_PREFIX) + 8]
+        # The file belongs to the UTC day in its name; the next day starts a new file.
+        day = datetime.strptime(path.name[len(FILE_PREFIX) : len(FILE_PREFIX) + 8], "%Y%m%d")
+        self._day_ends = day.replace(tzinfo=UTC).timestamp() + 86400.0
 
     def _rotate(self, previous: Path | None) -> None:
         now = self._clock()
@@ -196,10 +198,8 @@ class AuditWriter:
             raise AuditUnavailable(f"audit record is not serialisable: {exc}") from None
 
     def _needs_rotation(self, now: float) -> bool:
-        if self._size >= self.rotate_bytes:
-            return True
-        today = datetime.fromtimestamp(now, UTC).strftime("%Y%m%d")
-        return self.rotate_daily and today != self._day
+        # Per record, so plain float comparisons (a strftime here cost 2 us per record).
+        return self._size >= self.rotate_bytes or (self.rotate_daily and now >= self._day_ends)
 
     def _write(self, line: bytes) -> None:
         written = os.write(self._fd, line)
