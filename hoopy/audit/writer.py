@@ -16,6 +16,7 @@ thread (fsync), never both at once for the same descriptor without its own order
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -23,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from hoopy.audit.reader import AUDIT_FILE_RE
 from hoopy.audit.records import GENESIS, AuditChain
@@ -91,6 +92,7 @@ class AuditWriter:
         self._day_ends = 0.0
         self._chain = AuditChain(GENESIS, key)
         self._broken: str | None = None
+        self._pending: list[bytes] = []  # chained lines not yet written (see append)
         self.generation = 0  # bumped whenever a new file is opened
 
     @property
@@ -176,8 +178,14 @@ class AuditWriter:
 
     # --- writing -------------------------------------------------------------------------
 
-    def append(self, record: Mapping[str, Any]) -> None:
-        """Write one record (``ts`` added if absent). Raises ``AuditUnavailable``."""
+    def append(self, record: Mapping[str, Any], *, write_now: bool = True) -> None:
+        """Add one record to the chain (``ts`` added if absent). Raises ``AuditUnavailable``.
+
+        With ``write_now`` (statement records) the record, and any held back before it, reach
+        the file in one ``write`` before this returns. Without it (outcome records) the line
+        is held back until the next such write or ``flush``: one syscall then carries many
+        records, and lines still reach the file in chain order.
+        """
         if self._broken is not None:
             raise AuditUnavailable(self._broken)
         if self._fd < 0:
@@ -185,17 +193,38 @@ class AuditWriter:
         now = self._clock()
         try:
             if self._needs_rotation(now):
+                self._write_pending()
                 self._rotate(previous=self._path)
             fields = dict(record)
             fields.setdefault("ts", timestamp(now))
-            self._write(self._chain.line(fields))
-        except OSError as exc:
-            # The chain may now be ahead of the file: refuse until reopened (which recovers
-            # from the file itself).
-            self._broken = f"cannot write the audit log {self._path}: {exc.strerror or exc}"
-            raise AuditUnavailable(self._broken) from None
+            line = self._chain.line(fields)
         except (TypeError, ValueError) as exc:
             raise AuditUnavailable(f"audit record is not serialisable: {exc}") from None
+        except OSError as exc:
+            self._fail(exc)
+        self._pending.append(line)
+        if write_now:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the records held back. Raises ``AuditUnavailable``."""
+        if self._pending:
+            try:
+                self._write_pending()
+            except OSError as exc:
+                self._fail(exc)
+
+    def _write_pending(self) -> None:
+        data = b"".join(self._pending)
+        self._pending.clear()  # written or lost: on failure the log is reopened from the file
+        self._write(data)
+
+    def _fail(self, exc: OSError) -> NoReturn:
+        # The chain is now ahead of the file: refuse until reopened (which recovers from
+        # the file itself).
+        self._pending.clear()
+        self._broken = f"cannot write the audit log {self._path}: {exc.strerror or exc}"
+        raise AuditUnavailable(self._broken) from None
 
     def _needs_rotation(self, now: float) -> bool:
         # Per record, so plain float comparisons (a strftime here cost 2 us per record).
@@ -219,6 +248,9 @@ class AuditWriter:
 
     def close(self) -> None:
         if self._fd >= 0:
+            # A failure was reported to whoever wrote the records; the file keeps what it has.
+            with contextlib.suppress(AuditUnavailable):
+                self.flush()
             os.close(self._fd)
             self._fd = -1
 

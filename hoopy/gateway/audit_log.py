@@ -48,6 +48,11 @@ class AuditLog:
     def open(self) -> None:
         self.writer.open()
 
+    def write_later(self, record: Mapping[str, Any]) -> None:
+        """Chain a record now, write it with the next statement (or within fsync_interval)."""
+        self.writer.append(record, write_now=False)
+        self._written += 1
+
     def write(self, record: Mapping[str, Any]) -> None:
         """Append a record now (page cache). Raises ``AuditUnavailable``: fail closed.
 
@@ -73,6 +78,7 @@ class AuditLog:
             await self._sync_through(self._written)
 
     async def _sync_through(self, target: int) -> None:
+        self.writer.flush()
         while self._synced < target:
             if self._syncing:
                 await self._synced_event.wait()
@@ -105,6 +111,10 @@ class AuditLog:
             return
         while True:
             await trio.sleep(self.settings.fsync_interval)
+            try:
+                self.writer.flush()  # outcome records held back since the last statement
+            except AuditUnavailable as exc:
+                log.error("%s", exc)
             if self._synced < self._written:
                 try:
                     await self._sync_through(self._written)

@@ -403,7 +403,7 @@ class Session:
             # An error about a statement carrying credentials may quote them ("near '...'").
             record["error"]["message"] = "<redacted: the statement carried credentials>"
         try:
-            audit.write(record)
+            audit.write_later(record)  # reaches the file with the next statement record
         except AuditUnavailable as exc:
             # The statement ran; the next one will be refused while the log stays unwritable.
             log.error(

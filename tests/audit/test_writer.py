@@ -222,3 +222,22 @@ def test_file_names_keep_write_order_when_the_clock_goes_back(tmp_path: Path) ->
     names = [p.name for p in sorted(tmp_path.glob("audit-*.jsonl"))]
     assert len(names) >= 3
     assert verified(tmp_path) == 4 + len(names)
+
+
+def test_held_back_records_keep_chain_order_and_reach_the_file(tmp_path: Path) -> None:
+    writer = AuditWriter(tmp_path, clock=Clock())
+    writer.open()
+    writer.append({"kind": "statement", "seq": 1})
+    writer.append({"kind": "outcome", "seq": 1}, write_now=False)
+    (path,) = tmp_path.glob("audit-*.jsonl")
+    assert b'"outcome"' not in path.read_bytes()  # held back
+    writer.append({"kind": "statement", "seq": 2})  # carries it along, in order
+    writer.append({"kind": "outcome", "seq": 2}, write_now=False)
+    writer.close()  # flushes what is left
+    assert [(r["kind"], r.get("seq")) for r in records(tmp_path)][1:] == [
+        ("statement", 1),
+        ("outcome", 1),
+        ("statement", 2),
+        ("outcome", 2),
+    ]
+    assert_chain(tmp_path)
