@@ -174,7 +174,7 @@ def load_argv(ep: Endpoint, args: argparse.Namespace) -> list[str]:
 
 def count_syscalls(args: argparse.Namespace) -> int:
     """strace -c -f on the proxy while sysbench runs exactly N point selects."""
-    with bench_stack(tables=args.tables, table_size=args.table_size) as stack:
+    with bench_stack(tables=args.tables, table_size=args.table_size, audit=args.audit) as stack:
         ep = stack.endpoints[args.target]
         assert ep.pid is not None
         argv = sysbench_argv(
@@ -227,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="sysbench oltp_point_select, or the mariadb CLI streaming --stream-rows rows",
     )
     p.add_argument("--stream-rows", type=int, default=1_000_000)
+    p.add_argument("--audit", choices=("os", "strict"), default=None, help="hoopy's audit on")
     p.add_argument("--ps-mode", choices=("disable", "auto"), default="disable")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seconds", type=int, default=20)
@@ -254,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     args.results_dir.mkdir(parents=True, exist_ok=True)
     raw_path = args.results_dir / f"profile-{stamp}-{args.target}-{args.workload}.collapsed"
-    with bench_stack(tables=args.tables, table_size=args.table_size) as stack:
+    with bench_stack(tables=args.tables, table_size=args.table_size, audit=args.audit) as stack:
         ep = stack.endpoints[args.target]
         assert ep.pid is not None
         warm = sysbench_argv(
