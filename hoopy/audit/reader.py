@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hoopy.audit.records import GENESIS, canonical_json, check_record
+from hoopy.audit.records import GENESIS, check_record, encode_record
 
 # ``audit-<UTC yyyymmddTHHMMSS>-<sequence>.jsonl``; the sequence is zero-padded to 6 digits
 # and may grow past them.
@@ -174,7 +174,7 @@ def _record_problem(
     line: AuditLine, record: dict[str, Any], expected_prev: str, key: bytes | None
 ) -> str | None:
     try:
-        canonical = canonical_json(record)
+        canonical = encode_record(record)
     except ValueError:  # e.g. a lone surrogate: the writer can never have produced it
         return "record cannot be encoded as canonical JSON"
     try:

@@ -1,6 +1,7 @@
 """The audit record format: JSON lines chained by SHA-256, optionally signed with HMAC.
 
-Each line is one JSON object in canonical form (keys sorted, no spaces, UTF-8). Besides its
+Each line is one JSON object: the record's fields in canonical form (keys sorted, no spaces,
+UTF-8), then ``hash`` and ``sig`` as the last keys (so the body is encoded once). Besides its
 own fields every record carries:
 
 - ``v``: the schema version (``SCHEMA_VERSION``),
@@ -42,6 +43,23 @@ def signature(key: bytes, record_hash: str) -> str:
     return hmac.new(key, record_hash.encode("ascii"), hashlib.sha256).hexdigest()
 
 
+def encode_record(record: Mapping[str, Any]) -> bytes:
+    """A record's line (without the newline): the canonical JSON of its body, then ``hash``
+    and ``sig`` as the last keys. The body is encoded once, for the hash and for the line."""
+    body = canonical_json({k: v for k, v in record.items() if k not in CHAIN_FIELDS})
+    return _with_chain_fields(body, record.get("hash"), record.get("sig"))
+
+
+def _with_chain_fields(body: bytes, record_hash: Any, sig: Any) -> bytes:
+    tail = b""
+    for name, value in (("hash", record_hash), ("sig", sig)):
+        if value is not None:
+            tail += b"," + canonical_json({name: value})[1:-1]
+    if not tail:
+        return body
+    return body[:-1] + (tail if body != b"{}" else tail[1:]) + b"}"
+
+
 class AuditChain:
     """Turns records into chained lines. Holds the last hash; one per audit directory."""
 
@@ -53,12 +71,11 @@ class AuditChain:
         """The complete line (with its newline) for ``record``; advances the chain."""
         if any(k in record for k in ("v", "prev", *CHAIN_FIELDS)):
             raise ValueError("v, prev, hash and sig are set by the chain")
-        chained = {**record, "v": SCHEMA_VERSION, "prev": self.last_hash}
-        chained["hash"] = chain_hash(self.last_hash, chained)
-        if self._key is not None:
-            chained["sig"] = signature(self._key, chained["hash"])
-        self.last_hash = chained["hash"]
-        return canonical_json(chained) + b"\n"
+        body = canonical_json({**record, "v": SCHEMA_VERSION, "prev": self.last_hash})
+        record_hash = hashlib.sha256(self.last_hash.encode("ascii") + b"\n" + body).hexdigest()
+        sig = signature(self._key, record_hash) if self._key is not None else None
+        self.last_hash = record_hash
+        return _with_chain_fields(body, record_hash, sig) + b"\n"
 
 
 @dataclass(frozen=True, slots=True)

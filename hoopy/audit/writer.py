@@ -45,9 +45,19 @@ class AuditUnavailable(Exception):
     """
 
 
+_second_cache: tuple[int, str] = (-1, "")
+
+
 def timestamp(now: float) -> str:
-    """RFC 3339 UTC with microseconds: sortable as text, unambiguous across hosts."""
-    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """RFC 3339 UTC with microseconds: sortable as text, unambiguous across hosts.
+
+    One per record, so the date part is formatted once per second (strftime cost 2 us).
+    """
+    global _second_cache
+    second = int(now)
+    if _second_cache[0] != second:
+        _second_cache = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{_second_cache[1]}.{int((now - second) * 1_000_000):06d}Z"
 
 
 def audit_file_name(now: float, sequence: int) -> str:

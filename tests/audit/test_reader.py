@@ -26,7 +26,7 @@ from hoopy.audit.reader import (
     parse_line,
     verify,
 )
-from hoopy.audit.records import GENESIS, AuditChain, canonical_json, chain_hash
+from hoopy.audit.records import GENESIS, AuditChain, chain_hash, encode_record
 
 KEY = b"k" * 32
 
@@ -191,7 +191,7 @@ def test_rewritten_from_the_middle_needs_the_key_to_detect(
     lines = files[1]
     record = json.loads(lines[2])
     record["rows"] = 0  # the edit the forger wants to hide
-    lines[2] = canonical_json(record) + b"\n"
+    lines[2] = encode_record(record) + b"\n"
     rechain(lines, 2, hash_of(lines[1]), forger_key)
     rechain(files[2], 0, hash_of(lines[-1]), forger_key)
     write_log(tmp_path, files)
@@ -208,14 +208,14 @@ def test_rewritten_from_the_middle_needs_the_key_to_detect(
 def edit_field(files: list[list[bytes]]) -> tuple[int, int]:
     record = json.loads(files[1][2])
     record["sql"] = "SELECT 'harmless'"
-    files[1][2] = canonical_json(record) + b"\n"
+    files[1][2] = encode_record(record) + b"\n"
     return 1, 3
 
 
 def edit_chain_field(files: list[list[bytes]]) -> tuple[int, int]:
     record = json.loads(files[1][2])
     record["hash"] = chain_hash(record["prev"], {**record, "sql": "x"})
-    files[1][2] = canonical_json(record) + b"\n"
+    files[1][2] = encode_record(record) + b"\n"
     return 1, 3
 
 
@@ -443,7 +443,7 @@ def test_remnant_then_an_edited_record_names_the_record(tmp_path: Path) -> None:
     files, _ = crash_then_restart()
     record = json.loads(files[0][3])
     record["sql"] = "SELECT 'edited'"
-    files[0][3] = canonical_json(record) + b"\n"
+    files[0][3] = encode_record(record) + b"\n"
     write_log(tmp_path, files)
     report = verify(tmp_path)
     assert where(report) == (file_name(0), 4)
@@ -454,7 +454,7 @@ def test_odd_but_parseable_lines_do_not_crash(tmp_path: Path) -> None:
     files = build_log([2], key=KEY)
     record = json.loads(files[0][1])
     record["sig"] = "é" * 64  # compare_digest refuses non-ASCII strings
-    files[0][1] = canonical_json(record) + b"\n"
+    files[0][1] = encode_record(record) + b"\n"
     write_log(tmp_path, files)
     assert where(verify(tmp_path, KEY)) == (file_name(0), 2)
     files[0][1] = b'{"v":1,"s":"\\ud800"}\n'  # a lone surrogate: not encodable

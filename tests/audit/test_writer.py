@@ -8,6 +8,8 @@ import stat
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hoopy.audit.records import GENESIS, check_record
 from hoopy.audit.writer import AuditUnavailable, AuditWriter
@@ -241,3 +243,14 @@ def test_held_back_records_keep_chain_order_and_reach_the_file(tmp_path: Path) -
         ("outcome", 2),
     ]
     assert_chain(tmp_path)
+
+
+@given(st.floats(min_value=0, max_value=4_000_000_000, allow_nan=False))
+def test_timestamps_are_rfc3339_utc_to_the_microsecond(now: float) -> None:
+    from datetime import UTC, datetime
+
+    from hoopy.audit.writer import timestamp
+
+    text = timestamp(now)
+    parsed = datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+    assert abs(parsed - now) < 2e-6
