@@ -221,6 +221,15 @@ ERROR_SETUP = (
     "INSERT INTO uniq (id) VALUES (1)",
 )
 
+# 3,000 rows of 0-399 bytes: more than one fetch batch, streaming-cursor and multi-chunk reads.
+BIG_TABLE_SETUP = (
+    "DROP TABLE IF EXISTS big",
+    "CREATE TABLE big (id INT PRIMARY KEY, payload VARCHAR(400))",
+    "SET STATEMENT max_recursive_iterations = 100000 FOR INSERT INTO big "
+    "WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < 3000) "
+    "SELECT n, REPEAT(CHAR(65 + n % 26), n % 400) FROM seq",
+)
+
 STRICT_SQL_MODE = "SET SESSION sql_mode = 'STRICT_ALL_TABLES,ERROR_FOR_DIVISION_BY_ZERO'"
 
 PROCEDURE_SETUP = (

@@ -15,6 +15,7 @@ from mysql.connector.constants import ServerFlag
 
 from tests.gateway.fidelity import (
     ALL_TYPES_SETUP,
+    BIG_TABLE_SETUP,
     ERROR_CASES,
     ERROR_SETUP,
     MODES,
@@ -390,14 +391,7 @@ def test_mysql_connector_server_cursor_fetches_in_batches(pair: Pair) -> None:
         finally:
             conn.close()
 
-    setup = (
-        "DROP TABLE IF EXISTS big",
-        "CREATE TABLE big (id INT PRIMARY KEY, payload VARCHAR(400))",
-        "SET STATEMENT max_recursive_iterations = 100000 FOR INSERT INTO big "
-        "WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < 3000) "
-        "SELECT n, REPEAT(CHAR(65 + n % 26), n % 400) FROM seq",
-    )
-    direct, through = pair.both(run, setup=setup)
+    direct, through = pair.both(run, setup=BIG_TABLE_SETUP)
     assert sum(n for n, *_ in direct["batches"]) == 3000
     assert sum(n for n, *_ in direct["fetchmany"]) == 2990
     assert through["execute"] == direct["execute"]

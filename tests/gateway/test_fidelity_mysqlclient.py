@@ -13,6 +13,7 @@ import pytest
 
 from tests.gateway.fidelity import (
     ALL_TYPES_SETUP,
+    BIG_TABLE_SETUP,
     ERROR_CASES,
     ERROR_SETUP,
     MODES,
@@ -245,14 +246,7 @@ def test_mysqlclient_sscursor_streams_large_result(pair: Pair) -> None:
         finally:
             conn.close()
 
-    setup = (
-        "DROP TABLE IF EXISTS big",
-        "CREATE TABLE big (id INT PRIMARY KEY, payload VARCHAR(400))",
-        "SET STATEMENT max_recursive_iterations = 100000 FOR INSERT INTO big "
-        "WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < 3000) "
-        "SELECT n, REPEAT(CHAR(65 + n % 26), n % 400) FROM seq",
-    )
-    direct, through = pair.both(run, setup=setup)
+    direct, through = pair.both(run, setup=BIG_TABLE_SETUP)
     assert 1 + len(direct["many"]) + len(direct["rest"]) == 3000
     assert through == direct
 
