@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from hoopy.wire._rowscan import scan_rows
 from hoopy.wire.handshake import CLIENT_DEPRECATE_EOF
@@ -44,6 +45,13 @@ from hoopy.wire.messages import (
     parse_ok,
 )
 from hoopy.wire.packets import HEADER_SIZE, MAX_PACKET_PAYLOAD, ProtocolError, Reader
+
+
+class Digest(Protocol):
+    """What the tracker needs of a ``hashlib`` object."""
+
+    def update(self, data: bytes | memoryview, /) -> None: ...
+
 
 # Command bytes ("Text Protocol" and "Prepared Statements" in the protocol docs).
 COM_SLEEP = 0x00
@@ -196,8 +204,14 @@ class ResponseTracker:
     ``local_infile_sent``.
     """
 
-    def __init__(self, command: int, capabilities: int) -> None:
+    def __init__(self, command: int, capabilities: int, digest: Digest | None = None) -> None:
         self.command = command
+        # Fed the bytes of every row packet (header included) of every result set, as
+        # relayed: the audit's result digest. Column definitions are left out (they name
+        # the schema and vary with client capabilities); the row headers' sequence ids
+        # depend only on the column count and CLIENT_DEPRECATE_EOF.
+        self.digest = digest
+        self._skip_row = False  # the bytes being skipped belong to a row
         self.capabilities = capabilities
         self.deprecate_eof = bool(capabilities & CLIENT_DEPRECATE_EOF)
         self.summary = ResponseSummary()
@@ -254,13 +268,21 @@ class ResponseTracker:
         while pos < end:
             if self._skip:
                 step = min(self._skip, end - pos)
+                if self._skip_row and self.digest is not None:
+                    self.digest.update(memoryview(data)[pos : pos + step])
                 pos += step
                 self._skip -= step
+                if not self._skip:
+                    self._skip_row = False
                 continue
             if state is _State.DONE or state is _State.LOCAL_INFILE:
                 break
             if state is _State.ROWS and not self._continuation:
+                start = pos
                 pos, rows, self._skip = scan_rows(data, pos, end, self._terminator_limit)
+                if self.digest is not None and pos > start:
+                    self.digest.update(memoryview(data)[start:pos])
+                self._skip_row = self._skip > 0
                 if rows:
                     assert self._current is not None
                     self._current.rows += rows
@@ -278,6 +300,7 @@ class ResponseTracker:
                 # Continuation of a payload over 16 MiB: no header byte to look at.
                 self.last_seq = seq
                 self._continuation = length == MAX_PACKET_PAYLOAD
+                self._hash_row_header(state, data, pos)
                 self._skip = length
                 pos = body
                 continue
@@ -299,6 +322,7 @@ class ResponseTracker:
                         self.last_seq = seq
                         assert self._current is not None
                         self._current.rows += 1
+                        self._hash_row_header(state, data, pos)
                         self._skip = length
                         pos = body
                         continue
@@ -324,6 +348,12 @@ class ResponseTracker:
         return max(pos - carried, 0)
 
     # --- helpers -------------------------------------------------------------------------
+
+    def _hash_row_header(self, state: _State, data: bytes, pos: int) -> None:
+        """A row packet's header at ``pos``: digest it, and its payload as it is skipped."""
+        if state is _State.ROWS and self.digest is not None:
+            self.digest.update(memoryview(data)[pos : pos + HEADER_SIZE])
+            self._skip_row = True
 
     def _is_terminator(self, length: int) -> bool:
         return length < self._terminator_limit

@@ -292,6 +292,62 @@ def test_garbage_raises_protocol_error_or_waits(data: bytes) -> None:
 def test_last_seq_ignores_a_header_held_back_for_its_first_byte() -> None:
     # Found by hypothesis: a chunk ending right after a row's 4-byte header used to advance
     # last_seq for a packet not yet relayed, so an injected ERR would carry a wrong seq.
-    rows = [(None, b"\x00" * 15), (b"\x00" * 8, b"\x00"), (b"\x00" * 3, b"\x00" * 20), (b"\x00" * 21, b"\x00" * 7)]
+    rows = [
+        (None, b"\x00" * 15),
+        (b"\x00" * 8, b"\x00"),
+        (b"\x00" * 3, b"\x00" * 20),
+        (b"\x00" * 21, b"\x00" * 7),
+    ]
     data = result_set(Wire(), rows, deprecate_eof=False).bytes()  # type: ignore[arg-type]
     feed_in_chunks(ResponseTracker(COM_QUERY, BASE), data, [122, 181])
+
+
+def row_packet_bytes(data: bytes, first_row: int, count: int) -> bytes:
+    """The wire bytes of ``count`` packets starting with wire packet number ``first_row``."""
+    pos = 0
+    index = 0
+    out = b""
+    while pos < len(data):
+        length = int.from_bytes(data[pos : pos + 3], "little")
+        if first_row <= index < first_row + count:
+            out += data[pos : pos + 4 + length]
+        pos += 4 + length
+        index += 1
+    return out
+
+
+@settings(max_examples=200)
+@given(caps=caps_strategy, rows=rows_strategy, cuts=st.lists(st.integers(0, 5000), max_size=12))
+def test_digest_covers_exactly_the_row_packets_in_any_chunks(
+    caps: int, rows: list[tuple[bytes | None, bytes]], cuts: list[int]
+) -> None:
+    import hashlib
+
+    deprecate = bool(caps & CLIENT_DEPRECATE_EOF)
+    data = result_set(Wire(), rows, deprecate_eof=deprecate).bytes()  # type: ignore[arg-type]
+    digest = hashlib.sha256()
+    feed_in_chunks(ResponseTracker(COM_QUERY, caps, digest), data, cuts)
+    # Packets: column count, 2 definitions, [EOF], rows..., terminator.
+    first_row = 3 if deprecate else 4
+    assert (
+        digest.hexdigest()
+        == hashlib.sha256(row_packet_bytes(data, first_row, len(rows))).hexdigest()
+    )
+
+
+def test_digest_of_a_row_over_16_mib_and_of_multi_results() -> None:
+    import hashlib
+
+    big = b"x" * (MAX_PACKET_PAYLOAD + 10)
+    w = Wire()
+    more = AUTOCOMMIT | SERVER_MORE_RESULTS_EXISTS
+    result_set(w, [(big,)], deprecate_eof=True, status=more)
+    result_set(w, [(b"a",), (b"b",)], deprecate_eof=True)
+    data = w.bytes()
+    digest = hashlib.sha256()
+    feed_in_chunks(
+        ResponseTracker(COM_QUERY, BASE | CLIENT_DEPRECATE_EOF, digest), data, [70000, 2**24 + 3]
+    )
+    # First result: count, 1 definition, the row as 2 wire packets, OK; then count, def, 2 rows.
+    expected = row_packet_bytes(data, 2, 2) + row_packet_bytes(data, 7, 2)
+    assert digest.hexdigest() == hashlib.sha256(expected).hexdigest()
