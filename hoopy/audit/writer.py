@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
+from hoopy.audit.index import IndexKeeper
 from hoopy.audit.reader import AUDIT_FILE_RE
 from hoopy.audit.records import GENESIS, AuditChain
 
@@ -90,6 +91,7 @@ class AuditWriter:
         rotate_daily: bool = True,
         key: bytes | None = None,
         clock: Callable[[], float] = time.time,
+        index: IndexKeeper | None = None,
     ) -> None:
         self.directory = directory
         self.rotate_bytes = rotate_bytes
@@ -103,6 +105,8 @@ class AuditWriter:
         self._chain = AuditChain(GENESIS, key)
         self._broken: str | None = None
         self._pending: list[bytes] = []  # chained lines not yet written (see append)
+        self._pending_bytes = 0
+        self.index = index  # told about every record and file (hoopy/audit/index.py)
         self.generation = 0  # bumped whenever a new file is opened
 
     @property
@@ -159,6 +163,8 @@ class AuditWriter:
             os.close(self._fd)
         self._fd, self._path, self._size = fd, path, size
         self.generation += 1
+        if self.index is not None:
+            self.index.open_file(path)
         # The file belongs to the UTC day in its name; the next day starts a new file.
         day = datetime.strptime(path.name[len(FILE_PREFIX) : len(FILE_PREFIX) + 8], "%Y%m%d")
         self._day_ends = day.replace(tzinfo=UTC).timestamp() + 86400.0
@@ -212,7 +218,10 @@ class AuditWriter:
             raise AuditUnavailable(f"audit record is not serialisable: {exc}") from None
         except OSError as exc:
             self._fail(exc)
+        if self.index is not None:
+            self.index.note(self._size + self._pending_bytes, len(line), fields)
         self._pending.append(line)
+        self._pending_bytes += len(line)
         if write_now:
             self.flush()
 
@@ -227,12 +236,14 @@ class AuditWriter:
     def _write_pending(self) -> None:
         data = b"".join(self._pending)
         self._pending.clear()  # written or lost: on failure the log is reopened from the file
+        self._pending_bytes = 0
         self._write(data)
 
     def _fail(self, exc: OSError) -> NoReturn:
         # The chain is now ahead of the file: refuse until reopened (which recovers from
         # the file itself).
         self._pending.clear()
+        self._pending_bytes = 0
         self._broken = f"cannot write the audit log {self._path}: {exc.strerror or exc}"
         raise AuditUnavailable(self._broken) from None
 
@@ -263,6 +274,9 @@ class AuditWriter:
                 self.flush()
             os.close(self._fd)
             self._fd = -1
+        if self.index is not None:
+            with contextlib.suppress(OSError):  # only makes later lookups slower
+                self.index.save_current()
 
 
 def _ends_with_newline(path: Path, size: int) -> bool:

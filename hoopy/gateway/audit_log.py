@@ -20,6 +20,7 @@ from typing import Any
 
 import trio
 
+from hoopy.audit.index import IndexKeeper
 from hoopy.audit.writer import AuditUnavailable, AuditWriter
 from hoopy.config.model import AuditSettings
 
@@ -27,6 +28,9 @@ log = logging.getLogger("hoopy.audit")
 
 # After a write failure, how often the writer may try to reopen the log.
 REOPEN_INTERVAL = 1.0
+# How often the current file's session index is saved (hoopy/audit/index.py): what is not
+# saved yet is scanned by the reader, so this bounds lookup work, not correctness.
+INDEX_SAVE_INTERVAL = 5.0
 
 
 class AuditLog:
@@ -37,6 +41,7 @@ class AuditLog:
             rotate_bytes=settings.rotate_bytes,
             rotate_daily=settings.rotate_daily,
             key=key,
+            index=IndexKeeper(),
         )
         self.strict = settings.durability == "strict"
         self._written = 0  # records appended
@@ -105,21 +110,44 @@ class AuditLog:
             # else: a rotation happened meanwhile (it fsyncs the file it closes); loop to
             # sync the new file too.
 
-    async def run_background_sync(self) -> None:
-        """In ``os`` mode, fsync every ``fsync_interval`` seconds when records were written."""
-        if self.strict or not math.isfinite(self.settings.fsync_interval):
-            return
+    async def run_background_tasks(self) -> None:
+        """Save the session index every few seconds; in ``os`` mode, also flush held-back
+        records and fsync every ``fsync_interval`` seconds when records were written."""
+        sync_every = self.settings.fsync_interval
+        syncing = not self.strict and math.isfinite(sync_every)
+        period = min(sync_every, INDEX_SAVE_INTERVAL) if syncing else INDEX_SAVE_INTERVAL
+        next_sync = next_index = trio.current_time()
         while True:
-            await trio.sleep(self.settings.fsync_interval)
+            await trio.sleep(period)
+            now = trio.current_time()
+            if syncing and now >= next_sync:
+                next_sync = now + sync_every
+                await self._background_sync()
+            if now >= next_index:
+                next_index = now + INDEX_SAVE_INTERVAL
+                self.save_index()
+
+    async def _background_sync(self) -> None:
+        try:
+            self.writer.flush()  # outcome records held back since the last statement
+        except AuditUnavailable as exc:
+            log.error("%s", exc)
+        if self._synced < self._written:
             try:
-                self.writer.flush()  # outcome records held back since the last statement
+                await self._sync_through(self._written)
             except AuditUnavailable as exc:
                 log.error("%s", exc)
-            if self._synced < self._written:
-                try:
-                    await self._sync_through(self._written)
-                except AuditUnavailable as exc:
-                    log.error("%s", exc)
+
+    def save_index(self) -> None:
+        if self.writer.index is None:
+            return
+        try:
+            self.writer.flush()  # the index must not describe lines the file lacks
+            self.writer.index.save_current()
+        except AuditUnavailable:
+            pass  # reported to the statements that hit it
+        except OSError as exc:
+            log.warning("cannot save the audit session index: %s", exc.strerror or exc)
 
     async def close(self) -> None:
         with trio.CancelScope(shield=True):

@@ -139,7 +139,7 @@ class GatewayServer:
                 nursery.start_soon(self._accept_all, accept_scope, nursery)
                 nursery.start_soon(self._watch_signals, accept_scope, nursery)
                 if self.audit is not None:
-                    nursery.start_soon(self.audit.run_background_sync)
+                    nursery.start_soon(self.audit.run_background_tasks)
                 if self.config.gateway.idle_timeout:
                     nursery.start_soon(self._idle_watchdog, self.config.gateway.idle_timeout)
                 if on_ready:
