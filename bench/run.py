@@ -243,6 +243,8 @@ def bench_stack(
         config["targets"]["app"]["tls"] = "off"
         if audit is not None:  # hoopy with its audit trail on, in this durability mode
             config["audit"] = {"directory": str(gw_dir / "audit"), "durability": audit}
+        else:  # the audit is on by default: these numbers are the gateway without it
+            config["audit"] = {"enabled": False}
 
         relay_dir = Path(tempfile.mkdtemp(prefix="hoopy-relay-"))
         relay: subprocess.Popen[bytes] | None = None

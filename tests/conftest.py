@@ -47,26 +47,40 @@ def mariadb() -> Iterator[MariaDBServer]:
 
 
 @pytest.fixture
-def fresh_db(mariadb: MariaDBServer) -> Iterator[str]:
-    """A new empty database ``hoopy_t_<hex>`` on which app and alice have ALL.
+def database_factory(mariadb: MariaDBServer) -> Iterator[Callable[[], str]]:
+    """``make() -> name``: new empty databases ``hoopy_t_<hex>`` on which app and alice have
+    ALL, dropped after the test."""
+    made: list[str] = []
 
-    Dropped after the test. Connections through hoopy land in ``hoopy_test``
-    by default; use ``USE <fresh_db>`` or fully qualified names.
-    """
-    name = f"hoopy_t_{secrets.token_hex(4)}"
-    grants: list[str | tuple[str, Any]] = [f"CREATE DATABASE `{name}`"]
-    for user in (APP_USER, ALICE_USER):
-        for host in _USER_HOSTS:
-            grants.append((f"GRANT ALL ON `{name}`.* TO %s@%s", (user, host)))
-    mariadb.admin_sql(*grants)
-    try:
-        yield name
-    finally:
-        cleanup: list[str | tuple[str, Any]] = [f"DROP DATABASE IF EXISTS `{name}`"]
+    def make() -> str:
+        name = f"hoopy_t_{secrets.token_hex(4)}"
+        grants: list[str | tuple[str, Any]] = [f"CREATE DATABASE `{name}`"]
         for user in (APP_USER, ALICE_USER):
             for host in _USER_HOSTS:
-                cleanup.append((f"REVOKE ALL ON `{name}`.* FROM %s@%s", (user, host)))
-        mariadb.admin_sql(*cleanup)
+                grants.append((f"GRANT ALL ON `{name}`.* TO %s@%s", (user, host)))
+        mariadb.admin_sql(*grants)
+        made.append(name)
+        return name
+
+    try:
+        yield make
+    finally:
+        for name in made:
+            cleanup: list[str | tuple[str, Any]] = [f"DROP DATABASE IF EXISTS `{name}`"]
+            for user in (APP_USER, ALICE_USER):
+                for host in _USER_HOSTS:
+                    cleanup.append((f"REVOKE ALL ON `{name}`.* FROM %s@%s", (user, host)))
+            mariadb.admin_sql(*cleanup)
+
+
+@pytest.fixture
+def fresh_db(database_factory: Callable[[], str]) -> str:
+    """A new empty database on which app and alice have ALL (see ``database_factory``).
+
+    Connections through hoopy land in ``hoopy_test`` by default; use ``USE <fresh_db>``,
+    ``database=`` or fully qualified names.
+    """
+    return database_factory()
 
 
 HoopyFactory = Callable[..., HoopyProcess]

@@ -16,10 +16,6 @@ from hoopy.wire.response import (
     COM_FIELD_LIST,
     COM_INIT_DB,
     COM_PROCESS_KILL,
-    COM_QUERY,
-    COM_STMT_EXECUTE,
-    COM_STMT_FETCH,
-    COM_STMT_PREPARE,
     COMMAND_NAMES,
     ResponseSummary,
 )
@@ -67,6 +63,7 @@ def session_start(
     *,
     client: str,
     tls: bool,
+    capabilities: int,
     target: str,
     database: str | None,
     connect_attrs: dict[str, str],
@@ -75,34 +72,42 @@ def session_start(
         "kind": "session_start",
         "session": session,
         "principal": principal_fields(principal),
-        "client": {"address": client, "tls": tls},
+        "client": {"address": client, "tls": tls, "capabilities": capabilities},
         "target": target,
         "database": database,
         "connect_attrs": connect_attrs,
     }
 
 
-def statement(session: str, seq: int, principal: Principal, payload: bytes) -> dict[str, Any]:
-    """The record written before a command is forwarded."""
-    command = payload[0]
-    record: dict[str, Any] = {
+def statement(
+    session: str,
+    seq: int,
+    principal: Principal,
+    command: int,
+    *,
+    verdict: str = "allow",
+    rule: str | None = None,
+) -> dict[str, Any]:
+    """The record written before a command is forwarded (the command's own fields, such as
+    its SQL and parameters, are added by the session's ``SessionAudit``)."""
+    return {
         "kind": "statement",
         "session": session,
         "seq": seq,
         "principal": principal.name,
         "command": COMMAND_NAMES.get(command, f"0x{command:02x}"),
+        "verdict": verdict,
+        "rule": rule,
     }
-    if command in (COM_QUERY, COM_STMT_PREPARE):
-        record["sql"] = redact_sql(payload[1:].decode("utf-8", "replace"))
-    elif command in (COM_STMT_EXECUTE, COM_STMT_FETCH) and len(payload) >= 5:
-        record["statement_id"] = int.from_bytes(payload[1:5], "little")
-    elif command in (COM_INIT_DB, COM_FIELD_LIST):
-        record["argument"] = payload[1:].split(b"\x00", 1)[0].decode("utf-8", "replace")
-    elif command == COM_PROCESS_KILL and len(payload) >= 5:
-        record["argument"] = str(int.from_bytes(payload[1:5], "little"))
-    elif command == COM_CHANGE_USER:
-        record["argument"] = payload[1:].split(b"\x00", 1)[0].decode("utf-8", "replace")
-    return record
+
+
+def argument(command: int, payload: bytes) -> str | None:
+    """The argument of the simple commands, as text (None for commands without one)."""
+    if command in (COM_INIT_DB, COM_FIELD_LIST, COM_CHANGE_USER):
+        return payload[1:].split(b"\x00", 1)[0].decode("utf-8", "replace")
+    if command == COM_PROCESS_KILL and len(payload) >= 5:
+        return str(int.from_bytes(payload[1:5], "little"))
+    return None
 
 
 def outcome(session: str, seq: int, summary: ResponseSummary, duration: float) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from hoopy.config.fields import (
     str_list,
 )
 from hoopy.config.model import (
+    DEFAULT_MAX_VALUE_BYTES,
     AuditSettings,
     Config,
     GatewaySettings,
@@ -337,7 +338,7 @@ def build_config(data: dict[str, Any], path: Path, text: str = "") -> Config:
             ("issuers",), 'targets with login = "tokens" need at least one [issuers.NAME]'
         )
 
-    audit = _audit(ctx, data, base)
+    audit = _audit(ctx, data, base, gateway.state_dir)
 
     return Config(
         audit=audit,
@@ -351,16 +352,16 @@ def build_config(data: dict[str, Any], path: Path, text: str = "") -> Config:
     )
 
 
-def _audit(ctx: Ctx, data: dict[str, Any], base: Path) -> AuditSettings | None:
-    if "audit" not in data:
-        return None
+def _audit(ctx: Ctx, data: dict[str, Any], base: Path, state_dir: Path) -> AuditSettings | None:
+    """On unless ``enabled = false``: an unaudited gateway must be a deliberate choice."""
     keys: tuple[str | int, ...] = ("audit",)
-    a = get_value(ctx, data, (), "audit", dict)
+    a = get_value(ctx, data, (), "audit", dict, {})
     check_keys(
         ctx,
         a,
         keys,
         {
+            "enabled",
             "directory",
             "durability",
             "fsync_interval",
@@ -368,14 +369,19 @@ def _audit(ctx: Ctx, data: dict[str, Any], base: Path) -> AuditSettings | None:
             "rotate_daily",
             "key_env",
             "key_file",
+            "redact_sensitive",
+            "max_value_bytes",
         },
     )
+    if not get_value(ctx, a, keys, "enabled", bool, True):
+        return None
+    directory = get_value(ctx, a, keys, "directory", str, "")
     key_env = get_value(ctx, a, keys, "key_env", str, None)
     key_file = get_value(ctx, a, keys, "key_file", str, None)
     if key_env and key_file:
         raise ctx.error((*keys, "key_file"), "set key_env or key_file, not both")
     return AuditSettings(
-        directory=resolve_path(base, get_value(ctx, a, keys, "directory", str)),
+        directory=resolve_path(base, directory) if directory else state_dir / "audit",
         durability=enum_value(
             ctx,
             (*keys, "durability"),
@@ -393,6 +399,13 @@ def _audit(ctx: Ctx, data: dict[str, Any], base: Path) -> AuditSettings | None:
             get_value(ctx, a, keys, "rotate_bytes", int, 256 * 1024 * 1024),
         ),
         rotate_daily=get_value(ctx, a, keys, "rotate_daily", bool, True),
+        redact_sensitive=get_value(ctx, a, keys, "redact_sensitive", bool, False),
+        max_value_bytes=positive(
+            ctx,
+            keys,
+            "max_value_bytes",
+            get_value(ctx, a, keys, "max_value_bytes", int, DEFAULT_MAX_VALUE_BYTES),
+        ),
         key=Secret(env=key_env, file=resolve_path(base, key_file) if key_file else None)
         if key_env or key_file
         else None,

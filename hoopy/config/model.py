@@ -143,6 +143,10 @@ class GatewaySettings:
     on_token_expiry: str = "close"
 
 
+# 16 KiB keeps typical JSON/text parameters whole without letting a BLOB bloat the log.
+DEFAULT_MAX_VALUE_BYTES = 16 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class AuditSettings:
     """``[audit]``: where and how statements are recorded (docs/audit-format.md)."""
@@ -153,6 +157,11 @@ class AuditSettings:
     rotate_bytes: int = 256 * 1024 * 1024
     rotate_daily: bool = True
     key: Secret | None = None  # HMAC signing key source
+    # Also redact literals and parameters that look like secrets or personal data
+    # (hoopy/audit/redact.py); credentials in account statements are always redacted.
+    redact_sensitive: bool = False
+    # Longer parameter values are recorded cut, with their length (not re-runnable).
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,10 +19,8 @@ from typing import TYPE_CHECKING
 import trio
 from mysql_mimic.auth import Forbidden
 
-from hoopy.audit import events
 from hoopy.audit.writer import AuditUnavailable
 from hoopy.config.model import Listener, LoginMode, SecretUnavailable, Target
-from hoopy.gateway.audit_log import AuditLog
 from hoopy.gateway.frontdoor import (
     HOOPY_ATTR_PREFIX,
     LoginFailed,
@@ -34,6 +32,7 @@ from hoopy.gateway.frontdoor import (
     run_auth_plugins,
     users_plugins,
 )
+from hoopy.gateway.session_audit import SessionAudit
 from hoopy.gateway.stream import ConnectionClosed, PacketStream
 from hoopy.gateway.upstream import UpstreamConnection, UpstreamError
 from hoopy.identity.principal import Principal
@@ -135,7 +134,7 @@ class Session:
         self.commands = 0  # commands received (the idle watchdog watches it move)
         self.idled_out = False
         self.end_reason = "client quit"
-        self._redacted = False  # the current statement's SQL carried credentials
+        self.audit: SessionAudit | None = None  # set once logged in, when auditing
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -156,17 +155,19 @@ class Session:
                 self.target.name,
                 " over TLS" if self.login.client_tls else "",
             )
-            if self.server.audit is not None:
-                self._audit_best_effort(
-                    events.session_start(
-                        self.id,
-                        principal,
-                        client=self.peer,
-                        tls=self.login.client_tls,
-                        target=self.target.name,
-                        database=self.login.database,
-                        connect_attrs=self.login.connect_attrs,
-                    )
+            audit_settings = self.server.config.audit
+            if self.server.audit is not None and audit_settings is not None:
+                self.audit = SessionAudit(
+                    self.server.audit, self.id, audit_settings, self.login.capabilities
+                )
+                self.audit.session_start(
+                    principal,
+                    client=self.peer,
+                    tls=self.login.client_tls,
+                    capabilities=self.login.capabilities,
+                    target=self.target.name,
+                    database=self.login.database,
+                    connect_attrs=self.login.connect_attrs,
                 )
             await self._command_loop()
         except SessionEnded:
@@ -181,15 +182,12 @@ class Session:
                 await self.client.aclose()
                 if self.upstream is not None:
                     await self.upstream.packets.aclose()
-            if self.login is not None and self.server.audit is not None:
-                self._audit_best_effort(
-                    events.session_end(
-                        self.id,
-                        self.end_reason,
-                        self.stats.statements,
-                        self.stats.errors,
-                        time.monotonic() - self.stats.started,
-                    )
+            if self.audit is not None:
+                self.audit.session_end(
+                    self.end_reason,
+                    self.stats.statements,
+                    self.stats.errors,
+                    time.monotonic() - self.stats.started,
                 )
             if self.login is not None:
                 log.info(
@@ -199,14 +197,6 @@ class Session:
                     self.stats.statements,
                     time.monotonic() - self.stats.started,
                 )
-
-    def _audit_best_effort(self, record: dict[str, object]) -> None:
-        """Session boundaries: a failure here is logged; statements fail closed on their own."""
-        assert self.server.audit is not None
-        try:
-            self.server.audit.write(record)
-        except AuditUnavailable as exc:
-            log.error("session %s: %s record not written: %s", self.id, record["kind"], exc)
 
     async def _connect_and_log_in(self) -> bool:
         gw = self.server.config.gateway
@@ -323,6 +313,7 @@ class Session:
     async def _command(self, packet: Packet) -> None:
         assert self.upstream is not None and self.login is not None
         command = packet.payload[0]
+        self.stats.statements += 1
         expires_at = self.login.principal.expires_at
         if (
             expires_at is not None
@@ -333,86 +324,80 @@ class Session:
             # is refused and the session ends (docs/security.md).
             self.end_reason = "token expired"
             log.info("session %s: token of %s expired", self.id, self.login.principal.name)
-            await self._refuse(
+            await self._deny(
+                packet,
+                "token_expired",
                 errors.ACCESS_DENIED,
                 "hoopy: this session's token has expired; reconnect with a fresh token",
             )
             raise SessionEnded
         if command == COM_QUIT:
+            self.stats.statements -= 1
             await self._forward_quietly(packet.raw)
             raise SessionEnded
         if command not in RELAYED_COMMANDS:
-            await self._refuse(
-                errors.UNKNOWN_COMMAND, f"hoopy does not relay command 0x{command:02x}"
+            await self._deny(
+                packet,
+                "unrelayed_command",
+                errors.UNKNOWN_COMMAND,
+                f"hoopy does not relay command 0x{command:02x}",
             )
-            return
-        if command == COM_CHANGE_USER:
-            await self._change_user(packet)
             return
         if (
             command == COM_QUERY
             and not self.target.allow_local_infile
             and _LOCAL_INFILE.search(memoryview(packet.payload)[1:])
         ):
-            await self._refuse(
+            await self._deny(
+                packet,
+                "local_infile",
                 errors.NOT_ALLOWED_COMMAND,
                 f"LOAD DATA LOCAL INFILE is not allowed on target '{self.target.name}' "
                 "(set allow_local_infile = true in its [targets] section to allow it)",
             )
             return
-        self.stats.statements += 1
-        audit = self.server.audit
-        if (
-            audit is not None
-            and command != COM_PING
-            and not await self._audit_statement(audit, packet.payload)
-        ):
+        audit = self.audit if command != COM_PING else None
+        if audit is not None:
+            try:
+                await audit.before(self.stats.statements, self.login.principal, packet.payload)
+            except AuditUnavailable as exc:
+                log.error("session %s: %s; statement refused", self.id, exc)
+                self.stats.errors += 1
+                await self._refuse(
+                    errors.AUDIT_UNAVAILABLE,
+                    f"hoopy cannot write its audit log, so the statement was not run: {exc}",
+                )
+                return
+        if command == COM_CHANGE_USER:
+            await self._change_user(packet)
+            if audit is not None:
+                audit.changed_user(self.stats.statements, self.login.principal)
             return
-        started = time.monotonic()
         try:
             await self.upstream.packets.send_raw(packet.raw)
         except ConnectionClosed:
             await self._upstream_lost(None)
         if command in NO_RESPONSE_COMMANDS:
+            if audit is not None:
+                audit.no_response(command, packet.payload)
             return
-        summary = await self._relay_response(ResponseTracker(command, self.login.capabilities))
+        digest = audit.new_digest() if audit is not None else None
+        tracker = ResponseTracker(command, self.login.capabilities, digest)
+        summary = await self._relay_response(tracker)
         if summary.error is not None:
             self.stats.errors += 1
-        if audit is not None and command != COM_PING:
-            self._audit_outcome(audit, summary, time.monotonic() - started)
+        if audit is not None:
+            audit.after(self.stats.statements, command, summary, digest)
 
-    async def _audit_statement(self, audit: AuditLog, payload: bytes) -> bool:
-        """Record the statement before it runs; False (and the client told) if we cannot."""
+    async def _deny(self, packet: Packet, rule: str, kind: ErrorKind, message: str) -> None:
+        """Refuse a statement hoopy will not forward, and record why."""
         assert self.login is not None
-        record = events.statement(self.id, self.stats.statements, self.login.principal, payload)
-        # (A statement that merely contains the marker text also has its error hidden: safe.)
-        self._redacted = events.REDACTED in record.get("sql", "")
-        try:
-            await audit.write_durable(record)
-        except AuditUnavailable as exc:
-            log.error("session %s: %s; statement refused", self.id, exc)
-            await self._refuse(
-                errors.AUDIT_UNAVAILABLE,
-                f"hoopy cannot write its audit log, so the statement was not run: {exc}",
+        self.stats.errors += 1
+        if self.audit is not None:
+            self.audit.refused(
+                self.stats.statements, self.login.principal, packet.payload, rule, kind, message
             )
-            return False
-        return True
-
-    def _audit_outcome(self, audit: AuditLog, summary: ResponseSummary, duration: float) -> None:
-        record = events.outcome(self.id, self.stats.statements, summary, duration)
-        if self._redacted and "error" in record:
-            # An error about a statement carrying credentials may quote them ("near '...'").
-            record["error"]["message"] = "<redacted: the statement carried credentials>"
-        try:
-            audit.write_later(record)  # reaches the file with the next statement record
-        except AuditUnavailable as exc:
-            # The statement ran; the next one will be refused while the log stays unwritable.
-            log.error(
-                "session %s: outcome of statement %d not recorded: %s",
-                self.id,
-                self.stats.statements,
-                exc,
-            )
+        await self._refuse(kind, message)
 
     async def _refuse(self, kind: ErrorKind, message: str) -> None:
         await self.client.send_payload(build_err(kind.code, kind.sqlstate, message), 1)

@@ -1,0 +1,297 @@
+"""What one session records in the audit log, and the state it needs to record it well.
+
+Resource handling: holds no resources; it writes through the gateway's shared ``AuditLog``.
+Error handling: ``before`` raises ``AuditUnavailable`` when the statement's record cannot be
+written, and the session then refuses the statement (fail closed). Records written after the
+fact (outcomes, refusals, session boundaries) are best effort: a failure is logged, and the
+next statement finds the log unwritable and is refused.
+
+To record a prepared statement's parameters, the session remembers each statement's SQL and
+parameter count from its prepare response, and the parameter types last bound (an EXECUTE
+may omit them: "new_params_bound_flag" 0 in the protocol docs' COM_STMT_EXECUTE).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from hoopy.audit import events
+from hoopy.audit.redact import redact_sql_literals, redact_value
+from hoopy.audit.writer import AuditUnavailable
+from hoopy.config.model import AuditSettings
+from hoopy.gateway.audit_log import AuditLog
+from hoopy.identity.principal import Principal
+from hoopy.wire.errors import ErrorKind
+from hoopy.wire.packets import ProtocolError
+from hoopy.wire.params import Param, decode_execute, decode_query_attributes, param_to_json
+from hoopy.wire.response import (
+    COM_CHANGE_USER,
+    COM_QUERY,
+    COM_RESET_CONNECTION,
+    COM_STMT_CLOSE,
+    COM_STMT_EXECUTE,
+    COM_STMT_FETCH,
+    COM_STMT_PREPARE,
+    COM_STMT_RESET,
+    COM_STMT_SEND_LONG_DATA,
+    ResponseSummary,
+)
+
+log = logging.getLogger("hoopy.audit")
+
+# The long-data type: what a COM_STMT_SEND_LONG_DATA chunk is recorded as (its real type is
+# only bound by the EXECUTE that follows).
+_LONG_DATA_TYPE = 0xFC  # BLOB
+
+
+@dataclass
+class PreparedStatement:
+    sql: str | None  # as recorded (redacted when the prepare's SQL was)
+    num_params: int
+    types: list[tuple[int, bool]] | None = None  # bound by the last EXECUTE that sent them
+    long_data: set[int] = field(default_factory=set)  # params sent by SEND_LONG_DATA
+
+
+class SessionAudit:
+    def __init__(
+        self, audit: AuditLog, session: str, settings: AuditSettings, capabilities: int
+    ) -> None:
+        self.audit = audit
+        self.session = session
+        self.settings = settings
+        self.capabilities = capabilities
+        self.prepared: dict[int, PreparedStatement] = {}
+        self._pending_prepare: str | None = None  # recorded SQL of a PREPARE in flight
+        self._last_prepared: int | None = None
+        self._hide_error = False  # the current statement's error may quote redacted text
+        self._started = 0.0
+
+    # --- records ---------------------------------------------------------------------------
+
+    def session_start(self, principal: Principal, **fields: Any) -> None:
+        self._best_effort(events.session_start(self.session, principal, **fields))
+
+    def session_end(self, reason: str, statements: int, errors: int, duration: float) -> None:
+        self._best_effort(events.session_end(self.session, reason, statements, errors, duration))
+
+    async def before(self, seq: int, principal: Principal, payload: bytes) -> None:
+        """Write the statement's record, durably as configured, before it is forwarded.
+
+        Raises ``AuditUnavailable`` (the caller refuses the statement)."""
+        record = self._statement(seq, principal, payload)
+        await self.audit.write_durable(record)
+        self._started = time.monotonic()
+
+    def refused(
+        self,
+        seq: int,
+        principal: Principal,
+        payload: bytes,
+        rule: str,
+        kind: ErrorKind,
+        message: str,
+    ) -> None:
+        """A statement hoopy refused without forwarding: its record and its error outcome."""
+        record = self._statement(seq, principal, payload, verdict="deny", rule=rule)
+        self._best_effort(record)
+        self._best_effort(
+            {
+                "kind": "outcome",
+                "session": self.session,
+                "seq": seq,
+                "duration_ms": 0.0,
+                "rows": 0,
+                "affected_rows": 0,
+                "last_insert_id": 0,
+                "warnings": 0,
+                "results": 0,
+                "error": {"code": kind.code, "sqlstate": kind.sqlstate, "message": message},
+            }
+        )
+
+    def changed_user(self, seq: int, principal: Principal) -> None:
+        """COM_CHANGE_USER succeeded: the session now acts for ``principal``."""
+        self.reset()
+        self._best_effort(
+            {
+                "kind": "outcome",
+                "session": self.session,
+                "seq": seq,
+                "duration_ms": round((time.monotonic() - self._started) * 1000, 3),
+                "principal": events.principal_fields(principal),
+            }
+        )
+
+    def new_digest(self) -> Any:
+        return hashlib.sha256()
+
+    def after(self, seq: int, command: int, summary: ResponseSummary, digest: Any) -> None:
+        """The outcome record (held back until the next write), and prepared-statement state."""
+        duration = time.monotonic() - self._started
+        self._track(command, summary)
+        record = events.outcome(self.session, seq, summary, duration)
+        if digest is not None and has_rows(command, summary):
+            record["digest"] = digest.hexdigest()
+        if self._hide_error and "error" in record:
+            # An error about a statement with redacted text may quote it ("near '...'").
+            record["error"]["message"] = "<redacted: the statement carried redacted values>"
+        try:
+            self.audit.write_later(record)
+        except AuditUnavailable as exc:
+            # The statement ran; the next one is refused while the log stays unwritable.
+            log.error(
+                "session %s: outcome of statement %d not recorded: %s", self.session, seq, exc
+            )
+
+    def no_response(self, command: int, payload: bytes) -> None:
+        """State changes of the commands the server does not answer."""
+        if command == COM_STMT_CLOSE and len(payload) >= 5:
+            self.prepared.pop(self._statement_id(payload), None)
+        elif command == COM_STMT_SEND_LONG_DATA and len(payload) >= 7:
+            statement = self.prepared.get(self._statement_id(payload))
+            if statement is not None:
+                statement.long_data.add(int.from_bytes(payload[5:7], "little"))
+
+    def _statement_id(self, payload: bytes) -> int:
+        """The statement a command names. MariaDB reads 0xFFFFFFFF as "the statement last
+        prepared on this connection" (used by its COM_STMT_BULK / direct execution)."""
+        statement_id = int.from_bytes(payload[1:5], "little")
+        if statement_id == 0xFFFFFFFF and self._last_prepared is not None:
+            return self._last_prepared
+        return statement_id
+
+    def reset(self) -> None:
+        """COM_CHANGE_USER / COM_RESET_CONNECTION: the server closed every statement."""
+        self.prepared.clear()
+
+    # --- building the statement record ------------------------------------------------------
+
+    def _statement(
+        self,
+        seq: int,
+        principal: Principal,
+        payload: bytes,
+        *,
+        verdict: str = "allow",
+        rule: str | None = None,
+    ) -> dict[str, Any]:
+        command = payload[0]
+        record = events.statement(self.session, seq, principal, command, verdict=verdict, rule=rule)
+        redacted: list[str] = []
+        if command == COM_QUERY:
+            attributes, sql = self._query(payload)
+            record["sql"] = self._sql(sql, redacted)
+            if attributes:
+                record["attributes"] = self._params(attributes, redacted)
+        elif command == COM_STMT_PREPARE:
+            record["sql"] = self._pending_prepare = self._sql(payload[1:], redacted)
+        elif command == COM_STMT_EXECUTE:
+            self._execute(payload, record, redacted)
+        elif command in (COM_STMT_FETCH, COM_STMT_CLOSE, COM_STMT_RESET) and len(payload) >= 5:
+            statement_id = self._statement_id(payload)
+            record["statement_id"] = statement_id
+            if command == COM_STMT_FETCH and len(payload) >= 9:
+                record["fetch_rows"] = int.from_bytes(payload[5:9], "little")
+            if command == COM_STMT_RESET and statement_id in self.prepared:
+                self.prepared[statement_id].long_data.clear()
+        elif command == COM_STMT_SEND_LONG_DATA and len(payload) >= 7:
+            record["statement_id"] = self._statement_id(payload)
+            record["param"] = int.from_bytes(payload[5:7], "little")
+            chunk = Param(_LONG_DATA_TYPE, False, _text_or_bytes(payload[7:]))
+            record["data"] = self._params((chunk,), redacted)[0]
+        else:
+            argument = events.argument(command, payload)
+            if argument is not None:
+                record["argument"] = argument
+        if redacted:
+            record["redacted"] = sorted(set(redacted))
+        self._hide_error = bool(redacted) or events.REDACTED in record.get("sql", "")
+        return record
+
+    def _query(self, payload: bytes) -> tuple[tuple[Param, ...], bytes]:
+        try:
+            return decode_query_attributes(payload, self.capabilities)
+        except ProtocolError:
+            return (), payload[1:]  # the server will reject it; record what was sent
+
+    def _sql(self, raw: bytes, redacted: list[str]) -> str:
+        sql = events.redact_sql(raw.decode("utf-8", "replace"))
+        if self.settings.redact_sensitive:
+            sql, kinds = redact_sql_literals(sql)
+            redacted.extend(kinds)
+        return sql
+
+    def _params(self, params: tuple[Param, ...], redacted: list[str]) -> list[dict[str, Any]]:
+        out = []
+        for p in params:
+            data = param_to_json(p, max_bytes=self.settings.max_value_bytes)
+            if self.settings.redact_sensitive and isinstance(data.get("value"), str):
+                marker, kind = redact_value(data["value"])
+                if kind is not None:
+                    data["value"] = marker
+                    data["redacted"] = True
+                    redacted.append(kind)
+            out.append(data)
+        return out
+
+    def _execute(self, payload: bytes, record: dict[str, Any], redacted: list[str]) -> None:
+        if len(payload) < 5:
+            return
+        statement_id = self._statement_id(payload)
+        record["statement_id"] = statement_id
+        statement = self.prepared.get(statement_id)
+        if statement is None:
+            record["params_error"] = "unknown statement id (the server will refuse it)"
+            return
+        if statement.sql is not None:
+            record["sql"] = statement.sql
+        try:
+            request = decode_execute(
+                payload,
+                statement.num_params,
+                statement.types,
+                statement.long_data,
+                capabilities=self.capabilities,
+            )
+        except ProtocolError as exc:
+            record["params_error"] = str(exc)
+            return
+        statement.types = list(request.types)
+        statement.long_data.clear()  # consumed by this execution
+        if request.params:
+            record["params"] = self._params(request.params, redacted)
+        if request.flags:
+            record["cursor"] = request.flags
+
+    def _track(self, command: int, summary: ResponseSummary) -> None:
+        if command == COM_STMT_PREPARE:
+            sql, self._pending_prepare = self._pending_prepare, None
+            if summary.prepared is not None:
+                self._last_prepared = summary.prepared.statement_id
+                self.prepared[summary.prepared.statement_id] = PreparedStatement(
+                    sql, summary.prepared.num_params
+                )
+        elif command in (COM_CHANGE_USER, COM_RESET_CONNECTION) and summary.error is None:
+            self.reset()
+
+    def _best_effort(self, record: dict[str, Any]) -> None:
+        try:
+            self.audit.write(record)
+        except AuditUnavailable as exc:
+            log.error("session %s: %s record not written: %s", self.session, record["kind"], exc)
+
+
+def has_rows(command: int, summary: ResponseSummary) -> bool:
+    """Whether the response carried a result set (so its row digest means something)."""
+    return command != COM_STMT_PREPARE and any(r.columns for r in summary.results)
+
+
+def _text_or_bytes(data: bytes) -> str | bytes:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data
