@@ -202,3 +202,39 @@ def test_tokens_need_an_issuer(tmp_path: Path) -> None:
     text = TOKENS[: TOKENS.index("[issuers.gh]")] + '[roles.x]\ngroups = ["a"]\ntargets = ["app"]\n'
     with pytest.raises(ConfigError, match=r"need at least one \[issuers\.NAME\]"):
         load_config(write(tmp_path, text))
+
+
+def test_audit_is_on_by_default_in_the_state_directory(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, MINIMAL.format(hash=format_password_hash(b"pw"))))
+    assert cfg.audit is not None
+    assert cfg.audit.directory == tmp_path / ".hoopy" / "audit"
+    assert (cfg.audit.durability, cfg.audit.redact_sensitive) == ("os", False)
+    assert cfg.audit.max_value_bytes == 16 * 1024
+
+
+def test_audit_settings_and_switching_it_off(tmp_path: Path) -> None:
+    base = MINIMAL.format(hash=format_password_hash(b"pw"))
+    cfg = load_config(
+        write(
+            tmp_path,
+            base
+            + '\n[audit]\ndirectory = "trail"\ndurability = "strict"\n'
+            + "redact_sensitive = true\nmax_value_bytes = 100\n",
+        )
+    )
+    assert cfg.audit is not None
+    assert cfg.audit.directory == tmp_path / "trail"
+    assert (cfg.audit.durability, cfg.audit.redact_sensitive, cfg.audit.max_value_bytes) == (
+        "strict",
+        True,
+        100,
+    )
+    assert load_config(write(tmp_path, base + "\n[audit]\nenabled = false\n")).audit is None
+    for bad, message in (
+        ("max_value_bytes = 0", "max_value_bytes"),
+        ('redact_sensitive = "yes"', "redact_sensitive"),
+        ("enabled = 1", "enabled"),
+        ("redact = true", "redact"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_config(write(tmp_path, base + f"\n[audit]\n{bad}\n"))
