@@ -221,65 +221,9 @@ def token_mint(
     )
 
 
-audit_app = typer.Typer(help="The audit trail: check it.", no_args_is_help=True)
-app.add_typer(audit_app, name="audit")
+from hoopy import cli_audit  # noqa: E402  (registers sessions, audit, replay on app)
 
-
-@audit_app.command("verify")
-def audit_verify(
-    directory: Annotated[Path, typer.Argument(help="The audit directory.")],
-    key_env: Annotated[
-        str | None,
-        typer.Option(help="Environment variable holding the HMAC key, to check signatures too."),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-) -> None:
-    """Check the hash chain (and signatures) across all files; name the first broken record."""
-    import json
-    import os
-
-    from hoopy.audit.reader import verify
-
-    key = None
-    if key_env:
-        value = os.environ.get(key_env)
-        if value is None:
-            _fail(f"environment variable {key_env} is not set")
-            return
-        key = value.encode("utf-8")
-    if not directory.is_dir():
-        _fail(f"{directory} is not a directory")
-    report = verify(directory, key)
-    if as_json:
-        print(
-            json.dumps(
-                {
-                    "ok": report.ok,
-                    "records": report.records,
-                    "files": report.files,
-                    "signed": report.signed,
-                    "last_hash": report.last_hash,
-                    "first_problem": str(report.first_problem) if report.first_problem else None,
-                    "partial_tail": str(report.partial_tail.file) if report.partial_tail else None,
-                    "skipped": len(report.skipped),
-                }
-            )
-        )
-    else:
-        if report.partial_tail is not None:
-            err.print(f"note: {report.partial_tail.file.name} ends with a partial line (a crash)")
-        if report.skipped:
-            err.print(f"note: {len(report.skipped)} crash remnant line(s) skipped")
-        if report.ok:
-            signed = " and signatures" if report.signed else ""
-            out.print(
-                f"ok: {report.records} records in {report.files} files, chain{signed} intact; "
-                f"last hash {report.last_hash}"
-            )
-        else:
-            err.print(f"[bold red]broken:[/] {report.first_problem}")
-    if not report.ok:
-        raise typer.Exit(1)
+cli_audit.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,388 @@
+"""The audit trail end to end with real clients: decoded parameters, result digests,
+verdicts, `hoopy sessions`, `hoopy audit search`, `hoopy replay` (timeline and re-execution
+against a second database), and crash safety under SIGKILL."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import mysql.connector
+import pymysql
+import pytest
+
+from hoopy.audit.reader import iter_records, verify
+from tests.gateway_rig import (
+    DEFAULT_ENV,
+    DEV_PASSWORD,
+    DEV_USER,
+    HoopyProcess,
+    write_toml,
+)
+
+Start = Any
+
+
+def hoopy_cli(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "hoopy", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **DEFAULT_ENV, "COLUMNS": "200"},
+        timeout=120,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"hoopy {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def cli_json(*args: str) -> Any:
+    return json.loads(hoopy_cli(*args, "--json", check=True).stdout)
+
+
+def audited(hoopy_factory: Start, tmp_path: Path, **audit: Any) -> tuple[HoopyProcess, Path]:
+    directory = tmp_path / "audit"
+    return hoopy_factory(audit={"directory": str(directory), **audit}), directory
+
+
+def connector(hoopy: HoopyProcess, database: str) -> Any:
+    host, port = hoopy.tcp["app"]
+    return mysql.connector.connect(
+        host=host,
+        port=port,
+        user=DEV_USER,
+        password=DEV_PASSWORD,
+        database=database,
+        use_pure=True,
+        ssl_disabled=True,
+        autocommit=True,
+    )
+
+
+def session_of(directory: Path, program: str) -> str:
+    for r in iter_records(directory):
+        if r["kind"] == "session_start" and r["connect_attrs"].get("program_name") == program:
+            return str(r["session"])
+    raise AssertionError(f"no session of {program}")
+
+
+def records_of(directory: Path, session: str) -> list[dict[str, Any]]:
+    return [r for r in iter_records(directory) if r.get("session") == session]
+
+
+def test_prepared_parameters_and_result_digests_are_recorded(
+    hoopy_factory: Start, tmp_path: Path, fresh_db: str
+) -> None:
+    hoopy, directory = audited(hoopy_factory, tmp_path)
+    conn = connector(hoopy, fresh_db)
+    cur = conn.cursor(prepared=True)
+    cur.execute(
+        "CREATE TABLE t (id INT PRIMARY KEY, name VARCHAR(50), score DOUBLE, "
+        "born DATE, data VARBINARY(10), note TEXT)"
+    )
+    row = (1, "zoë", 2.5, datetime.date(2001, 2, 3), b"\x00\xff", None)
+    cur.execute("INSERT INTO t VALUES (?, ?, ?, ?, ?, ?)", row)
+    cur.execute("INSERT INTO t VALUES (?, ?, ?, ?, ?, ?)", (2, "bob", -1.0, None, b"ok", "n"))
+    for _ in range(2):
+        cur.execute("SELECT id, name FROM t WHERE id >= ?", (1,))
+        assert len(cur.fetchall()) == 2
+    cur.execute("SELECT id, name FROM t WHERE id >= ?", (2,))
+    assert cur.fetchall() == [(2, "bob")]
+    conn.close()
+    hoopy.stop()
+
+    records = list(iter_records(directory))
+    executes = [r for r in records if r.get("command") == "COM_STMT_EXECUTE"]
+    first = next(r for r in executes if r["sql"].startswith("INSERT"))
+    params = first["params"]
+    assert [p["value"] if "value" in p else p.get("hex") for p in params] == [
+        1,
+        "zoë",
+        2.5,
+        "2001-02-03",
+        "00ff",
+        None,
+    ]
+    assert params[0]["type"] in ("TINY", "LONGLONG") and params[2]["type"] == "DOUBLE"
+    assert params[3]["type"] == "DATE" and params[5]["type"] == "NULL"
+    assert first["verdict"] == "allow" and first["rule"] is None
+    outcomes = {r["seq"]: r for r in records if r["kind"] == "outcome"}
+    selects = [r for r in executes if r["sql"].startswith("SELECT")]
+    digests = [outcomes[s["seq"]].get("digest") for s in selects]
+    assert digests[0] and digests[0] == digests[1], "same rows, same digest"
+    assert digests[2] and digests[2] != digests[0], "different rows, different digest"
+    assert "digest" not in outcomes[first["seq"]], "no result set, no digest"
+    start = next(r for r in records if r["kind"] == "session_start")
+    assert isinstance(start["client"]["capabilities"], int)
+
+
+def test_sessions_search_and_timeline_from_the_cli(hoopy_factory: Start, tmp_path: Path) -> None:
+    hoopy, directory = audited(hoopy_factory, tmp_path)
+    conn = hoopy.connect(program_name="agent-7")
+    with conn.cursor() as cur:
+        cur.execute("CREATE TEMPORARY TABLE tl (id INT)")
+        cur.execute("INSERT INTO tl VALUES (1), (2)")
+        cur.execute("SELECT * FROM tl")
+        with pytest.raises(pymysql.err.ProgrammingError):
+            cur.execute("SELECT * FROM no_such_table")
+        with pytest.raises(pymysql.err.MySQLError):
+            cur.execute("LOAD DATA LOCAL INFILE '/etc/hostname' INTO TABLE tl")
+    conn.close()
+    other = hoopy.connect(program_name="quiet")
+    other.close()
+    hoopy.stop()
+    session = session_of(directory, "agent-7")
+    quiet = session_of(directory, "quiet")
+
+    listed = cli_json("sessions", "--audit-dir", str(directory))
+    assert [s["session"] for s in listed] == [quiet, session], "newest first"
+    mine = listed[1]
+    assert mine["principal"] == DEV_USER and mine["target"] == "app"
+    assert mine["program"] == "agent-7"
+    # PyMySQL's own SET AUTOCOMMIT, then the five above.
+    assert mine["statements"] == 6 and mine["errors"] == 2 and mine["denied"] == 1
+    assert mine["end_reason"] == "client quit"
+    assert [
+        s["session"] for s in cli_json("sessions", "--audit-dir", str(directory), "--errors")
+    ] == [session]
+    assert [
+        s["session"] for s in cli_json("sessions", "--audit-dir", str(directory), "--denied")
+    ] == [session]
+    assert cli_json("sessions", "--audit-dir", str(directory), "--who", "nobody") == []
+    assert len(cli_json("sessions", "--audit-dir", str(directory), "--who", "d*")) == 2
+    assert cli_json("sessions", "--audit-dir", str(directory), "--since", "1h") != []
+    assert cli_json("sessions", "--audit-dir", str(directory), "--until", "2000-01-01") == []
+
+    hits = cli_json("audit", "search", "--audit-dir", str(directory), "--sql", "insert into tl")
+    assert [h["statement"]["sql"] for h in hits] == ["INSERT INTO tl VALUES (1), (2)"]
+    assert hits[0]["outcome"]["affected_rows"] == 2 and hits[0]["principal"] == DEV_USER
+    denied = cli_json("audit", "search", "--audit-dir", str(directory), "--verdict", "deny")
+    assert [h["statement"]["rule"] for h in denied] == ["local_infile"]
+    assert denied[0]["outcome"]["error"]["code"] == 1148
+    failed = cli_json("audit", "search", "--audit-dir", str(directory), "--error-code", "1146")
+    assert [h["statement"]["sql"] for h in failed] == ["SELECT * FROM no_such_table"]
+    regex = cli_json(
+        "audit", "search", "--audit-dir", str(directory), "--regex", r"^SELECT \* FROM tl$"
+    )
+    assert len(regex) == 1 and regex[0]["outcome"]["rows"] == 2
+
+    timeline = cli_json("replay", session[:10], "--audit-dir", str(directory))
+    assert timeline["session"] == session
+    assert [s["statement"].get("sql") for s in timeline["steps"]][1:4] == [
+        "CREATE TEMPORARY TABLE tl (id INT)",
+        "INSERT INTO tl VALUES (1), (2)",
+        "SELECT * FROM tl",
+    ]
+    text = hoopy_cli("replay", session, "--audit-dir", str(directory), check=True).stdout
+    assert f"session {session}" in text and "agent-7" in text
+    assert "SELECT * FROM tl" in text and "2 rows" in text
+    assert "ERROR 1146 (42S02)" in text and "DENIED (local_infile)" in text
+    assert "client quit" in text
+    missing = hoopy_cli("replay", "ffff", "--audit-dir", str(directory))
+    assert missing.returncode == 2 and "no session 'ffff'" in missing.stderr
+
+
+def replay_config(hoopy: HoopyProcess, tmp_path: Path) -> Path:
+    path = tmp_path / "replay.toml"
+    write_toml(path, hoopy.config)
+    return path
+
+
+def test_replay_reproduces_a_session_on_a_second_database(
+    hoopy_factory: Start, tmp_path: Path, database_factory: Callable[[], str]
+) -> None:
+    first, second = database_factory(), database_factory()
+    hoopy, directory = audited(hoopy_factory, tmp_path)
+    config = replay_config(hoopy, tmp_path)
+    conn = connector(hoopy, first)
+    cur = conn.cursor()
+    cur.execute("CREATE TABLE items (id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(20))")
+    cur.execute("INSERT INTO items (name) VALUES ('a'), ('b'), ('c')")
+    cur.execute("UPDATE items SET name = 'z' WHERE id > 1")
+    cur.execute("SELECT * FROM items ORDER BY id")
+    cur.fetchall()
+    prepared = conn.cursor(prepared=True)
+    prepared.execute("SELECT name FROM items WHERE id = ?", (2,))
+    assert prepared.fetchall() == [("z",)]
+    prepared.execute("INSERT INTO items (name) VALUES (?)", ("d",))
+    conn.close()
+    hoopy.stop()
+    session = next(r["session"] for r in iter_records(directory) if r["kind"] == "session_start")
+    audit = ("--audit-dir", str(directory), "--config", str(config))
+
+    dry = hoopy_cli("replay", session, *audit, "--dry-run", check=True).stdout
+    assert "run  #" in dry and "write" in dry and "INSERT INTO items" in dry
+
+    refused = hoopy_cli(
+        "replay", session, *audit, "--execute", "--target", "app", "--database", second
+    )
+    assert refused.returncode == 2
+    assert "may write" in refused.stderr and "--allow-writes" in refused.stderr
+    # Nothing ran: the second database is still empty.
+    probe = hoopy_cli("replay", session, *audit, "--execute", "--target", "app")
+    assert probe.returncode == 2
+
+    report = cli_json(
+        "replay",
+        session,
+        *audit,
+        "--execute",
+        "--target",
+        "app",
+        "--database",
+        second,
+        "--allow-writes",
+    )
+    assert report["differences"] == [], report
+    ran = {r["seq"]: r["outcome"] for r in report["results"] if r["outcome"]}
+    assert any(o.get("affected_rows") == 3 for o in ran.values())
+    assert any(o.get("digest") for o in ran.values())
+
+    # The same session again on the now-filled database: CREATE TABLE fails and rows differ.
+    again = hoopy_cli(
+        "replay",
+        session,
+        *audit,
+        "--execute",
+        "--target",
+        "app",
+        "--database",
+        second,
+        "--allow-writes",
+    )
+    assert again.returncode == 1
+    assert "differs" in again.stdout and "error" in again.stdout
+
+    # Only the reads: the EXECUTE and RESET of a skipped PREPARE are skipped with it. The
+    # SELECT * differs now (the database holds the rows of two runs).
+    reads = hoopy_cli(
+        "replay",
+        session,
+        *audit,
+        "--execute",
+        "--target",
+        "app",
+        "--database",
+        second,
+        "--skip-writes",
+        "--json",
+    )
+    assert reads.returncode == 1, reads.stderr
+    result = json.loads(reads.stdout)
+    reasons = {s["reason"] for s in result["skipped"]}
+    assert "write skipped (--skip-writes)" in reasons
+    assert any(r.startswith("its statement was not prepared") for r in reasons)
+    assert {(d["seq"], d["field"]) for d in result["differences"]} <= {(7, "rows"), (7, "digest")}
+    assert result["differences"]
+
+
+def test_sigkill_mid_load_leaves_no_unrecorded_statement(
+    hoopy_factory: Start, tmp_path: Path, fresh_db: str, mariadb: Any
+) -> None:
+    hoopy, directory = audited(hoopy_factory, tmp_path)
+    setup = hoopy.connect(database=fresh_db)
+    with setup.cursor() as cur:
+        cur.execute("CREATE TABLE k (worker INT, n INT, PRIMARY KEY (worker, n))")
+    setup.close()
+    stop = threading.Event()
+
+    def load(worker: int) -> None:
+        try:
+            conn = hoopy.connect(database=fresh_db)
+            with conn.cursor() as cur:
+                n = 0
+                while not stop.is_set():
+                    cur.execute(f"INSERT INTO k VALUES ({worker}, {n})")
+                    n += 1
+        except pymysql.err.MySQLError:
+            return  # the gateway died under us
+
+    threads = [threading.Thread(target=load, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(1.5)
+    hoopy.send_signal(signal.SIGKILL)
+    stop.set()
+    for t in threads:
+        t.join(30)
+    with mariadb.admin_connect(database=fresh_db) as conn, conn.cursor() as cur:
+        cur.execute("SELECT worker, n FROM k")
+        stored = set(cur.fetchall())
+    assert len(stored) > 20, "the load did not run"
+    recorded = {r.get("sql") for r in iter_records(directory) if r["kind"] == "statement"}
+    missing = [
+        row for row in stored if f"INSERT INTO k VALUES ({row[0]}, {row[1]})" not in recorded
+    ]
+    assert missing == [], "rows reached the database without their audit record"
+    # Restart on the same directory: the chain continues and verifies; sessions cut by the
+    # crash show as open.
+    again = HoopyProcess(dict(hoopy.config), workdir=tmp_path / "again").start()
+    conn = again.connect()
+    conn.close()
+    again.stop()
+    report = verify(directory)
+    assert report.ok, report.first_problem
+    listed = cli_json("sessions", "--audit-dir", str(directory), "--limit", "0")
+    assert sum(1 for s in listed if s["ended"] is None) >= 4
+
+
+def test_sensitive_literals_are_redacted_when_configured(
+    hoopy_factory: Start, tmp_path: Path, fresh_db: str
+) -> None:
+    hoopy, directory = audited(hoopy_factory, tmp_path, redact_sensitive=True)
+    conn = connector(hoopy, fresh_db)
+    cur = conn.cursor()
+    cur.execute("CREATE TABLE p (email VARCHAR(80), card VARCHAR(30))")
+    cur.execute("INSERT INTO p VALUES ('jane.doe@example.com', '4111 1111 1111 1111')")
+    cur.execute("SELECT * FROM p WHERE email = 'nobody@example.org' AND card = 'x'")
+    cur.fetchall()
+    prepared = conn.cursor(prepared=True)
+    prepared.execute("SELECT * FROM p WHERE email = ?", ("jane.doe@example.com",))
+    prepared.fetchall()
+    conn.close()
+    hoopy.stop()
+    raw = b"".join(p.read_bytes() for p in directory.glob("audit-*.jsonl"))
+    assert b"jane.doe@example.com" not in raw and b"nobody@example.org" not in raw
+    assert b"4111 1111 1111 1111" not in raw
+    statements = [r for r in iter_records(directory) if r["kind"] == "statement"]
+    insert = next(s for s in statements if s.get("sql", "").startswith("INSERT INTO p"))
+    assert insert["redacted"] == ["card", "email"]
+    execute = next(s for s in statements if s["command"] == "COM_STMT_EXECUTE")
+    assert execute["params"][0]["redacted"] is True and execute["redacted"] == ["email"]
+    # The non-sensitive literal stays readable.
+    assert any("card = 'x'" in s.get("sql", "") for s in statements)
+
+
+def test_audit_is_on_by_default_in_the_state_directory(hoopy_factory: Start) -> None:
+    hoopy = hoopy_factory()
+    assert "audit" not in hoopy.config
+    conn = hoopy.connect()
+    with conn.cursor() as cur:
+        cur.execute("SELECT 'default-on'")
+    conn.close()
+    directory = Path(hoopy.config["gateway"]["state_dir"]) / "audit"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        found = [r for r in iter_records(directory) if r.get("sql") == "SELECT 'default-on'"]
+        if found:
+            break
+        time.sleep(0.1)
+    assert found, "the statement was not recorded in <state_dir>/audit"
+    assert verify(directory).ok
+
+
+def test_audit_can_be_turned_off_explicitly(hoopy_factory: Start) -> None:
+    hoopy = hoopy_factory(audit={"enabled": False})
+    conn = hoopy.connect()
+    conn.close()
+    state = Path(hoopy.config["gateway"]["state_dir"])
+    assert not (state / "audit").exists()
