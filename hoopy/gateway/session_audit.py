@@ -82,7 +82,13 @@ class SessionAudit:
         """Write the statement's record, durably as configured, before it is forwarded.
 
         Raises ``AuditUnavailable`` (the caller refuses the statement)."""
-        record = self._statement(seq, principal, payload)
+        try:
+            record = self._statement(seq, principal, payload)
+        except Exception as exc:  # a bug here must refuse the statement, not end the session
+            log.exception("session %s: cannot build the audit record", self.session)
+            raise AuditUnavailable(
+                f"cannot build the audit record ({type(exc).__name__}); see the gateway log"
+            ) from None
         await self.audit.write_durable(record)
         self._started = time.monotonic()
 

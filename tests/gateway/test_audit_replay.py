@@ -386,3 +386,108 @@ def test_audit_can_be_turned_off_explicitly(hoopy_factory: Start) -> None:
     conn.close()
     state = Path(hoopy.config["gateway"]["state_dir"])
     assert not (state / "audit").exists()
+
+
+def test_replay_follows_a_live_session_until_it_ends(hoopy_factory: Start, tmp_path: Path) -> None:
+    hoopy, directory = audited(hoopy_factory, tmp_path, rotate_bytes=4000)
+    conn = hoopy.connect(program_name="live-agent")
+    with conn.cursor() as cur:
+        cur.execute("SELECT 'before follow'")
+    session = ""
+    deadline = time.monotonic() + 10
+    while not session and time.monotonic() < deadline:
+        try:
+            session = session_of(directory, "live-agent")
+        except AssertionError:
+            time.sleep(0.1)
+    follower = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hoopy",
+            "replay",
+            session,
+            "--audit-dir",
+            str(directory),
+            "--follow",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **DEFAULT_ENV},
+    )
+    try:
+        time.sleep(1.0)
+        assert follower.poll() is None, "follow returned while the session is open"
+        with conn.cursor() as cur:
+            # Enough records to rotate files several times while following.
+            for i in range(40):
+                cur.execute(f"SELECT 'during follow {i}', REPEAT('x', 100)")
+        conn.close()
+        out, err = follower.communicate(timeout=30)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert follower.returncode == 0, err
+    timeline = json.loads(out)
+    sql = [s["statement"].get("sql", "") for s in timeline["steps"]]
+    assert "SELECT 'before follow'" in sql
+    assert sum(s.startswith("SELECT 'during follow") for s in sql) == 40
+    assert timeline["end"]["reason"] == "client quit"
+    assert len(list(directory.glob("audit-*.jsonl"))) > 3, "rotation happened meanwhile"
+
+
+def _read_only_bind_mount(directory: Path) -> Callable[[], None] | None:
+    """Make ``directory`` read-only for new path lookups (open descriptors keep writing), or
+    None when this machine does not allow mounts. Returns the undo."""
+    try:
+        subprocess.run(
+            ["mount", "--bind", str(directory), str(directory)], check=True, capture_output=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    try:
+        subprocess.run(
+            ["mount", "-o", "remount,ro,bind", str(directory)], check=True, capture_output=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        subprocess.run(["umount", str(directory)], check=False)
+        return None
+    return lambda: subprocess.run(["umount", str(directory)], check=True)
+
+
+def test_a_read_only_audit_directory_refuses_statements(
+    hoopy_factory: Start, tmp_path: Path
+) -> None:
+    # Rotation needs a new file: with the directory read-only it cannot be created, so the
+    # statement that needs it is refused (root ignores file modes, hence a read-only mount).
+    hoopy, directory = audited(hoopy_factory, tmp_path, rotate_bytes=3000)
+    conn = hoopy.connect()
+    undo = _read_only_bind_mount(directory)
+    if undo is None:
+        conn.close()
+        pytest.skip("needs permission to bind-mount (root with CAP_SYS_ADMIN)")
+    refused = None
+    try:
+        with conn.cursor() as cur:
+            for i in range(200):
+                try:
+                    cur.execute(f"SELECT {i}, REPEAT('y', 100)")
+                except pymysql.err.OperationalError as exc:
+                    refused = exc
+                    break
+    finally:
+        undo()
+    assert refused is not None, "no statement needed a new audit file"
+    assert refused.args[0] == 3164
+    assert "Read-only file system" in refused.args[1]
+    # Once the directory is writable again the gateway recovers on its own (reopen <= 1/s).
+    time.sleep(1.1)
+    with conn.cursor() as cur:
+        cur.execute("SELECT 'recovered'")
+        assert cur.fetchall() == (("recovered",),)
+    conn.close()
+    hoopy.stop()
+    assert verify(directory).ok
+    assert any(r.get("sql") == "SELECT 'recovered'" for r in iter_records(directory))
