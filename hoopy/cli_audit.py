@@ -20,7 +20,8 @@ from hoopy.config.loader import ConfigError, load_config
 from hoopy.config.model import Config
 
 err = Console(stderr=True, emoji=False, soft_wrap=True)
-out = Console(emoji=False, highlight=False)
+# Piped output is not squeezed into 80 columns: lines are for grep, not for a screen.
+out = Console(emoji=False, highlight=False, width=None if sys.stdout.isatty() else 240)
 
 audit_app = typer.Typer(
     help="The audit trail: search it, check it, rebuild its index.", no_args_is_help=True
@@ -139,11 +140,17 @@ def sessions(
         err.print("no sessions match")
         return
     table = Table(box=None, pad_edge=False)
-    for name in ("session", "started (UTC)", "who", "target", "from", "stmts", "errors", "end"):
-        table.add_column(name, justify="right" if name in ("stmts", "errors") else "left")
+    # Ids and times are copied and compared: never wrapped or cut.
+    table.add_column("session", no_wrap=True)
+    table.add_column("started (UTC)", no_wrap=True)
+    table.add_column("who", overflow="fold", min_width=10)
+    table.add_column("target", overflow="fold", min_width=6)
+    table.add_column("from", overflow="fold", min_width=10)
+    for name in ("stmts", "errors", "denied"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("end", overflow="fold", min_width=10)
     for s in shown:
         data = s.to_json()
-        denied_count = data["denied"]
         table.add_row(
             s.session,
             _short_ts(data["started"]),
@@ -151,7 +158,8 @@ def sessions(
             escape(str(data.get("target") or "?")),
             escape(str(data.get("client") or "?")),
             str(data["statements"]),
-            str(data["errors"]) + (f" ({denied_count} denied)" if denied_count else ""),
+            str(data["errors"]),
+            str(data["denied"]),
             escape(str(data["end_reason"])) if data["ended"] else "[yellow]open[/]",
         )
     out.print(table)
@@ -221,8 +229,11 @@ def audit_search(
         err.print("no statements match")
         return
     table = Table(box=None, pad_edge=False)
-    for name in ("time (UTC)", "session", "#", "who", "statement", "result"):
-        table.add_column(name, overflow="fold")
+    for name in ("time (UTC)", "session", "#"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("who", overflow="fold", min_width=10)
+    table.add_column("statement", overflow="fold", min_width=30)
+    table.add_column("result", overflow="fold", min_width=20)
     for hit in hits:
         data = hit.to_json()
         table.add_row(
