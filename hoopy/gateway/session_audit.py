@@ -102,7 +102,13 @@ class SessionAudit:
         message: str,
     ) -> None:
         """A statement hoopy refused without forwarding: its record and its error outcome."""
-        record = self._statement(seq, principal, payload, verdict="deny", rule=rule)
+        try:
+            record = self._statement(seq, principal, payload, verdict="deny", rule=rule)
+        except Exception:  # the refusal stands; record what is certain
+            log.exception("session %s: cannot build the audit record", self.session)
+            record = events.statement(
+                self.session, seq, principal, payload[0], verdict="deny", rule=rule
+            )
         self._best_effort(record)
         self._best_effort(
             {
