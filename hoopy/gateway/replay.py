@@ -40,6 +40,7 @@ from hoopy.wire.handshake import (
     CLIENT_PROTOCOL_41,
     CLIENT_PS_MULTI_RESULTS,
     CLIENT_SECURE_CONNECTION,
+    CLIENT_SSL,
     CLIENT_TRANSACTIONS,
     HandshakeResponse,
     SSLRequest,
@@ -152,13 +153,11 @@ class ReplayConnection:
                 recorded_capabilities if recorded_capabilities is not None else DEFAULT_RECORDED
             )
             caps = (CLIENT_BASE | (wanted & OUTCOME_CAPABILITIES)) & g.capabilities
-            caps |= CLIENT_PROTOCOL_41
+            database = database or target.database
             if database:
                 caps |= CLIENT_CONNECT_WITH_DB
             seq = 1
             if upstream.wants_tls():
-                from hoopy.wire.handshake import CLIENT_SSL
-
                 caps |= CLIENT_SSL
                 seq = await upstream.start_tls(SSLRequest(caps, MAX_PACKET, UTF8MB4_GENERAL_CI), 1)
             try:
