@@ -128,7 +128,11 @@ def print_banner(info: Any, server: MariaDBServer, config_path: Path, user_pw: s
             )
         if listener.get("unix_socket"):
             lines.append(f"  mariadb -S {listener['unix_socket']} -u {DEMO_USER} -p{user_pw} demo")
+    python = Path(sys.executable)
     lines += [
+        "then see what was recorded (audit trail in the state directory):",
+        f"  {python.parent / 'hoopy'} sessions -c {config_path}",
+        f"  {python.parent / 'hoopy'} replay -c {config_path} SESSION_ID",
         f"  config:   {config_path}",
         f"  upstream: MariaDB {server.host}:{server.port} (database demo, account hoopy,"
         " password in HOOPY_DEMO_DB_PASSWORD), TLS verified against its own CA",
