@@ -386,13 +386,16 @@ def replay(
         # Print steps in order; a live session's last step waits for its outcome.
         nonlocal printed
         steps = timeline.steps
+        lines: list[str] = []
         while printed < len(steps):
             step = steps[printed]
             waiting = step.outcome is None and step.command not in _NO_RESPONSE
             if waiting and not final and printed == len(steps) - 1:
-                return
-            _print_step(step, clock)
+                break
+            lines.append(_step_markup(step, clock))
             printed += 1
+        if lines:
+            out.print("\n".join(lines))  # one call: rich's per-call cost dominates otherwise
 
     if timeline.end is None and follow:
         show(final=False)
@@ -458,18 +461,19 @@ def _print_header(timeline: Any) -> None:
     out.print()
 
 
-def _print_step(step: Any, clock: _Clock) -> None:
+def _step_markup(step: Any, clock: _Clock) -> str:
+    """Two lines of rich markup: the statement, then its outcome."""
     s = step.statement
     verdict = (
         ""
         if s.get("verdict", "allow") == "allow"
         else f" [bold red]DENIED ({escape(str(s.get('rule')))})[/]"
     )
-    out.print(
+    return (
         f"[dim]{clock.offset(s.get('ts')):>10}[/] [bold]#{step.seq}[/] "
-        f"{escape(_describe_statement(s, width=0))}{verdict}"
+        f"{escape(_describe_statement(s, width=0))}{verdict}\n"
+        f"{'':>11} → {_describe_outcome(s, step.outcome)}"
     )
-    out.print(f"{'':>11} → {_describe_outcome(s, step.outcome)}")
 
 
 def _print_footer(timeline: Any) -> None:

@@ -186,8 +186,12 @@ class FileIndex:
         return index
 
 
-def file_index(audit_file: Path) -> FileIndex:
-    """The index of one audit file: its sidecar, extended over what the sidecar misses."""
+def file_index(audit_file: Path, *, save: bool = False) -> FileIndex:
+    """The index of one audit file: its sidecar, extended over what the sidecar misses.
+
+    With ``save``, a sidecar that had to be built or extended is saved when the directory is
+    writable (readers pass it for files the gateway has left, so the next lookup is fast;
+    the file being written is the gateway's to index)."""
     index = FileIndex.load(audit_file)
     try:
         size = audit_file.stat().st_size
@@ -197,6 +201,9 @@ def file_index(audit_file: Path) -> FileIndex:
         index = FileIndex(audit_file.name)  # missing, or the file was replaced: rebuild
     if index.size < size:
         index.scan(audit_file)
+        if save:
+            with contextlib.suppress(OSError):  # read-only access: just slower next time
+                index.save(index_path(audit_file))
     return index
 
 
@@ -265,8 +272,9 @@ class AuditIndex:
     def load(cls, directory: Path) -> AuditIndex:
         files: list[FileIndex] = []
         sessions: dict[str, SessionSummary] = {}
-        for path in audit_files(directory):
-            index = file_index(path)
+        paths = audit_files(directory)
+        for number, path in enumerate(paths, start=1):
+            index = file_index(path, save=number < len(paths))
             files.append(index)
             for span in index.sessions.values():
                 summary = sessions.get(span.session)

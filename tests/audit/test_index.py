@@ -192,3 +192,27 @@ def test_sidecars_are_private_and_not_audit_files(tmp_path: Path) -> None:
     assert sidecars and all(p.stat().st_mode & 0o777 == 0o600 for p in sidecars)
     header = json.loads(sidecars[0].read_bytes().splitlines()[0])
     assert header["file"] == audit_files(directory)[0].name
+
+
+def test_readers_save_the_sidecars_they_rebuild_for_finished_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "audit"
+    write_sessions(directory, session_plan(["s-a", "s-b"], 6), rotate_bytes=1500).close()
+    files = audit_files(directory)
+    for f in files:
+        index_path(f).unlink()
+    AuditIndex.load(directory)
+    assert all(index_path(f).exists() for f in files[:-1])
+    assert not index_path(files[-1]).exists(), "the newest file is the gateway's to index"
+    # When a sidecar cannot be written (read-only access) the lookup still works, from a scan.
+    for f in files[:-1]:
+        index_path(f).unlink()
+
+    def refuse(self: FileIndex, path: Path) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(FileIndex, "save", refuse)
+    index = AuditIndex.load(directory)
+    assert not any(index_path(f).exists() for f in files)
+    assert list(session_records(index.find("s-a"))) == expected_records(directory, "s-a")
