@@ -214,7 +214,7 @@ class AuditWriter:
             fields = dict(record)
             fields.setdefault("ts", timestamp(now))
             line = self._chain.line(fields)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             raise AuditUnavailable(f"audit record is not serialisable: {exc}") from None
         except OSError as exc:
             self._fail(exc)
