@@ -126,7 +126,7 @@ def hash_password(
         bool, typer.Option("--stdin", help="Read the password from standard input.")
     ] = False,
 ) -> None:
-    """Print a password_hash for a gateway user ([users.NAME] in the config)."""
+    """Print a password_hash for a gateway user (its `users.NAME` table in the config)."""
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
