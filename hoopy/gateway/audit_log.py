@@ -11,6 +11,7 @@ Durability (``[audit] durability``):
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import math
 import os
@@ -18,6 +19,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -52,8 +54,12 @@ class AuditLog:
         self._synced_event = trio.Event()
         self._last_reopen = -math.inf
         self._fsync_worker: FsyncWorker | None = None
+        self._lock_fd: int | None = None
 
     def open(self) -> None:
+        """Take the directory (one gateway per audit directory) and open the log."""
+        if self._lock_fd is None:
+            self._lock_fd = lock_directory(self.settings.directory)
         self.writer.open()
 
     def write_later(self, record: Mapping[str, Any]) -> None:
@@ -179,6 +185,41 @@ class AuditLog:
         self.writer.close()
         if self._fsync_worker is not None:
             self._fsync_worker.stop()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
+
+
+LOCK_FILE = ".lock"
+
+
+def lock_directory(directory: Path) -> int:
+    """Lock ``directory`` for this process; returns the lock's descriptor (keep it open).
+
+    Two gateways appending to one directory would fork the hash chain (each continues from
+    the last record it saw), so the second refuses to start. Each instance behind a load
+    balancer gets its own directory. The lock is flock(2): the kernel drops it when the
+    process dies, so a crash never leaves the directory locked.
+    """
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise AuditUnavailable(
+            f"cannot open the audit directory {directory}: {exc.strerror or exc}"
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise AuditUnavailable(
+            f"the audit directory {directory} is in use by another hoopy process (pid "
+            f"{holder}); give each gateway its own [audit] directory"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 class FsyncWorker:

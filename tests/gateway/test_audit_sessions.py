@@ -171,3 +171,19 @@ def test_hoopy_refuses_to_start_without_its_audit_log(hoopy_factory: Start, tmp_
         hoopy_factory(audit={"directory": str(blocker / "audit")})
     assert "hoopy exited with 2" in str(info.value)
     assert "cannot start: cannot open the audit directory" in str(info.value)
+
+
+def test_two_gateways_cannot_share_an_audit_directory(hoopy_factory: Start, tmp_path: Path) -> None:
+    # Both would append to the same chain from different places: the second refuses.
+    first, directory = audited(hoopy_factory, tmp_path)
+    with pytest.raises(HoopyStartError) as info:
+        hoopy_factory(audit={"directory": str(directory)})
+    assert f"in use by another hoopy process (pid {first.pid})" in str(info.value)
+    # The first one is unaffected, and once it is gone the directory is free again.
+    conn = first.connect()
+    conn.close()
+    first.stop()
+    second = hoopy_factory(audit={"directory": str(directory)})
+    second.connect().close()
+    second.stop()
+    assert verify(directory).ok
