@@ -1,0 +1,312 @@
+"""``hoopy replay``: a recorded session as a timeline, followed live, or re-run against a
+target. The work is in ``hoopy/audit/timeline.py`` and ``hoopy/gateway/replay.py``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from hoopy.cli_audit import (
+    NO_RESPONSE_COMMANDS,
+    AuditDirOption,
+    ConfigOption,
+    JsonOption,
+    describe_outcome,
+    describe_statement,
+    err,
+    fail,
+    load_cli_config,
+    out,
+    resolve_audit_dir,
+    short_ts,
+)
+
+
+def replay(
+    session: Annotated[str, typer.Argument(help="Session id, or a unique prefix of one.")],
+    config: ConfigOption = Path("hoopy.toml"),
+    audit_dir: AuditDirOption = None,
+    as_json: JsonOption = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep showing statements until the session ends.")
+    ] = False,
+    execute: Annotated[
+        bool, typer.Option("--execute", help="Re-run the statements against --target.")
+    ] = False,
+    target: Annotated[
+        str | None, typer.Option("--target", help="The configured target to re-run against.")
+    ] = None,
+    database: Annotated[
+        str | None, typer.Option("--database", help="Default database (default: the recorded one).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what --execute would send, and stop.")
+    ] = False,
+    allow_writes: Annotated[
+        bool, typer.Option("--allow-writes", help="Also re-run statements that may write.")
+    ] = False,
+    skip_writes: Annotated[
+        bool, typer.Option("--skip-writes", help="Re-run only the read-only statements.")
+    ] = False,
+) -> None:
+    """Show a recorded session as a timeline, or re-run it against a target and compare."""
+    from hoopy.audit.index import AuditIndex, SessionNotFound
+    from hoopy.audit.timeline import SessionFeed, Timeline
+
+    directory = resolve_audit_dir(config, audit_dir)
+    index = AuditIndex.load(directory)
+    try:
+        summary = index.find(session)
+    except SessionNotFound as exc:
+        fail(str(exc))
+        return
+    feed = SessionFeed(directory, summary, index)
+    timeline = Timeline(summary.session)
+    timeline.extend(feed.poll())
+    if execute or dry_run:
+        if follow:
+            raise typer.BadParameter(
+                "--follow shows a live session; it cannot be combined with --execute"
+            )
+        _execute(timeline, config, target, database, dry_run, allow_writes, skip_writes, as_json)
+        return
+    if as_json:
+        if follow:
+            for _ in feed.follow(timeline):
+                pass
+        print(json.dumps(timeline.to_json(), indent=1))
+        return
+    _print_header(timeline)
+    clock = _Clock(timeline)
+    printed = 0
+
+    def show(final: bool) -> None:
+        # Print steps in order; a live session's last step waits for its outcome.
+        nonlocal printed
+        steps = timeline.steps
+        lines: list[str] = []
+        while printed < len(steps):
+            step = steps[printed]
+            waiting = step.outcome is None and step.command not in NO_RESPONSE_COMMANDS
+            if waiting and not final and printed == len(steps) - 1:
+                break
+            lines.append(_step_markup(step, clock))
+            printed += 1
+        if lines:
+            out.print("\n".join(lines))  # one call: rich's per-call cost dominates otherwise
+
+    if timeline.end is None and follow:
+        show(final=False)
+        try:
+            for _ in feed.follow(timeline):
+                show(final=False)
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+    show(final=True)
+    if timeline.end is None:
+        err.print(
+            "[yellow]the session has no end record yet (still open, or hoopy stopped)"
+            + ("; --follow to watch it" if not follow else "")
+            + "[/]"
+        )
+        return
+    _print_footer(timeline)
+
+
+class _Clock:
+    def __init__(self, timeline: Any) -> None:
+        from datetime import datetime
+
+        start = (timeline.start or {}).get("ts") or (
+            timeline.steps[0].statement.get("ts") if timeline.steps else None
+        )
+        self.start = datetime.fromisoformat(start.replace("Z", "+00:00")) if start else None
+
+    def offset(self, ts: Any) -> str:
+        from datetime import datetime
+
+        if self.start is None or not isinstance(ts, str):
+            return ""
+        moment = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+        return f"+{(moment - self.start).total_seconds():.3f}s"
+
+
+def _print_header(timeline: Any) -> None:
+    start = timeline.start or {}
+    principal = start.get("principal") or {}
+    client = start.get("client") or {}
+    roles = principal.get("roles") or []
+    out.print(f"[bold]session {timeline.session}[/]")
+    who = escape(str(principal.get("name", "?")))
+    method = escape(str(principal.get("method", "?")))
+    issuer = f" from {escape(str(principal['issuer']))}" if principal.get("issuer") else ""
+    role_text = f", roles {escape(', '.join(roles))}" if roles else ""
+    out.print(f"who      {who} ({method}{issuer}{role_text})")
+    tls = " over TLS" if client.get("tls") else ""
+    program = (start.get("connect_attrs") or {}).get("program_name")
+    out.print(
+        f"from     {escape(str(client.get('address', '?')))}{tls}"
+        + (f", program {escape(str(program))}" if program else "")
+    )
+    out.print(
+        f"target   {escape(str(start.get('target', '?')))}"
+        + (f", database {escape(str(start['database']))}" if start.get("database") else "")
+    )
+    out.print(f"started  {short_ts(start.get('ts'))} UTC")
+    out.print()
+
+
+def _step_markup(step: Any, clock: _Clock) -> str:
+    """Two lines of rich markup: the statement, then its outcome."""
+    s = step.statement
+    verdict = (
+        ""
+        if s.get("verdict", "allow") == "allow"
+        else f" [bold red]DENIED ({escape(str(s.get('rule')))})[/]"
+    )
+    return (
+        f"[dim]{clock.offset(s.get('ts')):>10}[/] [bold]#{step.seq}[/] "
+        f"{escape(describe_statement(s, width=0))}{verdict}\n"
+        f"{'':>11} → {describe_outcome(s, step.outcome)}"
+    )
+
+
+def _print_footer(timeline: Any) -> None:
+    end = timeline.end
+    out.print()
+    if end is None:
+        out.print("[yellow]no end record[/]")
+        return
+    out.print(
+        f"ended    {short_ts(end.get('ts'))} UTC: {escape(str(end.get('reason')))}; "
+        f"{end.get('statements')} statements, {end.get('errors')} errors, {end.get('duration_s')}s"
+    )
+
+
+def _execute(
+    timeline: Any,
+    config_path: Path,
+    target_name: str | None,
+    database: str | None,
+    dry_run: bool,
+    allow_writes: bool,
+    skip_writes: bool,
+    as_json: bool,
+) -> None:
+    import trio
+    from rich.progress import Progress
+
+    from hoopy.audit.timeline import plan
+    from hoopy.gateway.replay import replay as run_replay
+    from hoopy.gateway.upstream import UpstreamError
+
+    if allow_writes and skip_writes:
+        raise typer.BadParameter("--allow-writes and --skip-writes contradict each other")
+    planned = plan(timeline.steps, allow_writes=allow_writes, skip_writes=skip_writes)
+    writes = [p for p in planned if p.reason == "write"]
+    if dry_run:
+        if as_json:
+            print(
+                json.dumps(
+                    [
+                        {
+                            "seq": p.step.seq,
+                            "run": p.run,
+                            "write": p.write,
+                            "reason": p.reason,
+                            "statement": p.step.statement,
+                        }
+                        for p in planned
+                    ],
+                    indent=1,
+                )
+            )
+        else:
+            for p in planned:
+                mark = "run " if p.run else "skip"
+                why = f"  [dim]({escape(p.reason)})[/]" if p.reason else ""
+                kind = " [yellow]write[/]" if p.write else ""
+                out.print(
+                    f"{mark} #{p.step.seq}{kind} "
+                    f"{escape(describe_statement(p.step.statement, width=0))}{why}"
+                )
+        return
+    if target_name is None:
+        raise typer.BadParameter("--execute needs --target NAME (a target in the config)")
+    config = load_cli_config(config_path, required=True)
+    assert config is not None
+    target = config.targets.get(target_name)
+    if target is None:
+        fail(
+            f"no target {target_name!r} in {config_path} "
+            f"(targets: {', '.join(sorted(config.targets))})"
+        )
+        return
+    if writes:
+        shown = "; ".join(
+            f"#{p.step.seq} {describe_statement(p.step.statement, width=60)}" for p in writes[:3]
+        )
+        fail(
+            f"the session has {len(writes)} statement(s) that may write ({shown}); "
+            "re-run with --allow-writes to run them against "
+            f"target '{target_name}', or --skip-writes to run only the reads"
+        )
+    start = timeline.start or {}
+    recorded_caps = (start.get("client") or {}).get("capabilities")
+    db = database if database is not None else start.get("database")
+
+    async def run() -> Any:
+        if as_json or not sys.stderr.isatty():
+            return await run_replay(
+                target,
+                planned,
+                session=timeline.session,
+                database=db,
+                recorded_capabilities=recorded_caps,
+            )
+        with Progress(console=err, transient=True) as progress:
+            task = progress.add_task(f"replaying on {target_name}", total=len(planned))
+
+            def advance(_: Any, __: Any) -> None:
+                progress.advance(task)
+
+            return await run_replay(
+                target,
+                planned,
+                session=timeline.session,
+                database=db,
+                recorded_capabilities=recorded_caps,
+                on_step=advance,
+            )
+
+    try:
+        report = trio.run(run)
+    except UpstreamError as exc:
+        fail(exc.message)
+        return
+    if as_json:
+        print(json.dumps(report.to_json(), indent=1))
+    else:
+        for d in report.differences:
+            out.print(
+                f"[bold red]differs[/] #{d.seq} {d.field}: "
+                f"recorded {escape(json.dumps(d.recorded))}, "
+                f"replayed {escape(json.dumps(d.replayed))}"
+            )
+        skipped = f", {len(report.skipped)} skipped" if report.skipped else ""
+        verdict = (
+            "[green]all outcomes match[/]"
+            if not report.differences
+            else f"[red]{len(report.differences)} difference(s)[/]"
+        )
+        out.print(
+            f"ran {len(report.results)} statements on target "
+            f"'{escape(target_name)}'{skipped}: {verdict}"
+        )
+    if report.differences:
+        raise typer.Exit(1)
