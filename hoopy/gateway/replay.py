@@ -22,6 +22,7 @@ from typing import Any
 
 from hoopy.audit import events
 from hoopy.audit.timeline import PlannedStep
+from hoopy.audit.values import param_from_json
 from hoopy.config.model import SecretUnavailable, Target
 from hoopy.gateway.session_audit import has_rows
 from hoopy.gateway.stream import ConnectionClosed
@@ -46,7 +47,7 @@ from hoopy.wire.handshake import (
     SSLRequest,
 )
 from hoopy.wire.login import initial_auth_response
-from hoopy.wire.params import encode_execute, param_from_json
+from hoopy.wire.params import encode_execute
 from hoopy.wire.response import ResponseSummary, ResponseTracker
 
 # The recorded client's capabilities that change what a statement returns, and so must

@@ -21,13 +21,14 @@ from typing import Any
 
 from hoopy.audit import events
 from hoopy.audit.redact import redact_sql_literals, redact_value
+from hoopy.audit.values import param_to_json
 from hoopy.audit.writer import AuditUnavailable
 from hoopy.config.model import AuditSettings
 from hoopy.gateway.audit_log import AuditLog
 from hoopy.identity.principal import Principal
 from hoopy.wire.errors import ErrorKind
 from hoopy.wire.packets import ProtocolError
-from hoopy.wire.params import Param, decode_execute, decode_query_attributes, param_to_json
+from hoopy.wire.params import Param, decode_execute, decode_query_attributes
 from hoopy.wire.response import (
     COM_CHANGE_USER,
     COM_QUERY,

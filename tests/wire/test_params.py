@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mysql.connector.protocol import MySQLProtocol
 
+from hoopy.audit.values import param_from_json, param_to_json
 from hoopy.wire.handshake import CLIENT_QUERY_ATTRIBUTES
 from hoopy.wire.packets import ProtocolError, frame, lenenc_str
 from hoopy.wire.params import (
@@ -53,8 +54,6 @@ from hoopy.wire.params import (
     decode_query_attributes,
     encode_execute,
     encode_query,
-    param_from_json,
-    param_to_json,
     type_code,
     type_name,
 )
