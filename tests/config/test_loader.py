@@ -208,7 +208,7 @@ def test_audit_is_on_by_default_in_the_state_directory(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, MINIMAL.format(hash=format_password_hash(b"pw"))))
     assert cfg.audit is not None
     assert cfg.audit.directory == tmp_path / ".hoopy" / "audit"
-    assert (cfg.audit.durability, cfg.audit.redact_sensitive) == ("os", False)
+    assert (cfg.audit.durability, cfg.audit.redact) == ("os", ("secrets",))
     assert cfg.audit.max_value_bytes == 16 * 1024
 
 
@@ -219,22 +219,23 @@ def test_audit_settings_and_switching_it_off(tmp_path: Path) -> None:
             tmp_path,
             base
             + '\n[audit]\ndirectory = "trail"\ndurability = "strict"\n'
-            + "redact_sensitive = true\nmax_value_bytes = 100\n",
+            + 'redact = ["personal", "jwt"]\nmax_value_bytes = 100\n',
         )
     )
     assert cfg.audit is not None
     assert cfg.audit.directory == tmp_path / "trail"
-    assert (cfg.audit.durability, cfg.audit.redact_sensitive, cfg.audit.max_value_bytes) == (
+    assert (cfg.audit.durability, cfg.audit.redact, cfg.audit.max_value_bytes) == (
         "strict",
-        True,
+        ("personal", "jwt"),
         100,
     )
     assert load_config(write(tmp_path, base + "\n[audit]\nenabled = false\n")).audit is None
     for bad, message in (
         ("max_value_bytes = 0", "max_value_bytes"),
-        ('redact_sensitive = "yes"', "redact_sensitive"),
+        ('redact = ["secret"]', "unknown redaction kinds"),
+        ('redact = "secrets"', "redact"),
         ("enabled = 1", "enabled"),
-        ("redact = true", "redact"),
+        ("redact_sensitive = true", "redact_sensitive"),
     ):
         with pytest.raises(ConfigError, match=message):
             load_config(write(tmp_path, base + f"\n[audit]\n{bad}\n"))

@@ -306,7 +306,7 @@ def test_sigkill_mid_load_leaves_no_unrecorded_statement(
 def test_sensitive_literals_are_redacted_when_configured(
     hoopy_factory: Start, tmp_path: Path, fresh_db: str
 ) -> None:
-    hoopy, directory = audited(hoopy_factory, tmp_path, redact_sensitive=True)
+    hoopy, directory = audited(hoopy_factory, tmp_path, redact=["secrets", "personal"])
     conn = connector(hoopy, fresh_db)
     cur = conn.cursor()
     cur.execute("CREATE TABLE p (email VARCHAR(80), card VARCHAR(30))")

@@ -19,8 +19,11 @@ PRINCIPAL = Principal(name="agent", method="gateway_user")
 
 
 def session_audit(redact: bool = False, max_value_bytes: int = 16384) -> SessionAudit:
+    """``redact``: secrets and personal data; otherwise nothing (not even the default)."""
     settings = AuditSettings(
-        directory=Path("/nonexistent"), redact_sensitive=redact, max_value_bytes=max_value_bytes
+        directory=Path("/nonexistent"),
+        redact=("secrets", "personal") if redact else (),
+        max_value_bytes=max_value_bytes,
     )
     return SessionAudit(AuditLog(settings, None), "s-1", settings, capabilities=0)
 
@@ -100,3 +103,17 @@ def test_hostile_payloads_always_give_a_record(command: int, body: bytes) -> Non
     prepared(audit, b"SELECT ?, ?, ?", 1, 3)
     record = audit._statement(2, PRINCIPAL, bytes((command,)) + body)
     assert record["kind"] == "statement" and record["seq"] == 2
+
+
+def test_by_default_secrets_are_redacted_and_personal_data_is_not() -> None:
+    settings = AuditSettings(directory=Path("/nonexistent"))
+    audit = SessionAudit(AuditLog(settings, None), "s-1", settings, capabilities=0)
+    token = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
+    record = audit._statement(
+        1, PRINCIPAL, f"\x03UPDATE bots SET token = '{token}' WHERE owner = 'a@b.example'".encode()
+    )
+    assert (
+        record["sql"]
+        == "UPDATE bots SET token = '<redacted:api_token>' WHERE owner = 'a@b.example'"
+    )
+    assert record["redacted"] == ["api_token"]
