@@ -42,8 +42,13 @@ class AuditUnavailable(Exception):
     """The audit record could not be written (disk full, permissions, I/O error).
 
     The gateway must not run the statement (fail closed); the message says why, without any
-    record content.
+    record content. ``reason`` is the same without file paths, for the client: agents learn
+    why their statement did not run, not the server's directory layout.
     """
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason if reason is not None else message
 
 
 _second_cache: tuple[int, str] = (-1, "")
@@ -104,6 +109,7 @@ class AuditWriter:
         self._day_ends = 0.0
         self._chain = AuditChain(GENESIS, key)
         self._broken: str | None = None
+        self._broken_reason: str | None = None
         self._pending: list[bytes] = []  # chained lines not yet written (see append)
         self._pending_bytes = 0
         self.index = index  # told about every record and file (hoopy/audit/index.py)
@@ -141,7 +147,8 @@ class AuditWriter:
                 self._rotate(previous=None)
         except OSError as exc:
             raise AuditUnavailable(
-                f"cannot open the audit directory {self.directory}: {exc.strerror or exc}"
+                f"cannot open the audit directory {self.directory}: {exc.strerror or exc}",
+                reason=f"cannot open the audit directory: {exc.strerror or exc}",
             ) from None
         self._broken = None
 
@@ -203,7 +210,7 @@ class AuditWriter:
         records, and lines still reach the file in chain order.
         """
         if self._broken is not None:
-            raise AuditUnavailable(self._broken)
+            raise AuditUnavailable(self._broken, reason=self._broken_reason)
         if self._fd < 0:
             raise AuditUnavailable("the audit log is not open")
         now = self._clock()
@@ -245,7 +252,8 @@ class AuditWriter:
         self._pending.clear()
         self._pending_bytes = 0
         self._broken = f"cannot write the audit log {self._path}: {exc.strerror or exc}"
-        raise AuditUnavailable(self._broken) from None
+        self._broken_reason = f"cannot write the audit log: {exc.strerror or exc}"
+        raise AuditUnavailable(self._broken, reason=self._broken_reason) from None
 
     def _needs_rotation(self, now: float) -> bool:
         # Per record, so plain float comparisons (a strftime here cost 2 us per record).
@@ -265,7 +273,8 @@ class AuditWriter:
                 os.fsync(self._fd)
             except OSError as exc:
                 self._broken = f"cannot sync the audit log {self._path}: {exc.strerror or exc}"
-                raise AuditUnavailable(self._broken) from None
+                self._broken_reason = f"cannot sync the audit log: {exc.strerror or exc}"
+                raise AuditUnavailable(self._broken, reason=self._broken_reason) from None
 
     def close(self) -> None:
         if self._fd >= 0:

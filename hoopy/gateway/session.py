@@ -365,7 +365,7 @@ class Session:
                 self.stats.errors += 1
                 await self._refuse(
                     errors.AUDIT_UNAVAILABLE,
-                    f"hoopy cannot write its audit log, so the statement was not run: {exc}",
+                    f"hoopy cannot write its audit log, so the statement was not run: {exc.reason}",
                 )
                 return
         if command == COM_CHANGE_USER:

@@ -450,6 +450,7 @@ def test_a_read_only_audit_directory_refuses_statements(
     assert refused is not None, "no statement needed a new audit file"
     assert refused.args[0] == 3164
     assert "Read-only file system" in refused.args[1]
+    assert str(directory) not in refused.args[1], "clients learn why, not the server's paths"
     # Once the directory is writable again the gateway recovers on its own (reopen <= 1/s).
     time.sleep(1.1)
     with conn.cursor() as cur:
