@@ -296,8 +296,17 @@ async def _start_upstream_tls(
 ) -> tuple[int, int]:
     if upstream.wants_tls():
         caps |= CLIENT_SSL
+        # MariaDB takes the client's capabilities, its extended ones included, from the
+        # SSLRequest: leaving them out here negotiates no extended metadata upstream while
+        # the client believes it has it, and it reads every column definition as malformed.
         seq = await upstream.start_tls(
-            SSLRequest(caps, response.max_packet_size, response.charset), 1
+            SSLRequest(
+                caps,
+                response.max_packet_size,
+                response.charset,
+                response.mariadb_capabilities,
+            ),
+            1,
         )
         return caps, seq
     return caps, 1

@@ -23,7 +23,15 @@ from tests.gateway.clients import (
     require_binary,
     run_mariadb,
 )
-from tests.gateway_rig import ALICE_PASSWORD, ALICE_USER, TEST_DB
+from tests.gateway_rig import (
+    ALICE_PASSWORD,
+    ALICE_USER,
+    APP_PASSWORD,
+    APP_USER,
+    DEV_PASSWORD,
+    DEV_USER,
+    TEST_DB,
+)
 from tests.rig import MariaDBServer
 
 pytestmark = pytest.mark.usefixtures("_cli_installed")
@@ -118,6 +126,34 @@ def test_select_many_column_types(
         assert "Flags:      NOT_NULL PRI_KEY AUTO_INCREMENT NUM PART_KEY" in out
         assert "Type:       BLOB (format=json)" in out
         assert "Type:       STRING (type=inet6)" in out
+    assert_same_output(through, direct)
+
+
+@pytest.mark.parametrize("login", ["gateway_users", "passthrough"])
+def test_column_metadata_with_upstream_tls(
+    login: str, mariadb: MariaDBServer, hoopy_factory: HoopyFactory, fresh_db: str
+) -> None:
+    # With TLS to the target, MariaDB reads the client's capabilities from the SSLRequest:
+    # hoopy once sent its SSLRequest without the extended ones, so the CLI (which asks for
+    # extended metadata) got plain column definitions and called every result malformed.
+    assert mariadb.ca_path
+    mariadb.admin_sql(TYPES_TABLE.format(db=fresh_db), TYPES_ROWS.format(db=fresh_db))
+    hoopy = hoopy_factory(login, targets={"app": {"tls": "verify-ca", "tls_ca": mariadb.ca_path}})
+    user, password = (
+        (ALICE_USER, ALICE_PASSWORD) if login == "passthrough" else (DEV_USER, DEV_PASSWORD)
+    )
+    direct_user = (
+        (ALICE_USER, ALICE_PASSWORD) if login == "passthrough" else (APP_USER, APP_PASSWORD)
+    )
+    through, direct = _both(
+        hoopy_endpoint(hoopy, user, password),
+        direct_endpoint(mariadb, *direct_user),
+        *VERBOSE,
+        sql=TYPES_SCRIPT,
+        database=fresh_db,
+    )
+    assert direct.returncode == 0, direct.text()
+    assert "Type:       BLOB (format=json)" in direct.stdout.decode("utf-8", "replace")
     assert_same_output(through, direct)
 
 
