@@ -66,7 +66,7 @@ def load_cli_config(path: Path, required: bool) -> Config | None:
     if not path.exists() and not required:
         return None
     try:
-        return load_config(path)
+        return load_config(path, read_secrets=False)
     except ConfigError as exc:
         fail(str(exc))
     return None

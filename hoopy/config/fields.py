@@ -19,9 +19,12 @@ class ConfigError(Exception):
 
 
 class Ctx:
-    def __init__(self, path: Path, text: str) -> None:
+    def __init__(self, path: Path, text: str, *, read_secrets: bool = True) -> None:
         self.path = path
         self.lines = text.splitlines()
+        # False for commands that only read the config (audit queries): gateway users'
+        # passwords are then neither read nor required, and their hashes stay empty.
+        self.read_secrets = read_secrets
 
     def line_of(self, keys: tuple[str | int, ...]) -> int | None:
         """Best-effort line of a dotted key: its table header, then the key inside it."""

@@ -239,3 +239,14 @@ def test_audit_settings_and_switching_it_off(tmp_path: Path) -> None:
     ):
         with pytest.raises(ConfigError, match=message):
             load_config(write(tmp_path, base + f"\n[audit]\n{bad}\n"))
+
+
+def test_commands_that_only_read_the_config_need_no_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = MINIMAL.replace('password_hash = "{hash}"', 'password_env = "ALICE_PW"')
+    monkeypatch.delenv("ALICE_PW", raising=False)
+    with pytest.raises(ConfigError, match="ALICE_PW"):
+        load_config(write(tmp_path, text))
+    cfg = load_config(write(tmp_path, text), read_secrets=False)
+    assert cfg.audit is not None and "alice" in cfg.users

@@ -187,6 +187,19 @@ def test_sessions_search_and_timeline_from_the_cli(hoopy_factory: Start, tmp_pat
     assert "SELECT * FROM tl" in text and "2 rows" in text
     assert "ERROR 1146 (42S02)" in text and "DENIED (local_infile)" in text
     assert "client quit" in text
+    # Through the gateway's config, without the gateway's secrets in the environment.
+    config = tmp_path / "gateway.toml"
+    write_toml(config, {**hoopy.config, "audit": {"directory": str(directory)}})
+    env = {k: v for k, v in os.environ.items() if k not in DEFAULT_ENV}
+    via_config = subprocess.run(
+        [sys.executable, "-m", "hoopy", "sessions", "-c", str(config), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert via_config.returncode == 0, via_config.stderr
+    assert {s["session"] for s in json.loads(via_config.stdout)} == {session, quiet}
     missing = hoopy_cli("replay", "ffff", "--audit-dir", str(directory))
     assert missing.returncode == 2 and "no session 'ffff'" in missing.stderr
 
