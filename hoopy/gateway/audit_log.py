@@ -138,16 +138,16 @@ class AuditLog:
             raise outcome[0]
 
     async def run_background_tasks(self) -> None:
-        """Save the session index every few seconds; in ``os`` mode, also flush held-back
-        records and fsync every ``fsync_interval`` seconds when records were written."""
+        """Every ``fsync_interval`` seconds, write the outcome records held back since the
+        last statement and (``os`` mode) fsync; every few seconds, save the session index."""
         sync_every = self.settings.fsync_interval
-        syncing = not self.strict and math.isfinite(sync_every)
-        period = min(sync_every, INDEX_SAVE_INTERVAL) if syncing else INDEX_SAVE_INTERVAL
+        ticking = math.isfinite(sync_every)
+        period = min(sync_every, INDEX_SAVE_INTERVAL) if ticking else INDEX_SAVE_INTERVAL
         next_sync = next_index = trio.current_time()
         while True:
             await trio.sleep(period)
             now = trio.current_time()
-            if syncing and now >= next_sync:
+            if ticking and now >= next_sync:
                 next_sync = now + sync_every
                 await self._background_sync()
             if now >= next_index:
@@ -159,7 +159,9 @@ class AuditLog:
             self.writer.flush()  # outcome records held back since the last statement
         except AuditUnavailable as exc:
             log.error("%s", exc)
-        if self._synced < self._written:
+        # Strict mode syncs before each statement; what is left are outcomes, which are
+        # reports of the past (durable with the next statement's sync).
+        if not self.strict and self._synced < self._written:
             try:
                 await self._sync_through(self._written)
             except AuditUnavailable as exc:

@@ -4,6 +4,7 @@ and statements refused when the log cannot be written."""
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
 from typing import Any
 
@@ -188,3 +189,24 @@ def test_two_gateways_cannot_share_an_audit_directory(hoopy_factory: Start, tmp_
     second.connect().close()
     second.stop()
     assert verify(directory).ok
+
+
+@pytest.mark.parametrize("durability", ["os", "strict"])
+def test_an_idle_sessions_last_outcome_reaches_the_file(
+    hoopy_factory: Start, tmp_path: Path, durability: str
+) -> None:
+    # Outcomes ride on the next statement's write; an idle session has none, so the
+    # background task writes them within fsync_interval, in both modes.
+    hoopy, directory = audited(hoopy_factory, tmp_path, durability=durability, fsync_interval=0.2)
+    conn = hoopy.connect()
+    with conn.cursor() as cur:
+        cur.execute("SELECT 'last before idle'")
+    seq = next(r["seq"] for r in kinds(directory) if r.get("sql") == "SELECT 'last before idle'")
+    deadline = time.monotonic() + 3  # 15 intervals; the index save (every 5 s) also flushes
+    while time.monotonic() < deadline:
+        if any(r["kind"] == "outcome" and r["seq"] == seq for r in kinds(directory)):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the outcome stayed in memory")
+    conn.close()
