@@ -46,32 +46,32 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.run import (
-    DB,
-    RESULTS_DIR,
     Endpoint,
     _fmt,
     _log,
     _median,
     cpu_split,
+    gateway_config,
     machine_info,
     machine_ticks,
+    parse_rounds,
     parse_sysbench,
+    rounds_parser,
+    run_settings,
     start_spinner,
     stop_process,
     sysbench_argv,
+    sysbench_database,
 )
 from tests.gateway_rig import (
-    APP_PASSWORD,
-    APP_USER,
     DEV_PASSWORD,
     DEV_USER,
     HoopyProcess,
-    default_config,
 )
 from tests.rig import MariaDBServer
 
@@ -107,7 +107,6 @@ class Gateway:
     hoopy: HoopyProcess
     endpoint: Endpoint
     audit_dir: Path | None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------
@@ -196,54 +195,24 @@ def audit_bytes(directory: Path | None) -> int:
 # --------------------------------------------------------------------------------------
 
 
-def gateway_config(db: MariaDBServer, gw_dir: Path, mode: str, audit_dir: Path) -> dict[str, Any]:
-    config = default_config(db, gw_dir)
-    listener = dict(config["listeners"][0])
-    listener["tls"] = False
-    listener.pop("unix_socket", None)
-    config["listeners"] = [listener]
-    config["targets"]["app"]["database"] = DB
-    config["targets"]["app"]["tls"] = "off"
-    if mode == "off":
-        config["audit"] = {"enabled": False}
-    else:
-        config["audit"] = {"directory": str(audit_dir), "durability": mode}
-    return config
-
-
 @contextlib.contextmanager
 def audit_stack(
     *, tables: int, table_size: int, audit_root: Path
 ) -> Iterator[tuple[MariaDBServer, dict[str, Gateway]]]:
     """MariaDB with prepared sysbench tables and one hoopy per mode; all torn down after."""
-    _log("starting MariaDB ...")
-    with MariaDBServer(tls=False) as db:
-        db.admin_sql(f"CREATE DATABASE IF NOT EXISTS {DB}")
-        db.create_user(APP_USER, APP_PASSWORD, grants=[f"ALL ON {DB}.*"])
-        direct = Endpoint("direct", db.host, db.port, APP_USER, APP_PASSWORD, None)
-        _log(f"preparing sysbench: {tables} tables x {table_size} rows ...")
-        subprocess.run(
-            sysbench_argv(
-                direct,
-                "oltp_read_only",
-                threads=min(tables, 4),
-                ps_mode="disable",
-                seconds=1,
-                tables=tables,
-                table_size=table_size,
-                command="prepare",
-            ),
-            check=True,
-            stdout=subprocess.DEVNULL,
-            timeout=600,
-        )
+    with sysbench_database(tables=tables, table_size=table_size) as (db, _):
         base = Path(tempfile.mkdtemp(prefix="hoopy-bench-audit-", dir=audit_root))
         gateways: dict[str, Gateway] = {}
         try:
             for mode in MODES:
                 gw_dir = Path(tempfile.mkdtemp(prefix=f"hoopy-gw-{mode}-"))  # removed by close()
                 audit_dir = base / mode
-                hoopy = HoopyProcess(gateway_config(db, gw_dir, mode, audit_dir), workdir=gw_dir)
+                audit = (
+                    {"enabled": False}
+                    if mode == "off"
+                    else {"directory": str(audit_dir), "durability": mode}
+                )
+                hoopy = HoopyProcess(gateway_config(db, gw_dir, audit), workdir=gw_dir)
                 _log(f"starting hoopy (audit {mode}) ...")
                 hoopy.start()
                 assert hoopy.pid is not None
@@ -438,22 +407,7 @@ def markdown(summary: dict[str, Any]) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m bench.audit",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
-    p.add_argument("--time", type=float, default=10.0, help="seconds per sysbench run (10)")
-    p.add_argument(
-        "--workloads",
-        default="all",
-        help=f"comma-separated subset of: {', '.join(WORKLOADS)} (default all)",
-    )
-    p.add_argument("--quick", action="store_true", help="smoke check: 1 round, 3 s per run")
-    p.add_argument("--tables", type=int, default=4)
-    p.add_argument("--table-size", type=int, default=10000)
-    p.add_argument("--no-spin", action="store_true", help="no busy loop during 1-thread runs")
+    p = rounds_parser("python -m bench.audit", __doc__, WORKLOADS)
     p.add_argument(
         "--audit-root",
         type=Path,
@@ -468,19 +422,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--no-wait", action="store_true", help="do not wait for running pytest processes"
     )
-    p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
-    args = p.parse_args(argv)
-    if args.quick:
-        args.rounds, args.time = 1, 3.0
-    if args.workloads == "all":
-        args.workload_list = list(WORKLOADS.values())
-    else:
-        names = [n.strip() for n in args.workloads.split(",") if n.strip()]
-        unknown = [n for n in names if n not in WORKLOADS]
-        if unknown:
-            p.error(f"unknown workload(s) {', '.join(unknown)}; known: {', '.join(WORKLOADS)}")
-        args.workload_list = [WORKLOADS[n] for n in names]
-    return args
+    return parse_rounds(p, argv, WORKLOADS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -534,11 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = markdown(summary)
     args.results_dir.mkdir(parents=True, exist_ok=True)
     out = args.results_dir / f"audit-{started}.json"
-    settings = {
-        k: (str(v) if isinstance(v, Path) else v)
-        for k, v in vars(args).items()
-        if k != "workload_list"
-    }
+    settings = run_settings(args)
     out.write_text(
         json.dumps(
             {

@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,10 +206,8 @@ def _log(msg: str) -> None:
 
 
 @contextlib.contextmanager
-def bench_stack(
-    *, tables: int, table_size: int, hoopy_log_level: str = "info", audit: str | None = None
-) -> Iterator[Stack]:
-    """MariaDB with prepared sysbench tables, hoopy and the relay in front; all torn down after."""
+def sysbench_database(*, tables: int, table_size: int) -> Iterator[tuple[MariaDBServer, Endpoint]]:
+    """A throwaway MariaDB (TLS off) with sysbench tables prepared, and its direct endpoint."""
     _log("starting MariaDB ...")
     with MariaDBServer(tls=False) as db:
         db.admin_sql(f"CREATE DATABASE IF NOT EXISTS {DB}")
@@ -231,20 +229,42 @@ def bench_stack(
             stdout=subprocess.DEVNULL,
             timeout=600,
         )
+        yield db, direct
 
+
+def gateway_config(
+    db: MariaDBServer, gw_dir: Path, audit: dict[str, Any], log_level: str = "info"
+) -> dict[str, Any]:
+    """hoopy for benchmarks: gateway users, one plain-TCP listener, upstream TLS off, the
+    sysbench database; ``audit`` is its ``[audit]`` table."""
+    config = default_config(db, gw_dir)
+    config["gateway"]["log_level"] = log_level
+    listener = dict(config["listeners"][0])
+    listener["tls"] = False
+    listener.pop("unix_socket", None)
+    config["listeners"] = [listener]
+    config["targets"]["app"]["database"] = DB
+    config["targets"]["app"]["tls"] = "off"
+    config["audit"] = audit
+    return config
+
+
+@contextlib.contextmanager
+def bench_stack(
+    *, tables: int, table_size: int, hoopy_log_level: str = "info", audit: str | None = None
+) -> Iterator[Stack]:
+    """MariaDB with prepared sysbench tables, hoopy and the relay in front; all torn down after."""
+    with sysbench_database(tables=tables, table_size=table_size) as (db, direct):
         gw_dir = Path(tempfile.mkdtemp(prefix="hoopy-gw-"))  # HoopyProcess.close() removes it
-        config = default_config(db, gw_dir)
-        config["gateway"]["log_level"] = hoopy_log_level
-        listener = dict(config["listeners"][0])
-        listener["tls"] = False
-        listener.pop("unix_socket", None)
-        config["listeners"] = [listener]
-        config["targets"]["app"]["database"] = DB
-        config["targets"]["app"]["tls"] = "off"
-        if audit is not None:  # hoopy with its audit trail on, in this durability mode
-            config["audit"] = {"directory": str(gw_dir / "audit"), "durability": audit}
-        else:  # the audit is on by default: these numbers are the gateway without it
-            config["audit"] = {"enabled": False}
+        config = gateway_config(
+            db,
+            gw_dir,
+            # The audit is on by default: without --audit these numbers are the gateway alone.
+            {"directory": str(gw_dir / "audit"), "durability": audit}
+            if audit is not None
+            else {"enabled": False},
+            hoopy_log_level,
+        )
 
         relay_dir = Path(tempfile.mkdtemp(prefix="hoopy-relay-"))
         relay: subprocess.Popen[bytes] | None = None
@@ -591,43 +611,65 @@ def markdown(summary: dict[str, Any], checks: Sequence[dict[str, Any]]) -> str:
 # --------------------------------------------------------------------------------------
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def rounds_parser(
+    prog: str, doc: str | None, workloads: Mapping[str, Any]
+) -> argparse.ArgumentParser:
+    """The options every interleaved-rounds benchmark takes (finish with ``parse_rounds``)."""
     p = argparse.ArgumentParser(
-        prog="python -m bench.run",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     p.add_argument("--time", type=float, default=10.0, help="seconds per sysbench run (10)")
     p.add_argument(
         "--workloads",
         default="all",
-        help=f"comma-separated subset of: {', '.join(WORKLOADS)} (default all)",
+        help=f"comma-separated subset of: {', '.join(workloads)} (default all)",
     )
     p.add_argument("--quick", action="store_true", help="smoke check: 1 round, 3 s per run")
     p.add_argument("--tables", type=int, default=4)
     p.add_argument("--table-size", type=int, default=10000)
-    p.add_argument("--stream-rows", type=int, default=1_000_000)
     p.add_argument("--no-spin", action="store_true", help="no busy loop during 1-thread runs")
+    p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    return p
+
+
+def parse_rounds(
+    p: argparse.ArgumentParser, argv: Sequence[str] | None, workloads: Mapping[str, Any]
+) -> argparse.Namespace:
+    """Parse, apply --quick, and resolve --workloads into ``args.workload_list``."""
+    args = p.parse_args(argv)
+    if args.quick:
+        args.rounds, args.time = 1, 3.0
+    if args.workloads == "all":
+        args.workload_list = list(workloads.values())
+    else:
+        names = [n.strip() for n in args.workloads.split(",") if n.strip()]
+        unknown = [n for n in names if n not in workloads]
+        if unknown:
+            p.error(f"unknown workload(s) {', '.join(unknown)}; known: {', '.join(workloads)}")
+        args.workload_list = [workloads[n] for n in names]
+    return args
+
+
+def run_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The parsed options, JSON-ready, for the results file."""
+    return {
+        k: (str(v) if isinstance(v, Path) else v)
+        for k, v in vars(args).items()
+        if k != "workload_list"
+    }
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = rounds_parser("python -m bench.run", __doc__, WORKLOADS)
+    p.add_argument("--stream-rows", type=int, default=1_000_000)
     p.add_argument(
         "--audit",
         choices=["os", "strict"],
         default=None,
         help="run hoopy with its audit trail on, in this durability mode (default: off)",
     )
-    p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
-    args = p.parse_args(argv)
-    if args.quick:
-        args.rounds, args.time = 1, 3.0
-    if args.workloads == "all":
-        args.workload_list = list(WORKLOADS.values())
-    else:
-        names = [n.strip() for n in args.workloads.split(",") if n.strip()]
-        unknown = [n for n in names if n not in WORKLOADS]
-        if unknown:
-            p.error(f"unknown workload(s) {', '.join(unknown)}; known: {', '.join(WORKLOADS)}")
-        args.workload_list = [WORKLOADS[n] for n in names]
-    return args
+    return parse_rounds(p, argv, WORKLOADS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -664,11 +706,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = markdown(summary, checks)
     args.results_dir.mkdir(parents=True, exist_ok=True)
     out = args.results_dir / f"{started}.json"
-    settings = {
-        k: (str(v) if isinstance(v, Path) else v)
-        for k, v in vars(args).items()
-        if k != "workload_list"
-    }
+    settings = run_settings(args)
     out.write_text(
         json.dumps(
             {
