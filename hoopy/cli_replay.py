@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -261,28 +262,21 @@ def _execute(
     db = database if database is not None else start.get("database")
 
     async def run() -> Any:
-        if as_json or not sys.stderr.isatty():
+        async def replay_with(on_step: Callable[[Any, Any], None] | None) -> Any:
             return await run_replay(
                 target,
                 planned,
                 session=timeline.session,
                 database=db,
                 recorded_capabilities=recorded_caps,
+                on_step=on_step,
             )
+
+        if as_json or not sys.stderr.isatty():
+            return await replay_with(None)
         with Progress(console=err, transient=True) as progress:
             task = progress.add_task(f"replaying on {target_name}", total=len(planned))
-
-            def advance(_: Any, __: Any) -> None:
-                progress.advance(task)
-
-            return await run_replay(
-                target,
-                planned,
-                session=timeline.session,
-                database=db,
-                recorded_capabilities=recorded_caps,
-                on_step=advance,
-            )
+            return await replay_with(lambda _, __: progress.advance(task))
 
     try:
         report = trio.run(run)

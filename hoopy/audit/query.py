@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -172,7 +173,7 @@ def _steps(
 ) -> Iterator[Step]:
     """Statements joined with their outcomes, in log order."""
     pending: dict[tuple[str, int], Step] = {}
-    order: list[Step] = []
+    order: deque[Step] = deque()
 
     def take(record: dict[str, Any]) -> Iterator[Step]:
         kind = record.get("kind")
@@ -187,7 +188,7 @@ def _steps(
                 waiting.outcome = record
         # Emit steps in order once complete (or once far behind: an outcome never came).
         while order and (order[0].outcome is not None or len(order) > 1024):
-            yield order.pop(0)
+            yield order.popleft()
 
     if wanted is not None:
         for summary in sorted(wanted.values(), key=lambda s: s.started):
@@ -204,7 +205,7 @@ def _steps(
                         if parsed is not None:
                             yield from take(parsed)
     while order:
-        yield order.pop(0)
+        yield order.popleft()
 
 
 def _files_in_window(directory: Path, since: str | None, until: str | None) -> list[Path]:

@@ -313,6 +313,9 @@ class Session:
     async def _command(self, packet: Packet) -> None:
         assert self.upstream is not None and self.login is not None
         command = packet.payload[0]
+        if command == COM_QUIT:  # not a statement: nothing to refuse or record
+            await self._forward_quietly(packet.raw)
+            raise SessionEnded
         self.stats.statements += 1
         expires_at = self.login.principal.expires_at
         if (
@@ -330,10 +333,6 @@ class Session:
                 errors.ACCESS_DENIED,
                 "hoopy: this session's token has expired; reconnect with a fresh token",
             )
-            raise SessionEnded
-        if command == COM_QUIT:
-            self.stats.statements -= 1
-            await self._forward_quietly(packet.raw)
             raise SessionEnded
         if command not in RELAYED_COMMANDS:
             await self._deny(

@@ -27,6 +27,7 @@ from hoopy.config.model import AuditSettings
 from hoopy.gateway.audit_log import AuditLog
 from hoopy.identity.principal import Principal
 from hoopy.wire.errors import ErrorKind
+from hoopy.wire.messages import ErrPacket
 from hoopy.wire.packets import ProtocolError
 from hoopy.wire.params import Param, decode_execute, decode_query_attributes
 from hoopy.wire.response import (
@@ -112,20 +113,10 @@ class SessionAudit:
                 self.session, seq, principal, payload[0], verdict="deny", rule=rule
             )
         self._best_effort(record)
-        self._best_effort(
-            {
-                "kind": "outcome",
-                "session": self.session,
-                "seq": seq,
-                "duration_ms": 0.0,
-                "rows": 0,
-                "affected_rows": 0,
-                "last_insert_id": 0,
-                "warnings": 0,
-                "results": 0,
-                "error": {"code": kind.code, "sqlstate": kind.sqlstate, "message": message},
-            }
-        )
+        # The client got exactly this error, and nothing else: the outcome of a response
+        # that is one ERR packet.
+        answer = ResponseSummary(error=ErrPacket(kind.code, kind.sqlstate, message))
+        self._best_effort(events.outcome(self.session, seq, answer, 0.0))
 
     def changed_user(self, seq: int, principal: Principal) -> None:
         """COM_CHANGE_USER succeeded: the session now acts for ``principal``."""
