@@ -9,7 +9,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -18,6 +18,10 @@ from rich.table import Table
 
 from hoopy.config.loader import ConfigError, load_config
 from hoopy.config.model import Config
+
+if TYPE_CHECKING:
+    from hoopy.audit.index import AuditIndex
+    from hoopy.audit.reader import VerifyReport
 
 err = Console(stderr=True, emoji=False, soft_wrap=True)
 # Piped output is not squeezed into 80 columns: lines are for grep, not for a screen.
@@ -101,6 +105,21 @@ def short_ts(ts: Any) -> str:
     return text[:19].replace("T", " ") if text else "-"
 
 
+def load_index(directory: Path) -> AuditIndex:
+    """The session index, saying on stderr which sidecars the chain does not bind (they
+    were ignored and their files scanned, so the answer is the records')."""
+    from hoopy.audit.index import AuditIndex
+
+    index = AuditIndex.load(directory)
+    for path in index.distrusted:
+        err.print(
+            f"[yellow]warning:[/] the session index of {escape(path.name)} does not match the "
+            "audit trail (edited, or from an older hoopy); it was ignored and the file read "
+            "instead. Run `hoopy audit verify`, then `hoopy audit reindex`."
+        )
+    return index
+
+
 # --- hoopy sessions -------------------------------------------------------------------------
 
 
@@ -120,7 +139,6 @@ def sessions(
     as_json: JsonOption = False,
 ) -> None:
     """List recorded sessions, newest first."""
-    from hoopy.audit.index import AuditIndex
     from hoopy.audit.query import SessionFilter, find_sessions
 
     directory = resolve_audit_dir(config, audit_dir)
@@ -133,7 +151,7 @@ def sessions(
         denied=denied,
         live=live,
     )
-    found = find_sessions(AuditIndex.load(directory), where)
+    found = find_sessions(load_index(directory), where)
     shown = found[:limit] if limit > 0 else found
     if as_json:
         print(json.dumps([s.to_json() for s in shown], indent=1))
@@ -203,7 +221,6 @@ def audit_search(
     as_json: JsonOption = False,
 ) -> None:
     """Find statements by who, target, time, SQL text or regex, verdict and error."""
-    from hoopy.audit.index import AuditIndex
     from hoopy.audit.query import SessionFilter, StatementFilter, search
 
     if verdict is not None and verdict not in ("allow", "deny"):
@@ -223,7 +240,7 @@ def audit_search(
         error_code=error_code,
         command=command,
     )
-    hits = list(search(AuditIndex.load(directory), where, limit=limit if limit > 0 else None))
+    hits = list(search(load_index(directory), where, limit=limit if limit > 0 else None))
     if as_json:
         print(json.dumps([h.to_json() for h in hits], indent=1))
         return
@@ -256,9 +273,27 @@ def audit_verify(
         str | None,
         typer.Option(help="Environment variable holding the HMAC key, to check signatures too."),
     ] = None,
+    head: Annotated[
+        Path | None,
+        typer.Option(
+            "--head",
+            help="The gateway's head state (default: DIR.head, as the gateway writes it), or "
+            "a copy of it kept elsewhere: the trail must still reach the record it names.",
+        ),
+    ] = None,
+    no_head: Annotated[
+        bool,
+        typer.Option(
+            "--no-head",
+            help="Check without a head state (a copied directory): then removing the newest "
+            "records or files cannot be detected.",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Check the hash chain (and signatures) across all files; name the first broken record."""
+    """Check the hash chain (and signatures) across all files, the session index, and that
+    the trail reaches the gateway's head state; name the first broken record."""
+    from hoopy.audit.head import default_head_path
     from hoopy.audit.reader import verify
 
     key = None
@@ -270,44 +305,79 @@ def audit_verify(
         key = value.encode("utf-8")
     if not directory.is_dir():
         fail(f"{directory} is not a directory")
-    report = verify(directory, key)
+    if head is not None and no_head:
+        raise typer.BadParameter("--head and --no-head exclude each other")
+    head_path = None if no_head else (head or default_head_path(directory.resolve()))
+    report = verify(directory, key, head_path)
     if as_json:
-        print(
-            json.dumps(
-                {
-                    "ok": report.ok,
-                    "records": report.records,
-                    "files": report.files,
-                    "signed": report.signed,
-                    "last_hash": report.last_hash,
-                    "first_problem": str(report.first_problem) if report.first_problem else None,
-                    "partial_tail": str(report.partial_tail.file) if report.partial_tail else None,
-                    "skipped": len(report.skipped),
-                }
-            )
-        )
+        print(json.dumps(verify_json(report)))
     else:
-        if report.partial_tail is not None:
-            err.print(f"note: {report.partial_tail.file.name} ends with a partial line (a crash)")
-        if report.skipped:
-            err.print(f"note: {len(report.skipped)} crash remnant line(s) skipped")
-        if report.ok:
-            signed = " and signatures" if report.signed else ""
-            out.print(
-                f"ok: {report.records} records in {report.files} files, chain{signed} intact; "
-                f"last hash {report.last_hash}"
-            )
-        else:
-            err.print(f"[bold red]broken:[/] {escape(str(report.first_problem))}")
+        print_verify(report, no_head)
     if not report.ok:
         raise typer.Exit(1)
+
+
+def verify_json(report: VerifyReport) -> dict[str, Any]:
+    head = report.head
+    return {
+        "ok": report.ok,
+        "records": report.records,
+        "files": report.files,
+        "signed": report.signed,
+        "last_hash": report.last_hash,
+        "first_problem": str(report.first_problem) if report.first_problem else None,
+        "partial_tail": str(report.partial_tail.file) if report.partial_tail else None,
+        "skipped": len(report.skipped),
+        "gaps": [{"file": g.file.name, "kind": g.kind, **g.detail} for g in report.gaps],
+        "index_problems": [str(p) for p in report.index_problems],
+        "head": None
+        if head is None
+        else {
+            "path": str(head.path),
+            "position": head.state.position.to_json() if head.state else None,
+            "signed": head.state.signed if head.state else None,
+            "problem": head.problem,
+        },
+    }
+
+
+def print_verify(report: VerifyReport, no_head: bool) -> None:
+    if report.partial_tail is not None:
+        err.print(f"note: {report.partial_tail.file.name} ends with a partial line (a crash)")
+    if report.skipped:
+        err.print(f"note: {len(report.skipped)} crash remnant line(s) skipped")
+    for gap in report.gaps:
+        err.print(f"[bold yellow]gap:[/] {escape(str(gap))}")
+    if no_head:
+        err.print(
+            "note: no head state checked: removing the newest records or files cannot be detected"
+        )
+    elif report.head is not None and report.head.state is not None and not report.signed:
+        err.print(
+            "note: the head state was checked without the key (--key-env): whoever can "
+            "write it could have rewritten it too"
+        )
+    if report.first_problem is not None:
+        err.print(f"[bold red]broken:[/] {escape(str(report.first_problem))}")
+    for problem in report.index_problems:
+        err.print(f"[bold red]index:[/] {escape(str(problem))}")
+    if report.head is not None and report.head.problem is not None:
+        err.print(f"[bold red]head:[/] {escape(report.head.problem)}")
+    if report.ok:
+        signed = " and signatures" if report.signed else ""
+        reached = ", reaches the head state" if report.head is not None else ""
+        out.print(
+            f"ok: {report.records} records in {report.files} files, chain{signed} intact"
+            f"{reached}; last hash {report.last_hash}"
+        )
 
 
 @audit_app.command("reindex")
 def audit_reindex(
     directory: Annotated[Path, typer.Argument(help="The audit directory.")],
 ) -> None:
-    """Rebuild the session index of every audit file (after copying or restoring files)."""
+    """Rebuild the session index of every audit file (after copying or restoring files, or
+    when verify reports an index that does not match the trail)."""
     from hoopy.audit.index import rebuild
 
     if not directory.is_dir():

@@ -51,9 +51,11 @@ def test_hash_password_output_is_accepted_by_the_config(tmp_path: Path) -> None:
 def test_audit_verify_reports_ok_and_names_the_first_broken_record(tmp_path: Path) -> None:
     import json
 
+    from hoopy.audit.head import HeadFile, default_head_path
     from hoopy.audit.writer import AuditWriter
 
-    writer = AuditWriter(tmp_path / "audit")
+    head = HeadFile(default_head_path(tmp_path / "audit"), None)
+    writer = AuditWriter(tmp_path / "audit", head=head)
     writer.open()
     for i in range(3):
         writer.append({"kind": "statement", "seq": i})

@@ -8,27 +8,40 @@ the byte offsets of its first and last record there, its counts (records, statem
 errors, denied statements), and its session_start / session_end summary when those records
 are in the file.
 
-The index is a cache, never evidence: ``hoopy audit verify`` checks the records themselves,
-and replay reads the records the index points at (and checks they belong to the session).
-A sidecar that is missing, unreadable or behind its file costs time, not correctness: the
-reader scans what the sidecar does not cover. The gateway keeps the sidecars current (see
-``IndexKeeper``); ``hoopy audit reindex`` rebuilds them all.
+The index is a cache, and it is bound to the chain so that it cannot tell a story the
+records do not: whenever the gateway saves a sidecar covering the first ``size`` bytes of its
+file, it first appends an ``index`` record at exactly that offset, carrying the SHA-256 of the
+sidecar's bytes (``{"kind": "index", "covers": size, "sha256": ...}``). Readers trust a
+sidecar only when the line at its ``size`` is that record with that digest (one short read);
+otherwise they ignore it, scan the file itself, and say so. ``hoopy audit verify`` checks
+every sidecar the same way and recomputes, at each ``index`` record, the index of the records
+before it, so an edited sidecar, or one copied from elsewhere, is reported. An attacker who
+also edits the ``index`` record breaks the hash chain there (see ``records.py``).
+
+A sidecar that is missing or behind its file costs time, not correctness: the reader scans
+what the sidecar does not cover. The gateway keeps the sidecars current (``IndexKeeper``, and
+``AuditWriter.bind_index``); ``hoopy audit reindex`` rebuilds them all.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import secrets
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from hoopy.audit.reader import audit_files, parse_line
+from hoopy.audit.lines import audit_files, line_starting_at, parse_line
 
 INDEX_SUFFIX = ".idx"
 INDEX_VERSION = 1
+INDEX_RECORD = "index"  # the kind of the chain record that binds a sidecar
+# An index record's line is about 200 bytes; reading this much is enough to find it.
+INDEX_RECORD_LIMIT = 4096
 # Reading a record range, this much is read at a time.
 READ_BLOCK = 1024 * 1024
 
@@ -98,13 +111,35 @@ def end_summary(record: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def sidecar_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def binds(record: Mapping[str, Any] | None, size: int, data: bytes) -> bool:
+    """Whether ``record`` (the line at offset ``size``) is the index record binding ``data``."""
+    return (
+        record is not None
+        and record.get("kind") == INDEX_RECORD
+        and record.get("covers") == size
+        and record.get("sha256") == sidecar_digest(data)
+    )
+
+
 @dataclass
 class FileIndex:
-    """The sessions of one audit file, covering its first ``size`` bytes."""
+    """The sessions of one audit file, covering its first ``size`` bytes.
+
+    ``bound``: the latest sidecar content (``dump``) that an index record in the file binds,
+    as loaded or met while scanning; it is what may be saved. ``distrusted``: a sidecar was
+    there but the chain does not bind it (edited, stale, or from an older hoopy), so it was
+    ignored.
+    """
 
     name: str
     size: int = 0
     sessions: dict[str, SessionSpan] = field(default_factory=dict)
+    bound: bytes | None = field(default=None, compare=False)
+    distrusted: bool = field(default=False, compare=False)
 
     def add(self, offset: int, length: int, record: Mapping[str, Any]) -> None:
         """Account for the record whose line starts at ``offset`` and is ``length`` bytes."""
@@ -134,7 +169,8 @@ class FileIndex:
             span.end = end_summary(record)
 
     def scan(self, path: Path) -> None:
-        """Extend the index over the file's bytes past ``size`` (skipping non-records)."""
+        """Extend the index over the file's bytes past ``size`` (skipping non-records), and
+        note in ``bound`` the index as of each index record that binds it."""
         with path.open("rb") as f:
             f.seek(self.size)
             offset = self.size
@@ -143,6 +179,10 @@ class FileIndex:
                     break  # a partial last line (being written, or a crash remnant)
                 record = parse_line(line[:-1])
                 if record is not None:
+                    if record.get("kind") == INDEX_RECORD:
+                        data = self.dump()
+                        if binds(record, offset, data):
+                            self.bound = data
                     self.add(offset, len(line), record)
                 offset += len(line)
                 self.size = offset
@@ -152,58 +192,83 @@ class FileIndex:
         lines = [header, *(span.to_json() for span in self.sessions.values())]
         return b"".join(json.dumps(x, separators=(",", ":")).encode() + b"\n" for x in lines)
 
-    def save(self, path: Path) -> None:
-        """Write the sidecar atomically (a reader sees the old one or the new one)."""
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(self.dump())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-
     @classmethod
-    def load(cls, audit_file: Path) -> FileIndex | None:
-        """The saved sidecar of ``audit_file``, or None when missing or unusable."""
-        try:
-            data = index_path(audit_file).read_bytes()
-        except OSError:
-            return None
+    def from_bytes(cls, name: str, data: bytes) -> FileIndex | None:
+        """A sidecar's content for the audit file ``name``, or None when unusable."""
         try:
             lines = data.splitlines()
             header = json.loads(lines[0])
-            if header.get("index") != INDEX_VERSION or header.get("file") != audit_file.name:
+            if header.get("index") != INDEX_VERSION or header.get("file") != name:
                 return None
-            index = cls(audit_file.name, int(header["size"]))
+            index = cls(name, int(header["size"]))
             for raw in lines[1:]:
                 span = SessionSpan.from_json(json.loads(raw))
                 index.sessions[span.session] = span
-        except (ValueError, TypeError, KeyError, IndexError):
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
             return None
         return index
 
+    @classmethod
+    def load(cls, audit_file: Path) -> FileIndex | None:
+        """The saved sidecar of ``audit_file`` if the chain binds it (see the module
+        docstring), else None; ``distrusted`` tells the two None cases apart."""
+        return load_bound(audit_file)[0]
+
+
+def write_sidecar(path: Path, data: bytes) -> None:
+    """Write a sidecar atomically (a reader sees the old one or the new one). The temporary
+    file is new (``O_EXCL``, random name), so it never inherits a leftover file's mode."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def load_bound(audit_file: Path) -> tuple[FileIndex | None, bool]:
+    """(the sidecar of ``audit_file`` if the chain binds it, whether a sidecar was there but
+    is not bound). A bound sidecar is one whose ``size`` is the offset of an index record
+    that carries the SHA-256 of the sidecar's bytes."""
+    try:
+        data = index_path(audit_file).read_bytes()
+    except OSError:
+        return None, False
+    index = FileIndex.from_bytes(audit_file.name, data)
+    if index is None:
+        return None, True
+    line = line_starting_at(audit_file, index.size, INDEX_RECORD_LIMIT)
+    if not binds(parse_line(line) if line is not None else None, index.size, data):
+        return None, True
+    index.bound = data
+    return index, False
+
 
 def file_index(audit_file: Path, *, save: bool = False) -> FileIndex:
-    """The index of one audit file: its sidecar, extended over what the sidecar misses.
+    """The index of one audit file: its bound sidecar, extended over what it misses.
 
-    With ``save``, a sidecar that had to be built or extended is saved when the directory is
-    writable (readers pass it for files the gateway has left, so the next lookup is fast;
-    the file being written is the gateway's to index)."""
-    index = FileIndex.load(audit_file)
+    With ``save``, when the scan met a later binding than the sidecar on disk, that bound
+    content is saved if the directory is writable (readers pass it for files the gateway
+    has left, so the next lookup is fast; the file being written is the gateway's to index).
+    """
+    index, distrusted = load_bound(audit_file)
+    loaded = index.bound if index is not None else None
     try:
         size = audit_file.stat().st_size
     except OSError:
         size = 0
     if index is None or index.size > size:
-        index = FileIndex(audit_file.name)  # missing, or the file was replaced: rebuild
+        index = FileIndex(audit_file.name)  # missing or not bound: scan the records
     if index.size < size:
         index.scan(audit_file)
-        if save:
+        if save and index.bound is not None and index.bound != loaded:
             with contextlib.suppress(OSError):  # read-only access: just slower next time
-                index.save(index_path(audit_file))
+                write_sidecar(index_path(audit_file), index.bound)
+    index.distrusted = distrusted
     return index
 
 
@@ -262,26 +327,34 @@ class SessionNotFound(LookupError):
 
 @dataclass
 class AuditIndex:
-    """Every session in an audit directory (from the sidecars plus a scan of what they miss)."""
+    """Every session in an audit directory (from the sidecars plus a scan of what they miss).
+
+    ``distrusted``: audit files whose sidecar the chain does not bind; they were scanned
+    instead, so the answers are the records', and the CLI says to verify and reindex.
+    """
 
     directory: Path
     files: list[FileIndex]
     sessions: dict[str, SessionSummary]
+    distrusted: list[Path] = field(default_factory=list)
 
     @classmethod
     def load(cls, directory: Path) -> AuditIndex:
         files: list[FileIndex] = []
         sessions: dict[str, SessionSummary] = {}
+        distrusted: list[Path] = []
         paths = audit_files(directory)
         for number, path in enumerate(paths, start=1):
             index = file_index(path, save=number < len(paths))
             files.append(index)
+            if index.distrusted:
+                distrusted.append(path)
             for span in index.sessions.values():
                 summary = sessions.get(span.session)
                 if summary is None:
                     summary = sessions[span.session] = SessionSummary(span.session)
                 summary.spans.append((path, span))
-        return cls(directory, files, sessions)
+        return cls(directory, files, sessions, distrusted)
 
     def newest_first(self) -> list[SessionSummary]:
         return sorted(self.sessions.values(), key=lambda s: (s.started, s.session), reverse=True)
@@ -342,42 +415,48 @@ def records_after(path: Path, offset: int, session: str) -> Iterator[tuple[int, 
 
 
 def rebuild(directory: Path) -> Iterable[tuple[Path, FileIndex]]:
-    """Rebuild every sidecar from its audit file (``hoopy audit reindex``)."""
+    """Rebuild every sidecar from its audit file (``hoopy audit reindex``): each gets the
+    index as of the file's last index record that binds it. A file without one (written by
+    an older hoopy, or whose index records do not match its records) loses its sidecar:
+    readers scan it."""
     for path in audit_files(directory):
         index = FileIndex(path.name)
         index.scan(path)
-        index.save(index_path(path))
+        if index.bound is not None:
+            write_sidecar(index_path(path), index.bound)
+        else:
+            index_path(path).unlink(missing_ok=True)
         yield path, index
 
 
 class IndexKeeper:
     """The gateway's side: indexes records as the writer appends them.
 
-    ``note`` costs a dict lookup and a few counters per record. The current file's sidecar
-    is saved by ``save_current`` (the gateway calls it every few seconds, and when a file is
-    left on rotation); after a crash, ``open_file`` loads the sidecar and scans the rest.
+    ``note`` costs a dict lookup and a few counters per record. The writer binds and saves
+    the current file's sidecar (``AuditWriter.bind_index``: every few seconds, when a file is
+    left on rotation, at close); after a crash, ``open_file`` loads the bound sidecar and
+    scans the rest, so a sidecar edited meanwhile is never extended and re-bound.
     """
 
     def __init__(self) -> None:
         self.current: FileIndex | None = None
         self.path: Path | None = None
-        self._saved_size = -1
 
     def open_file(self, path: Path) -> None:
-        if self.path is not None and self.path != path:
-            self.save_current()
         self.path = path
         self.current = file_index(path)
-        self._saved_size = -1
+
+    def forget(self) -> None:
+        """Stop indexing the current file (it was deleted or moved away)."""
+        self.current = None
+        self.path = None
 
     def note(self, offset: int, length: int, record: Mapping[str, Any]) -> None:
         if self.current is not None:
             self.current.add(offset, length, record)
 
-    def save_current(self) -> None:
-        """Save the current file's sidecar if it changed. Errors are the caller's to log:
-        a missing sidecar only makes lookups slower."""
-        if self.current is None or self.path is None or self.current.size == self._saved_size:
-            return
-        self.current.save(index_path(self.path))
-        self._saved_size = self.current.size
+    def save(self, data: bytes) -> None:
+        """Save ``data`` (a bound dump of the current file's index) as its sidecar. Errors
+        are the caller's to log: a missing sidecar only makes lookups slower."""
+        if self.path is not None:
+            write_sidecar(index_path(self.path), data)

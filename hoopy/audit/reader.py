@@ -10,52 +10,75 @@ It walks every line of every audit file in name order, checking each record with
 layout: each file's first record is a ``file_start`` naming the file before it (``None`` for
 the first), and no ``file_start`` appears anywhere else. It stops at the first broken line and
 names it (file, 1-based line, reason). So editing any field, deleting, inserting or reordering
-lines, removing lines from the middle of any file, and deleting, renaming or merging files
-are all caught at the first line they change.
+lines, inserting a line that is not a record, removing lines from the middle of any file, and
+deleting, renaming or merging files are all caught at the first line they change.
 
-It cannot see lines removed from the *end*: truncating the newest file at a line boundary (or
-deleting the newest files whole) leaves a shorter chain that is perfectly valid. Only an
-external anchor catches that, e.g. shipping ``VerifyReport.last_hash`` (or the records
-themselves) somewhere the gateway host cannot rewrite, and checking that the anchored hash is
-still in the chain. Likewise, without the HMAC key, someone who rewrites the chain from some
-point on (recomputing every hash after it) is not detected; with the key, they are.
+Alongside the chain it checks:
+- the session index: every ``.idx`` sidecar must be bound by an ``index`` record (see
+  ``index.py``), and each ``index`` record must match the index recomputed from the records
+  before it, so a sidecar that tells another story than the records is reported;
+- with ``head`` (the gateway's head state, ``head.py``): that the trail still reaches the
+  last record the gateway recorded as fsync'ed. Without it, lines removed from the *end*
+  (truncating the newest file at a line boundary, deleting the newest files whole) leave a
+  shorter chain that is perfectly valid; with it, only records newer than the last head
+  update can go unseen, and only a head kept where the attacker cannot write (or a key the
+  attacker does not have, against a forged rather than an old head) makes that hold.
+Without the HMAC key, someone who rewrites the chain from some point on (recomputing every
+hash after it, and the head) is not detected; with the key, they are.
 
-Crash remnants
---------------
-The writer issues each line with one ``write``, so a crash leaves at most a partial last line
-in the newest file. ``verify`` reports that as ``partial_tail``, not as a problem. On restart
-the writer terminates it with a newline and continues the chain from the last complete
-record, so later the remnant is a complete line that is not a JSON record. Such a line is
-skipped (listed in ``VerifyReport.skipped``) when the next record continues the chain from
-the record before the remnant; otherwise it is the problem ("line is not a JSON record").
-Non-JSON lines at the very end of the log are skipped too (nothing after them to check, the
-same blind spot as tail truncation).
+Crash remnants and gaps
+-----------------------
+The writer issues each batch of lines with one ``write``, so a crash leaves at most a partial
+last line in the newest file. ``verify`` reports that as ``partial_tail``, not as a problem.
+On restart the writer ends it with a newline and starts a new file whose ``file_start``
+declares it (``previous_remnant``: its length and SHA-256). So a line that is not a record is
+accepted only as a file's *last* line: in the newest file (a crash not yet restarted from),
+or declared by the next file's ``file_start``. Anywhere else it is the problem ("line is not
+a JSON record").
+
+A ``file_start`` may also declare a ``gap``: an event the gateway noticed and wrote into the
+chain, which ``verify`` reports (``VerifyReport.gaps``) without failing: ``file_lost`` (the
+file being written was deleted or moved away; the chain resumes after it, the gap names the
+file and where the chain stood when it began, and ``verify`` checks both), ``trail_truncated``
+(at start the trail did not reach the head state: records were removed while the gateway
+was stopped) and ``head_unusable`` (the head state was missing, unreadable or not signed).
 """
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hoopy.audit.head import (
+    HeadError,
+    HeadMissing,
+    HeadState,
+    TrailPosition,
+    describe_time,
+    load_head,
+)
+from hoopy.audit.index import INDEX_RECORD, FileIndex, index_path, sidecar_digest
+from hoopy.audit.lines import AUDIT_FILE_RE, audit_files, parse_line, remnant_declaration
 from hoopy.audit.records import GENESIS, check_record, encode_record
 
-# ``audit-<UTC yyyymmddTHHMMSS>-<sequence>.jsonl``; the sequence is zero-padded to 6 digits
-# and may grow past them.
-AUDIT_FILE_RE = re.compile(r"audit-\d{8}T\d{6}-\d{6,}\.jsonl")
+__all__ = ["AUDIT_FILE_RE", "audit_files", "parse_line"]
 
 NOT_JSON = "line is not a JSON record"
-
-
-def audit_files(directory: Path) -> list[Path]:
-    """The audit files in ``directory`` in write order (by name); other entries are ignored."""
-    return sorted(
-        (p for p in directory.iterdir() if AUDIT_FILE_RE.fullmatch(p.name) and p.is_file()),
-        key=lambda p: p.name,
-    )
+MID_FILE = (
+    "line is not a JSON record (only a file's last line can be a crash remnant, and this one "
+    "has lines after it)"
+)
+UNDECLARED_REMNANT = (
+    "line is not a JSON record, and the next file's file_start does not declare it as a "
+    "crash remnant"
+)
+LYING_INDEX = (
+    "the session index does not match the audit trail (edited, or copied from elsewhere); "
+    "run `hoopy audit reindex`"
+)
+FILE_LOST = "file_lost"
 
 
 @dataclass(frozen=True)
@@ -87,13 +110,49 @@ class Problem:
 
 
 @dataclass(frozen=True)
+class Gap:
+    """An event the gateway wrote into the chain: what it lost or found (see above)."""
+
+    file: Path  # the file whose file_start declares it
+    kind: str
+    detail: dict[str, Any]
+
+    def __str__(self) -> str:
+        d = self.detail
+        if self.kind == FILE_LOST:
+            return (
+                f"{self.file.name}: the file before it, {d.get('file')}, was deleted or moved "
+                f"while hoopy was writing it ({d.get('lost_bytes')} bytes of records lost)"
+            )
+        if self.kind == "trail_truncated":
+            head = d.get("head") or {}
+            return (
+                f"{self.file.name}: when hoopy started, the trail ended before the last record "
+                f"it had written ({head.get('file')} up to byte {head.get('end')}): records "
+                "were removed while it was stopped"
+            )
+        return f"{self.file.name}: {self.kind}: {d.get('detail', '')}"
+
+
+@dataclass(frozen=True)
+class HeadCheck:
+    """What the head state said, and whether the trail reaches it."""
+
+    path: Path
+    state: HeadState | None
+    problem: str | None
+
+
+@dataclass(frozen=True)
 class VerifyReport:
     """The outcome of ``verify``.
 
     ``records``: records that verified (up to the first problem, if any); ``files``: audit
     files in the directory; ``signed``: a key was given, so every counted record's HMAC was
     checked; ``last_hash``: the hash of the last verified record (``GENESIS`` if none), the
-    value to anchor elsewhere to catch tail truncation; ``skipped``: crash remnants passed over.
+    value to anchor elsewhere; ``skipped``: crash remnants passed over; ``gaps``: events
+    the gateway recorded; ``index_problems``: sidecars the chain does not bind; ``head``:
+    the head state check, when a head file was given.
     """
 
     records: int
@@ -103,23 +162,17 @@ class VerifyReport:
     signed: bool
     last_hash: str = GENESIS
     skipped: list[AuditLine] = field(default_factory=list)
+    gaps: list[Gap] = field(default_factory=list)
+    index_problems: list[Problem] = field(default_factory=list)
+    head: HeadCheck | None = None
 
     @property
     def ok(self) -> bool:
-        return self.first_problem is None
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def parse_line(raw: bytes) -> dict[str, Any] | None:
-    """The JSON object on one line (without its newline), or None."""
-    try:
-        value = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (ValueError, RecursionError):  # includes UnicodeDecodeError and JSONDecodeError
-        return None
-    return value if isinstance(value, dict) else None
+        return (
+            self.first_problem is None
+            and not self.index_problems
+            and (self.head is None or self.head.problem is None)
+        )
 
 
 def _file_lines(path: Path) -> Iterator[AuditLine]:
@@ -151,25 +204,6 @@ def _describe(name: str | None) -> str:
     return "none" if name is None else name
 
 
-def _layout_problem(
-    record: Mapping[str, Any], first_in_file: bool, previous_name: str | None
-) -> str | None:
-    kind = record.get("kind")
-    if not first_in_file:
-        if kind == "file_start":
-            return "file_start record in the middle of a file (were files merged?)"
-        return None
-    if kind != "file_start":
-        return f"the file's first record is a {kind!r} record, not file_start"
-    named = record.get("previous_file")
-    if named != previous_name:
-        return (
-            f"file_start names previous file {_describe(named)!s} "
-            f"but the file before is {_describe(previous_name)}"
-        )
-    return None
-
-
 def _record_problem(
     line: AuditLine, record: dict[str, Any], expected_prev: str, key: bytes | None
 ) -> str | None:
@@ -188,16 +222,123 @@ def _record_problem(
     return None
 
 
-def verify(directory: Path, key: bytes | None = None) -> VerifyReport:
-    """Check the whole chain in ``directory``; see the module docstring for what it proves."""
+@dataclass
+class _FileStart:
+    """What a file's first record says about the file before it."""
+
+    problem: Problem | None = None
+    expected_prev: str = GENESIS
+    gap: Gap | None = None
+    remnant_accepted: bool = False
+
+
+def _check_file_start(
+    line: AuditLine,
+    record: Mapping[str, Any],
+    previous_name: str | None,
+    names: set[str],
+    last_hash: str,
+    trailing: AuditLine | None,
+) -> _FileStart:
+    path = line.file
+
+    def problem(reason: str, at: AuditLine = line) -> _FileStart:
+        return _FileStart(Problem(at.file, at.line_no, reason))
+
+    kind = record.get("kind")
+    if kind != "file_start":
+        return problem(f"the file's first record is a {kind!r} record, not file_start")
+    named = record.get("previous_file")
+    gap = record.get("gap")
+    if gap is not None and not (isinstance(gap, dict) and isinstance(gap.get("kind"), str)):
+        return problem("file_start declares a malformed gap")
+    found = Gap(path, gap["kind"], dict(gap)) if gap is not None else None
+    if gap is not None and gap["kind"] == FILE_LOST:
+        lost = gap.get("file")
+        if (
+            not isinstance(lost, str)
+            or lost != named
+            or AUDIT_FILE_RE.fullmatch(lost) is None
+            or lost in names
+            or (previous_name is not None and lost <= previous_name)
+            or lost >= path.name
+        ):
+            return problem("file_start declares a lost file that does not fit where it stands")
+        if gap.get("from_hash") != last_hash:
+            return problem(
+                "file_start declares a lost file, but the trail before it does not end where "
+                "that file began (more is missing than the gap says)"
+            )
+        prev = record.get("prev")
+        if not isinstance(prev, str):
+            return problem("prev does not match the hash of the record before it")
+        # The remnant ending the file before the lost one was declared in the lost file.
+        return _FileStart(None, prev, found, remnant_accepted=trailing is not None)
+    if named != previous_name:
+        return problem(
+            f"file_start names previous file {_describe(named)!s} "
+            f"but the file before is {_describe(previous_name)}"
+        )
+    declared = record.get("previous_remnant")
+    if trailing is not None:
+        if declared != remnant_declaration(trailing.raw):
+            return problem(UNDECLARED_REMNANT, trailing)
+        return _FileStart(None, last_hash, found, remnant_accepted=True)
+    if declared is not None:
+        return problem(
+            "file_start declares a crash remnant, but the file before ends with a record"
+        )
+    return _FileStart(None, last_hash, found)
+
+
+def _read_sidecar(path: Path) -> bytes | None:
+    try:
+        return index_path(path).read_bytes()
+    except OSError:
+        return None
+
+
+def verify(directory: Path, key: bytes | None = None, head: Path | None = None) -> VerifyReport:
+    """Check the whole chain in ``directory``, its sidecars, and with ``head`` that the trail
+    reaches the gateway's head state; see the module docstring for what it proves."""
+    head_state: HeadState | None = None
+    head_error: str | None = None
+    if head is not None:
+        try:
+            head_state = load_head(head, key)
+        except HeadMissing as exc:
+            head_error = (
+                f"{exc}: whether the newest records were removed cannot be told (give the "
+                "head state with --head, or check without it with --no-head)"
+            )
+        except HeadError as exc:
+            head_error = str(exc)
+    target: TrailPosition | None = head_state.position if head_state is not None else None
     files = audit_files(directory)
+    names = {p.name for p in files}
     last_hash = GENESIS
     records = 0
-    pending: list[AuditLine] = []  # non-JSON lines since the last good record
     skipped: list[AuditLine] = []
+    gaps: list[Gap] = []
+    index_problems: list[Problem] = []
     partial_tail: AuditLine | None = None
+    head_reached = False
+    trailing: AuditLine | None = None  # the previous file's last line, when not a record
 
     def report(problem: Problem | None) -> VerifyReport:
+        head_check = None
+        if head is not None:
+            reason = head_error
+            lost = {g.detail.get("file") for g in gaps if g.kind == FILE_LOST}
+            if reason is None and problem is None and not head_reached:
+                assert head_state is not None and target is not None
+                if target.file not in lost:  # a documented loss, not a silent one
+                    missing = "" if target.file in names else "; that file is missing"
+                    reason = (
+                        "the trail ends before the last record the gateway wrote: the head "
+                        f"state (written {describe_time(head_state.ts)}) names {target}{missing}"
+                    )
+            head_check = HeadCheck(head, head_state, reason)
         return VerifyReport(
             records=records,
             files=len(files),
@@ -206,14 +347,29 @@ def verify(directory: Path, key: bytes | None = None) -> VerifyReport:
             signed=key is not None,
             last_hash=last_hash,
             skipped=skipped,
+            gaps=gaps,
+            index_problems=index_problems,
+            head=head_check,
         )
 
-    for index, path in enumerate(files):
-        previous_name = files[index - 1].name if index else None
+    for number, path in enumerate(files):
+        newest = number == len(files) - 1
+        previous_name = files[number - 1].name if number else None
+        # Read before the file: the gateway appends the index record that binds a sidecar
+        # before it saves the sidecar, so the file read afterwards holds that record.
+        sidecar = _read_sidecar(path)
+        rebuilt = FileIndex(path.name)  # the index as the records tell it
+        bindings: dict[int, str] = {}  # offset of each index record -> its digest
         first_in_file = True
+        remnant: AuditLine | None = None
+        offset = 0
         for line in _file_lines(path):
+            start = offset
+            offset += len(line.raw) + (1 if line.complete else 0)
+            if remnant is not None:
+                return report(Problem(remnant.file, remnant.line_no, MID_FILE))
             if not line.complete:
-                if index == len(files) - 1:
+                if newest:
                     partial_tail = line  # a crash's partial write; always the last line
                     break
                 return report(
@@ -226,22 +382,55 @@ def verify(directory: Path, key: bytes | None = None) -> VerifyReport:
                 )
             record = line.record
             if record is None:
-                pending.append(line)
+                remnant = line
                 continue
-            reason = _layout_problem(record, first_in_file, previous_name)
-            first_in_file = False
+            expected_prev = last_hash
+            gap: Gap | None = None
+            reason: str | None = None
+            if first_in_file:
+                checked = _check_file_start(line, record, previous_name, names, last_hash, trailing)
+                if checked.problem is not None:
+                    return report(checked.problem)
+                if checked.remnant_accepted and trailing is not None:
+                    skipped.append(trailing)
+                expected_prev, gap = checked.expected_prev, checked.gap
+                first_in_file = False
+            elif record.get("kind") == "file_start":
+                reason = "file_start record in the middle of a file (were files merged?)"
             if reason is None:
-                reason = _record_problem(line, record, last_hash, key)
+                reason = _record_problem(line, record, expected_prev, key)
+            if reason is None and record.get("kind") == INDEX_RECORD:
+                if record.get("covers") != start or record.get("sha256") != sidecar_digest(
+                    rebuilt.dump()
+                ):
+                    reason = "index record does not match the records before it"
+                else:
+                    bindings[start] = str(record["sha256"])
             if reason is not None:
-                if pending and record.get("prev") != last_hash:
-                    # The chain does not resume after the non-JSON line(s): not a remnant.
-                    remnant = pending[0]
-                    return report(Problem(remnant.file, remnant.line_no, NOT_JSON))
-                skipped.extend(pending)
                 return report(Problem(path, line.line_no, reason))
-            skipped.extend(pending)
-            pending.clear()
+            if gap is not None:
+                gaps.append(gap)
+            rebuilt.add(start, offset - start, record)
+            rebuilt.size = offset
             last_hash = str(record["hash"])
             records += 1
-    skipped.extend(pending)
+            if target is not None and path.name == target.file and offset == target.end:
+                if last_hash == target.hash:
+                    head_reached = True
+                elif head_error is None:
+                    head_error = (
+                        "the record where the head state says the trail ended has another "
+                        "hash: the trail was rewritten after it"
+                    )
+        if first_in_file and trailing is not None:
+            if not newest:
+                return report(Problem(trailing.file, trailing.line_no, UNDECLARED_REMNANT))
+            skipped.append(trailing)  # a new file not started yet: the crash of a rotation
+        if sidecar is not None:
+            claimed = FileIndex.from_bytes(path.name, sidecar)
+            if claimed is None or bindings.get(claimed.size) != sidecar_digest(sidecar):
+                index_problems.append(Problem(index_path(path), 1, LYING_INDEX))
+        if remnant is not None and newest:
+            skipped.append(remnant)  # the newest file's crash remnant, not yet declared
+        trailing = remnant
     return report(None)

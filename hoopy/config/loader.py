@@ -375,6 +375,7 @@ def _audit(ctx: Ctx, data: dict[str, Any], base: Path, state_dir: Path) -> Audit
             "key_file",
             "redact",
             "max_value_bytes",
+            "head_file",
         },
     )
     if not get_value(ctx, a, keys, "enabled", bool, True):
@@ -382,6 +383,7 @@ def _audit(ctx: Ctx, data: dict[str, Any], base: Path, state_dir: Path) -> Audit
     directory = get_value(ctx, a, keys, "directory", str, "")
     key_env = get_value(ctx, a, keys, "key_env", str, None)
     key_file = get_value(ctx, a, keys, "key_file", str, None)
+    head_file = get_value(ctx, a, keys, "head_file", str, None)
     if key_env and key_file:
         raise ctx.error((*keys, "key_file"), "set key_env or key_file, not both")
     return AuditSettings(
@@ -413,6 +415,7 @@ def _audit(ctx: Ctx, data: dict[str, Any], base: Path, state_dir: Path) -> Audit
         key=Secret(env=key_env, file=resolve_path(base, key_file) if key_file else None)
         if key_env or key_file
         else None,
+        head_file=resolve_path(base, head_file) if head_file else None,
     )
 
 

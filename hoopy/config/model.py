@@ -163,6 +163,8 @@ class AuditSettings:
     redact: tuple[str, ...] = ("secrets",)
     # Longer parameter values are recorded cut, with their length (not re-runnable).
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
+    # The head state (hoopy/audit/head.py): None means ``<directory>.head``.
+    head_file: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,12 @@ Durability (``[audit] durability``):
 - ``strict``: the record is also fsync'ed before the statement is forwarded. Sessions waiting
   at the same time share one fsync (group commit), run in a worker thread on a duplicate of
   the file descriptor, so the event loop never blocks on the disk.
+
+After each fsync batch the worker thread checks that the file is still linked at its path
+and then records the batch's end in the head state (hoopy/audit/head.py): one ``pwrite``
+per batch, never per record, and off the event loop. A file deleted or moved while it is
+written is replaced by a new one whose ``file_start`` records the gap; in ``strict`` mode
+the statements whose records went to the lost file are refused (their records are gone).
 """
 
 from __future__ import annotations
@@ -19,37 +25,45 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import trio
 
+from hoopy.audit.head import HeadFile, TrailPosition, default_head_path
 from hoopy.audit.index import IndexKeeper
-from hoopy.audit.writer import AuditUnavailable, AuditWriter
+from hoopy.audit.writer import AuditUnavailable, AuditWriter, file_is_linked
 from hoopy.config.model import AuditSettings
 
 log = logging.getLogger("hoopy.audit")
 
 # After a write failure, how often the writer may try to reopen the log.
 REOPEN_INTERVAL = 1.0
-# How often the current file's session index is saved (hoopy/audit/index.py): what is not
-# saved yet is scanned by the reader, so this bounds lookup work, not correctness.
+# How often the current file's session index is bound and saved (hoopy/audit/index.py): what
+# is not saved yet is scanned by the reader, so this bounds lookup work, not correctness.
 INDEX_SAVE_INTERVAL = 5.0
+# How long shutdown waits for the fsync thread to finish its last job.
+FSYNC_THREAD_JOIN_TIMEOUT = 5.0
+LOST_FILE = "the audit file was deleted or moved while hoopy was writing it"
 
 
 class AuditLog:
     def __init__(self, settings: AuditSettings, key: bytes | None) -> None:
         self.settings = settings
+        head = settings.head_file or default_head_path(settings.directory)
         self.writer = AuditWriter(
             settings.directory,
             rotate_bytes=settings.rotate_bytes,
             rotate_daily=settings.rotate_daily,
             key=key,
             index=IndexKeeper(),
+            head=HeadFile(head, key),
         )
         self.strict = settings.durability == "strict"
         self._written = 0  # records appended
         self._synced = 0  # records known to be on disk
+        self._lost_through = 0  # records that went to a file deleted before it was synced
         self._syncing = False
         self._synced_event = trio.Event()
         self._last_reopen = -math.inf
@@ -80,7 +94,7 @@ class AuditLog:
             if now - self._last_reopen < REOPEN_INTERVAL:
                 raise
             self._last_reopen = now
-            self.writer.close()
+            self.writer.close(checkpoint=False)
             self.writer.open()
             self.writer.append(record)
         self._written += 1
@@ -94,16 +108,20 @@ class AuditLog:
     async def _sync_through(self, target: int) -> None:
         self.writer.flush()
         while self._synced < target:
+            if target <= self._lost_through:
+                raise AuditUnavailable(LOST_FILE + "; a new file was started")
             if self._syncing:
                 await self._synced_event.wait()
                 continue
             self._syncing = True
             upto = self._written
             generation = self.writer.generation
+            position = self.writer.written_position()
+            path = self.writer.path
             try:
                 fd = os.dup(self.writer.fileno())
                 try:
-                    await self._fsync(fd)
+                    linked = await self._fsync(fd, path, position)
                 finally:
                     os.close(fd)
             except OSError as exc:
@@ -114,28 +132,50 @@ class AuditLog:
                 self._syncing = False
                 self._synced_event.set()
                 self._synced_event = trio.Event()
+            if not linked and self.writer.generation == generation:
+                # What this batch wrote went to a file that is gone: refuse its statements.
+                self._lost_through = max(self._lost_through, upto)
+                self._synced = max(self._synced, upto)
+                self.replace_lost_file()
+                raise AuditUnavailable(LOST_FILE + "; a new file was started")
             if self.writer.generation == generation:
                 self._synced = max(self._synced, upto)
             # else: a rotation happened meanwhile (it fsyncs the file it closes); loop to
             # sync the new file too.
 
-    async def _fsync(self, fd: int) -> None:
-        """fsync ``fd`` in the worker thread; the event loop waits without blocking."""
+    def replace_lost_file(self) -> None:
+        lost = self.writer.path
+        self.writer.replace_lost_file()
+        log.error(
+            "%s: %s; started %s and recorded the gap in the chain",
+            LOST_FILE,
+            lost,
+            self.writer.path,
+        )
+
+    async def _fsync(self, fd: int, path: Path | None, position: TrailPosition | None) -> bool:
+        """fsync ``fd`` in the worker thread, which then records ``position`` in the head
+        state; the event loop waits without blocking. Whether the file is still linked."""
         if self._fsync_worker is None:
             self._fsync_worker = FsyncWorker(trio.lowlevel.current_trio_token())
         done = trio.Event()
-        outcome: list[OSError | None] = []
+        outcome: list[tuple[OSError | None, bool]] = []
 
-        def finished(error: OSError | None) -> None:  # runs in the event loop
-            outcome.append(error)
+        def finished(error: OSError | None, linked: bool) -> None:  # runs in the event loop
+            outcome.append((error, linked))
             done.set()
 
-        self._fsync_worker.submit(fd, finished)
+        def after() -> None:  # runs in the fsync thread, once the batch is on disk
+            self.writer.write_head(position)
+
+        self._fsync_worker.submit(FsyncJob(fd, path, finished, after))
         # Shielded: the caller closes fd afterwards, which must not happen mid-fsync.
         with trio.CancelScope(shield=True):
             await done.wait()
-        if outcome[0] is not None:
-            raise outcome[0]
+        error, linked = outcome[0]
+        if error is not None:
+            raise error
+        return linked
 
     async def run_background_tasks(self) -> None:
         """Every ``fsync_interval`` seconds, write the outcome records held back since the
@@ -150,6 +190,7 @@ class AuditLog:
             if ticking and now >= next_sync:
                 next_sync = now + sync_every
                 await self._background_sync()
+            self.check_file()
             if now >= next_index:
                 next_index = now + INDEX_SAVE_INTERVAL
                 self.save_index()
@@ -167,12 +208,19 @@ class AuditLog:
             except AuditUnavailable as exc:
                 log.error("%s", exc)
 
+    def check_file(self) -> None:
+        """Every background tick: start a new file if the current one was deleted or moved
+        (an idle gateway has no fsync batch to notice it)."""
+        if not self.writer.file_is_current():
+            try:
+                self.replace_lost_file()
+            except AuditUnavailable as exc:
+                log.error("%s", exc)
+
     def save_index(self) -> None:
-        if self.writer.index is None:
-            return
+        """Bind the current file's session index to the chain and save it."""
         try:
-            self.writer.flush()  # the index must not describe lines the file lacks
-            self.writer.index.save_current()
+            self.writer.bind_index()
         except AuditUnavailable:
             pass  # reported to the statements that hit it
         except OSError as exc:
@@ -184,9 +232,9 @@ class AuditLog:
                 await self._sync_through(self._written)
             except AuditUnavailable as exc:
                 log.error("%s", exc)
-        self.writer.close()
         if self._fsync_worker is not None:
-            self._fsync_worker.stop()
+            self._fsync_worker.stop()  # its last head update first: the writer's comes last
+        self.writer.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the lock
             self._lock_fd = None
@@ -224,41 +272,67 @@ def lock_directory(directory: Path) -> int:
     return fd
 
 
+@dataclass(frozen=True, slots=True)
+class FsyncJob:
+    """fsync ``fd``; check it is still the file at ``path``; report ``finished(error,
+    linked)`` to the event loop; then, if all went well, run ``after`` in the thread."""
+
+    fd: int
+    path: Path | None
+    finished: Callable[[OSError | None, bool], None]
+    after: Callable[[], None] | None = None
+
+
 class FsyncWorker:
     """One long-lived thread that runs fsyncs for the event loop.
 
     ``trio.to_thread.run_sync`` costs about 100 us of event-loop CPU per call here (measured;
     an fsync on this disk costs about 60), which made strict durability CPU-bound. This
     thread takes requests from a queue and reports back with ``TrioToken.run_sync_soon``.
+    The head-state update runs after the report, so it never delays a statement.
     """
 
     def __init__(self, token: trio.lowlevel.TrioToken) -> None:
         self._token = token
-        self._jobs: queue.SimpleQueue[tuple[int, Callable[[OSError | None], None]] | None] = (
-            queue.SimpleQueue()
-        )
+        self._jobs: queue.SimpleQueue[FsyncJob | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="hoopy-audit-fsync", daemon=True)
         self._thread.start()
+        self._head_failed = False
 
-    def submit(self, fd: int, finished: Callable[[OSError | None], None]) -> None:
-        """fsync ``fd``, then call ``finished(error)`` in the event loop."""
-        self._jobs.put((fd, finished))
+    def submit(self, job: FsyncJob) -> None:
+        self._jobs.put(job)
 
     def stop(self) -> None:
+        """Finish the queued jobs and end the thread (waits a bounded time)."""
         self._jobs.put(None)
+        self._thread.join(FSYNC_THREAD_JOIN_TIMEOUT)
 
     def _run(self) -> None:
         while True:
             job = self._jobs.get()
             if job is None:
                 return
-            fd, finished = job
             error: OSError | None = None
+            linked = True
             try:
-                os.fsync(fd)
+                os.fsync(job.fd)
+                if job.path is not None:
+                    linked = file_is_linked(job.fd, job.path)
             except OSError as exc:
                 error = exc
             try:
-                self._token.run_sync_soon(finished, error)
+                self._token.run_sync_soon(job.finished, error, linked)
             except trio.RunFinishedError:
                 return
+            if error is None and linked and job.after is not None:
+                self._run_after(job.after)
+
+    def _run_after(self, after: Callable[[], None]) -> None:
+        try:
+            after()
+        except OSError as exc:
+            if not self._head_failed:  # once, not once per batch
+                log.error("cannot update the audit head state: %s", exc.strerror or exc)
+            self._head_failed = True
+        else:
+            self._head_failed = False

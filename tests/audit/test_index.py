@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hoopy.audit import index as index_module
 from hoopy.audit.index import (
     AuditIndex,
     FileIndex,
@@ -18,6 +19,7 @@ from hoopy.audit.index import (
     index_path,
     rebuild,
     session_records,
+    write_sidecar,
 )
 from hoopy.audit.reader import audit_files, iter_records
 from hoopy.audit.writer import AuditWriter
@@ -112,7 +114,7 @@ def test_the_index_is_a_cache_missing_or_stale_sidecars_are_scanned(tmp_path: Pa
     assert stale is not None
     stale.sessions.clear()
     stale.size = 0
-    stale.save(index_path(files[-1]))
+    write_sidecar(index_path(files[-1]), stale.dump())
     index = AuditIndex.load(directory)
     for session in ("s-a", "s-b"):
         assert list(session_records(index.find(session))) == expected_records(directory, session)
@@ -126,7 +128,7 @@ def test_a_sidecar_describing_more_than_its_file_is_rebuilt(tmp_path: Path) -> N
     assert index is not None
     index.size += 10_000  # e.g. the file was replaced by a shorter copy
     index.sessions["ghost"] = index.sessions["s-a"]
-    index.save(index_path(path))
+    write_sidecar(index_path(path), index.dump())
     assert set(AuditIndex.load(directory).sessions) == {"s-a"}
 
 
@@ -209,10 +211,10 @@ def test_readers_save_the_sidecars_they_rebuild_for_finished_files(
     for f in files[:-1]:
         index_path(f).unlink()
 
-    def refuse(self: FileIndex, path: Path) -> None:
+    def refuse(path: Path, data: bytes) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(FileIndex, "save", refuse)
+    monkeypatch.setattr(index_module, "write_sidecar", refuse)
     index = AuditIndex.load(directory)
     assert not any(index_path(f).exists() for f in files)
     assert list(session_records(index.find("s-a"))) == expected_records(directory, "s-a")

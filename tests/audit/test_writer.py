@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -11,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hoopy.audit.reader import verify
 from hoopy.audit.records import GENESIS, check_record
 from hoopy.audit.writer import AuditUnavailable, AuditWriter
 
@@ -63,23 +65,33 @@ def test_records_chain_across_reopen_and_files_are_private(tmp_path: Path) -> No
     assert stat.S_IMODE((tmp_path / "audit").stat().st_mode) == 0o700
 
 
-def test_a_crash_remnant_is_terminated_and_the_chain_continues(tmp_path: Path) -> None:
+def test_a_crash_remnant_stays_the_last_line_and_the_next_file_declares_it(
+    tmp_path: Path,
+) -> None:
     writer = AuditWriter(tmp_path, clock=Clock())
     writer.open()
     writer.append({"kind": "statement", "seq": 1})
     writer.close()
     (path,) = tmp_path.glob("audit-*.jsonl")
+    remnant = b'{"kind":"statement","seq":2,"sq'
     with path.open("ab") as f:
-        f.write(b'{"kind":"statement","seq":2,"sq')  # killed mid-write
-    writer = AuditWriter(tmp_path, clock=Clock())
+        f.write(remnant)  # killed mid-write
+    writer = AuditWriter(tmp_path, clock=Clock(T0 + 1))
     writer.open()
     writer.append({"kind": "statement", "seq": 2})
     writer.close()
-    lines = path.read_bytes().split(b"\n")
-    assert b'"seq":2' in lines[-2] and lines[-1] == b""
-    assert b'"sq' in lines[-3] and lines[-3].endswith(b'"sq')  # the remnant, on its own line
-    assert [r.get("seq") for r in records(tmp_path)] == [None, 1, 2]
+    first, second = sorted(tmp_path.glob("audit-*.jsonl"))
+    assert first == path and path.read_bytes().endswith(b"\n" + remnant + b"\n")
+    start = json.loads(second.read_bytes().split(b"\n")[0])
+    assert start["previous_file"] == path.name
+    assert start["previous_remnant"] == {
+        "bytes": len(remnant),
+        "sha256": hashlib.sha256(remnant).hexdigest(),
+    }
+    assert [r.get("seq") for r in records(tmp_path)] == [None, 1, None, 2]
     assert_chain(tmp_path)
+    report = verify(tmp_path)
+    assert report.ok and [(ln.file, ln.raw) for ln in report.skipped] == [(path, remnant)]
 
 
 def test_rotation_by_size_and_by_day_names_the_previous_file(tmp_path: Path) -> None:
@@ -148,8 +160,9 @@ def test_recovery_finds_the_last_record_behind_records_larger_than_a_read_block(
     writer.open()
     writer.append({"kind": "statement", "seq": 2})
     writer.close()
-    assert [r.get("seq") for r in records(tmp_path)] == [None, 1, 2]
+    assert [r.get("seq") for r in records(tmp_path)] == [None, 1, None, 2]
     assert_chain(tmp_path)
+    assert verify(tmp_path).ok
 
 
 @pytest.mark.parametrize("block", [1, 7, 100, 4096])
@@ -172,8 +185,19 @@ def test_recovery_at_any_block_size(
     writer.open()
     writer.append({"kind": "statement", "seq": 9})
     writer.close()
-    assert [r.get("seq") for r in records(tmp_path) if "kind" in r] == [None, 0, 1, 2, 9]
+    # Any tail that is not a record is a remnant: it stays, and a new file starts.
+    restarted = [None] if tail else []
+    assert [r.get("seq") for r in records(tmp_path) if "kind" in r] == [
+        None,
+        0,
+        1,
+        2,
+        *restarted,
+        9,
+    ]
     assert_chain(tmp_path)
+    if b"\n" not in tail[:-1]:  # one remnant line; "garbage" then a remnant is two lines
+        assert verify(tmp_path).ok
 
 
 def verified(directory: Path, key: bytes | None = None) -> int:
