@@ -123,9 +123,11 @@ def load_head(path: Path, key: bytes | None) -> HeadState:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise HeadMissing(f"there is no head state at {path}") from None
+        data = b""
     except OSError as exc:
         raise HeadError(f"cannot read the head state {path}: {exc.strerror or exc}") from None
+    if not data:  # also what the gateway leaves if it dies between creating and writing it
+        raise HeadMissing(f"there is no head state at {path}")
     return decode_head(data, key)
 
 

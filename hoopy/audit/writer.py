@@ -210,19 +210,22 @@ class AuditWriter:
         """The gap to record when the trail does not reach the head state, else None."""
         if self.head is None:
             return None
-        self.head.open()
         try:
             state = load_head(self.head.path, self._key)
         except HeadMissing as exc:
-            if not has_files:
-                return None  # a new audit directory
-            detail = f"{exc} (the first start that keeps one, or it was deleted)"
-            return {"kind": "head_unusable", "detail": detail}
+            gap = None
+            if has_files:
+                detail = f"{exc} (the first start that keeps one, or it was deleted)"
+                gap = {"kind": "head_unusable", "detail": detail}
         except HeadError as exc:
-            return {"kind": "head_unusable", "detail": str(exc)}
-        if position_reached(self.directory, state.position):
-            return None
-        return {"kind": "trail_truncated", "head": {**state.position.to_json(), "ts": state.ts}}
+            gap = {"kind": "head_unusable", "detail": str(exc)}
+        else:
+            gap = None
+            if not position_reached(self.directory, state.position):
+                position = {**state.position.to_json(), "ts": state.ts}
+                gap = {"kind": "trail_truncated", "head": position}
+        self.head.open()  # after reading it: opening creates it
+        return gap
 
     def _open_file(self, path: Path, *, create: bool = False, empty: bool = False) -> None:
         flags = os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)

@@ -132,11 +132,13 @@ class AuditLog:
                 self._syncing = False
                 self._synced_event.set()
                 self._synced_event = trio.Event()
-            if not linked and self.writer.generation == generation:
-                # What this batch wrote went to a file that is gone: refuse its statements.
+            if not linked:
+                # What this batch wrote went to a file that is gone: refuse its statements
+                # (the background tick may have replaced the file already).
                 self._lost_through = max(self._lost_through, upto)
                 self._synced = max(self._synced, upto)
-                self.replace_lost_file()
+                if self.writer.generation == generation:
+                    self.replace_lost_file()
                 raise AuditUnavailable(LOST_FILE + "; a new file was started")
             if self.writer.generation == generation:
                 self._synced = max(self._synced, upto)

@@ -6,6 +6,7 @@ import datetime
 import hashlib
 import ipaddress
 import os
+import secrets
 import socket
 import ssl
 from dataclasses import dataclass
@@ -88,15 +89,25 @@ def ensure_server_certificate(state_dir: Path) -> ServerCertificate:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    tmp_key = key.with_suffix(".tmp")
-    fd = os.open(tmp_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key_bytes)
-    os.replace(tmp_key, key)
-    tmp_cert = cert.with_suffix(".tmp")
-    tmp_cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    os.replace(tmp_cert, cert)
+    write_new_file(key, key_bytes, 0o600)
+    write_new_file(cert, certificate.public_bytes(serialization.Encoding.PEM), 0o644)
     return ServerCertificate(cert, key, generated=True)
+
+
+def write_new_file(path: Path, data: bytes, mode: int) -> None:
+    """Write ``path`` atomically through a temporary file that is created new (``O_EXCL``,
+    random name, ``mode`` from the start): a file left at a fixed temporary name, perhaps
+    world-readable, would keep its own mode through ``O_CREAT`` and hand it to the key."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(tmp, flags | getattr(os, "O_NOFOLLOW", 0), mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def server_context(cert: Path, key: Path) -> ssl.SSLContext:

@@ -3,8 +3,11 @@ read only the byte ranges the index names."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -21,7 +24,9 @@ from hoopy.audit.index import (
     session_records,
     write_sidecar,
 )
-from hoopy.audit.reader import audit_files, iter_records
+from hoopy.audit.query import SessionFilter, find_sessions
+from hoopy.audit.reader import audit_files, iter_records, verify
+from hoopy.audit.records import AuditChain
 from hoopy.audit.writer import AuditWriter
 
 T0 = 1_795_000_000.0
@@ -218,3 +223,117 @@ def test_readers_save_the_sidecars_they_rebuild_for_finished_files(
     index = AuditIndex.load(directory)
     assert not any(index_path(f).exists() for f in files)
     assert list(session_records(index.find("s-a"))) == expected_records(directory, "s-a")
+
+
+# --- a lying index -------------------------------------------------------------------------
+
+
+def edit_sidecar(path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    """Rewrite the session lines of ``path``'s sidecar through ``edit`` (what a forger does:
+    the header still names the file and the size it covers)."""
+    sidecar = index_path(path)
+    lines = sidecar.read_bytes().splitlines()
+    out = [lines[0]]
+    for raw in lines[1:]:
+        entry = json.loads(raw)
+        edit(entry)
+        out.append(json.dumps(entry, separators=(",", ":")).encode())
+    sidecar.write_bytes(b"\n".join(out) + b"\n")
+
+
+def claim_bob_ran_s_a(entry: dict[str, Any]) -> None:
+    if entry["session"] == "s-a" and entry.get("start"):
+        entry["start"]["principal"] = "bob"
+        entry["statements"] = 0
+
+
+def test_an_edited_sidecar_does_not_change_who_ran_a_session(tmp_path: Path) -> None:
+    directory = tmp_path / "audit"
+    write_sessions(directory, session_plan(["s-a", "s-b"], 3)).close()
+    (path,) = audit_files(directory)
+    edit_sidecar(path, claim_bob_ran_s_a)
+    index = AuditIndex.load(directory)
+    assert index.distrusted == [path]
+    summary = index.find("s-a").to_json()
+    assert summary["principal"] == "user-s-a" and summary["statements"] == 3
+    assert find_sessions(index, SessionFilter(who="bob")) == []
+
+
+def test_a_sidecar_that_omits_a_session_does_not_hide_it(tmp_path: Path) -> None:
+    directory = tmp_path / "audit"
+    write_sessions(directory, session_plan(["s-a", "s-b"], 2)).close()
+    (path,) = audit_files(directory)
+    sidecar = index_path(path)
+    kept = [ln for ln in sidecar.read_bytes().splitlines() if b'"s-b"' not in ln]
+    sidecar.write_bytes(b"\n".join(kept) + b"\n")
+    assert set(AuditIndex.load(directory).sessions) == {"s-a", "s-b"}
+
+
+def test_verify_reports_a_lying_index_and_reindex_repairs_it(tmp_path: Path) -> None:
+    directory = tmp_path / "audit"
+    write_sessions(directory, session_plan(["s-a", "s-b"], 5), rotate_bytes=1500).close()
+    files = audit_files(directory)
+    assert verify(directory).ok
+    edit_sidecar(files[0], claim_bob_ran_s_a)
+    report = verify(directory)
+    assert report.first_problem is None and not report.ok
+    assert [p.file for p in report.index_problems] == [index_path(files[0])]
+    assert "hoopy audit reindex" in report.index_problems[0].reason
+    list(rebuild(directory))
+    assert verify(directory).ok
+    assert AuditIndex.load(directory).distrusted == []
+
+
+def test_an_index_record_that_does_not_match_its_records_is_reported(tmp_path: Path) -> None:
+    # The forger edits the sidecar, and the index record binding it, and rewrites the chain
+    # after it (possible without a key): verify recomputes the index from the records.
+    directory = tmp_path / "audit"
+    write_sessions(directory, session_plan(["s-a"], 3)).close()
+    (path,) = audit_files(directory)
+    edit_sidecar(path, claim_bob_ran_s_a)
+    data = index_path(path).read_bytes()
+    lines = path.read_bytes().splitlines(keepends=True)
+    at = next(i for i, ln in enumerate(lines) if b'"kind":"index"' in ln)
+    prev = json.loads(lines[at])["prev"]
+    chain = AuditChain(prev, None)
+    for i in range(at, len(lines)):
+        record = json.loads(lines[i])
+        for k in ("v", "prev", "hash", "sig"):
+            record.pop(k, None)
+        if i == at:
+            record["sha256"] = hashlib.sha256(data).hexdigest()
+        lines[i] = chain.line(record)
+    path.write_bytes(b"".join(lines))
+    assert FileIndex.load(path) is not None, "the forged sidecar is bound now"
+    report = verify(directory)
+    assert report.first_problem is not None
+    assert report.first_problem.reason == "index record does not match the records before it"
+
+
+def test_the_cli_answers_from_the_records_when_a_sidecar_lies(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from hoopy.cli import app
+
+    directory = tmp_path / "audit"
+    write_sessions(directory, session_plan(["s-a", "s-b"], 2)).close()
+    (path,) = audit_files(directory)
+    edit_sidecar(path, claim_bob_ran_s_a)
+    runner = CliRunner()
+    listed = runner.invoke(app, ["sessions", "--audit-dir", str(directory), "--json"])
+    assert listed.exit_code == 0, listed.output
+    who = {s["session"]: s["principal"] for s in json.loads(listed.stdout)}
+    assert who == {"s-a": "user-s-a", "s-b": "user-s-b"}
+    assert "does not match the audit trail" in listed.stderr
+    as_bob = runner.invoke(
+        app, ["audit", "search", "--audit-dir", str(directory), "--who", "bob", "--json"]
+    )
+    assert as_bob.exit_code == 0 and json.loads(as_bob.stdout) == []
+    as_a = runner.invoke(
+        app, ["audit", "search", "--audit-dir", str(directory), "--who", "user-s-a", "--json"]
+    )
+    assert {h["principal"] for h in json.loads(as_a.stdout)} == {"user-s-a"}
+    verified = runner.invoke(app, ["audit", "verify", str(directory), "--no-head"])
+    assert verified.exit_code == 1 and "hoopy audit reindex" in verified.stderr
+    assert runner.invoke(app, ["audit", "reindex", str(directory)]).exit_code == 0
+    assert runner.invoke(app, ["audit", "verify", str(directory), "--no-head"]).exit_code == 0

@@ -278,3 +278,94 @@ def test_timestamps_are_rfc3339_utc_to_the_microsecond(now: float) -> None:
     text = timestamp(now)
     parsed = datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
     assert abs(parsed - now) < 2e-6
+
+
+# --- the file being written is deleted or moved -------------------------------------------
+
+
+def lost_file_log(tmp_path: Path, how: str) -> tuple[Path, Path, AuditWriter]:
+    """Two files of records; the newest, being written, is then deleted or moved away."""
+    directory = tmp_path / "audit"
+    writer = AuditWriter(directory, rotate_bytes=1200, clock=Clock(), key=b"k")
+    writer.open()
+    seq = 0
+    while writer.generation < 3:  # records until a rotation has just happened, twice
+        writer.append({"kind": "statement", "seq": seq, "sql": "x" * 100})
+        seq += 1
+    live = writer.path
+    assert live is not None and len(list(directory.glob("audit-*.jsonl"))) > 1
+    assert writer.file_is_current()
+    if how == "deleted":
+        live.unlink()
+    else:
+        live.rename(tmp_path / live.name)  # out of the directory
+    writer.append({"kind": "statement", "seq": 90})  # goes to the lost file
+    assert not writer.file_is_current()
+    return directory, live, writer
+
+
+@pytest.mark.parametrize("how", ["deleted", "moved"])
+def test_a_lost_live_file_is_replaced_and_the_gap_recorded(tmp_path: Path, how: str) -> None:
+    directory, lost, writer = lost_file_log(tmp_path, how)
+    writer.replace_lost_file()
+    assert writer.path is not None and writer.path != lost and writer.file_is_current()
+    writer.append({"kind": "statement", "seq": 91})
+    writer.close()
+    newest = sorted(directory.glob("audit-*.jsonl"))[-1]
+    assert newest == writer.path and newest.name > lost.name
+    start, after = (json.loads(x) for x in newest.read_bytes().splitlines()[:2])
+    assert start["previous_file"] == lost.name
+    assert start["gap"]["kind"] == "file_lost" and start["gap"]["file"] == lost.name
+    assert start["gap"]["lost_bytes"] > 0
+    assert after["seq"] == 91
+    report = verify(directory, b"k")
+    assert report.ok, report.first_problem
+    (gap,) = report.gaps
+    assert gap.kind == "file_lost" and f"{lost.name}, was deleted or moved" in str(gap)
+    assert [r.get("seq") for r in records(directory)][-1] == 91
+
+
+def test_the_gap_says_exactly_what_was_lost(tmp_path: Path) -> None:
+    directory, lost, writer = lost_file_log(tmp_path, "deleted")
+    writer.replace_lost_file()
+    writer.close()
+    files = sorted(directory.glob("audit-*.jsonl"))
+    files[-2].unlink()  # one more file deleted, before the lost one: not what the gap says
+    report = verify(directory, b"k")
+    assert report.first_problem is not None
+    assert report.first_problem.file == files[-1]
+    assert "more is missing than the gap says" in report.first_problem.reason
+
+
+def test_a_forged_gap_needs_the_key(tmp_path: Path) -> None:
+    directory, lost, writer = lost_file_log(tmp_path, "deleted")
+    writer.replace_lost_file()
+    writer.close()
+    newest = sorted(directory.glob("audit-*.jsonl"))[-1]
+    lines = newest.read_bytes().splitlines(keepends=True)
+    record = json.loads(lines[0])
+    record["gap"]["lost_bytes"] = 1
+    record.pop("hash")
+    record.pop("sig")
+    from hoopy.audit.records import chain_hash, encode_record, signature
+
+    record["hash"] = chain_hash(record["prev"], record)
+    record["sig"] = signature(b"not the key", record["hash"])
+    lines[0] = encode_record(record) + b"\n"
+    newest.write_bytes(b"".join(lines))
+    report = verify(directory, b"k")
+    assert report.first_problem is not None and report.first_problem.line_no == 1
+
+
+def test_new_files_are_created_new(tmp_path: Path) -> None:
+    from hoopy.audit.writer import audit_file_name
+
+    directory = tmp_path / "audit"
+    writer = AuditWriter(directory, rotate_bytes=1, clock=Clock())
+    writer.open()
+    planted = directory / audit_file_name(T0, 1)
+    planted.write_bytes(b"")  # the name the next rotation will take, world-readable
+    planted.chmod(0o644)
+    with pytest.raises(AuditUnavailable):
+        writer.append({"kind": "statement", "seq": 1})
+    assert planted.read_bytes() == b""
