@@ -210,17 +210,16 @@ class AuditWriter:
         """The gap to record when the trail does not reach the head state, else None."""
         if self.head is None:
             return None
+        gap: dict[str, Any] | None = None
         try:
             state = load_head(self.head.path, self._key)
         except HeadMissing as exc:
-            gap = None
             if has_files:
                 detail = f"{exc} (the first start that keeps one, or it was deleted)"
                 gap = {"kind": "head_unusable", "detail": detail}
         except HeadError as exc:
             gap = {"kind": "head_unusable", "detail": str(exc)}
         else:
-            gap = None
             if not position_reached(self.directory, state.position):
                 position = {**state.position.to_json(), "ts": state.ts}
                 gap = {"kind": "trail_truncated", "head": position}

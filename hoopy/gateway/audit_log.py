@@ -45,6 +45,11 @@ REOPEN_INTERVAL = 1.0
 INDEX_SAVE_INTERVAL = 5.0
 # How long shutdown waits for the fsync thread to finish its last job.
 FSYNC_THREAD_JOIN_TIMEOUT = 5.0
+# The head state is updated after an fsync batch at most this often (the background tick
+# writes one held back): in strict mode a batch can be a single statement, and the update
+# (about 10 us of Python in the fsync thread) is then kept far below what can be measured.
+# The cost: the head can lag the trail by this much more.
+HEAD_MIN_INTERVAL = 0.02
 LOST_FILE = "the audit file was deleted or moved while hoopy was writing it"
 
 
@@ -193,6 +198,8 @@ class AuditLog:
                 next_sync = now + sync_every
                 await self._background_sync()
             self.check_file()
+            if self._fsync_worker is not None:
+                self._fsync_worker.submit(FLUSH_HEAD)  # a head update held back, if any
             if now >= next_index:
                 next_index = now + INDEX_SAVE_INTERVAL
                 self.save_index()
@@ -285,23 +292,29 @@ class FsyncJob:
     after: Callable[[], None] | None = None
 
 
+FLUSH_HEAD = "flush head"  # a job: write the head update held back, if any
+
+
 class FsyncWorker:
     """One long-lived thread that runs fsyncs for the event loop.
 
     ``trio.to_thread.run_sync`` costs about 100 us of event-loop CPU per call here (measured;
     an fsync on this disk costs about 60), which made strict durability CPU-bound. This
     thread takes requests from a queue and reports back with ``TrioToken.run_sync_soon``.
-    The head-state update runs after the report, so it never delays a statement.
+    It also updates the head state after a batch, at most every ``HEAD_MIN_INTERVAL``; an
+    update held back is written by the next batch or the next ``FLUSH_HEAD`` job.
     """
 
     def __init__(self, token: trio.lowlevel.TrioToken) -> None:
         self._token = token
-        self._jobs: queue.SimpleQueue[FsyncJob | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[FsyncJob | str | None] = queue.SimpleQueue()
+        self._head_failed = False
+        self._head_due = -math.inf
+        self._held: Callable[[], None] | None = None
         self._thread = threading.Thread(target=self._run, name="hoopy-audit-fsync", daemon=True)
         self._thread.start()
-        self._head_failed = False
 
-    def submit(self, job: FsyncJob) -> None:
+    def submit(self, job: FsyncJob | str) -> None:
         self._jobs.put(job)
 
     def stop(self) -> None:
@@ -314,6 +327,10 @@ class FsyncWorker:
             job = self._jobs.get()
             if job is None:
                 return
+            if isinstance(job, str):  # FLUSH_HEAD
+                if self._held is not None:
+                    self._update_head(self._held)
+                continue
             error: OSError | None = None
             linked = True
             try:
@@ -322,14 +339,21 @@ class FsyncWorker:
                     linked = file_is_linked(job.fd, job.path)
             except OSError as exc:
                 error = exc
+            if error is None and linked and job.after is not None:
+                # Before the report, while the event loop waits: after it, this thread's
+                # Python work would compete for the GIL with the next statement's.
+                if time.monotonic() >= self._head_due:
+                    self._update_head(job.after)
+                else:
+                    self._held = job.after
             try:
                 self._token.run_sync_soon(job.finished, error, linked)
             except trio.RunFinishedError:
                 return
-            if error is None and linked and job.after is not None:
-                self._run_after(job.after)
 
-    def _run_after(self, after: Callable[[], None]) -> None:
+    def _update_head(self, after: Callable[[], None]) -> None:
+        self._held = None
+        self._head_due = time.monotonic() + HEAD_MIN_INTERVAL
         try:
             after()
         except OSError as exc:
