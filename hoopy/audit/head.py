@@ -11,9 +11,10 @@ when it does not (``writer.py``).
 What it proves (docs/security.md, "The audit trail"):
 - The head only ever names records already fsync'ed (it is written after the fsync of
   their batch), so a power loss can leave it behind the trail, never ahead of it.
-- It lags the trail by at most one fsync batch: in ``strict`` mode the batch of the last
-  statement, in ``os`` mode up to ``fsync_interval``. Records written after the last head
-  update can be removed unseen.
+- It lags the trail: the gateway updates it after an fsync batch, at most every
+  ``HEAD_MIN_INTERVAL`` (20 ms; a held-back update is written by the next batch or the
+  background tick), so in ``strict`` mode by a batch plus 20 ms, in ``os`` mode by up to
+  ``fsync_interval``. Records written after the last head update can be removed unseen.
 - Without a key, whoever can write both the audit directory and the head file can rewrite
   the head to match a truncated trail. With a key they cannot forge a new head, but they can
   put back an older copy of the head file (with the trail cut to it): only a copy kept
