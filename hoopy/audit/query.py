@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hoopy.audit.index import AuditIndex, SessionSummary, session_records
-from hoopy.audit.reader import audit_files, parse_line
+from hoopy.audit.lines import audit_files, parse_line
 from hoopy.audit.timeline import Step
 
 _RELATIVE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")

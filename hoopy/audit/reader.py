@@ -60,10 +60,13 @@ from hoopy.audit.head import (
     load_head,
 )
 from hoopy.audit.index import INDEX_RECORD, FileIndex, index_path, sidecar_digest
-from hoopy.audit.lines import AUDIT_FILE_RE, audit_files, parse_line, remnant_declaration
-from hoopy.audit.records import GENESIS, check_record, encode_record
 
-__all__ = ["AUDIT_FILE_RE", "audit_files", "parse_line"]
+# Re-exported (X as X): callers read audit files through this module too.
+from hoopy.audit.lines import AUDIT_FILE_RE as AUDIT_FILE_RE
+from hoopy.audit.lines import audit_files as audit_files
+from hoopy.audit.lines import parse_line as parse_line
+from hoopy.audit.lines import remnant_declaration
+from hoopy.audit.records import GENESIS, check_record, encode_record
 
 NOT_JSON = "line is not a JSON record"
 MID_FILE = (

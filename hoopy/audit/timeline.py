@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hoopy.audit.index import AuditIndex, SessionSummary, records_after, session_records
-from hoopy.audit.reader import audit_files
+from hoopy.audit.lines import audit_files
 
 # Polling period when following a live session.
 FOLLOW_POLL = 0.5

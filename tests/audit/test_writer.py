@@ -326,7 +326,7 @@ def test_a_lost_live_file_is_replaced_and_the_gap_recorded(tmp_path: Path, how: 
 
 
 def test_the_gap_says_exactly_what_was_lost(tmp_path: Path) -> None:
-    directory, lost, writer = lost_file_log(tmp_path, "deleted")
+    directory, _, writer = lost_file_log(tmp_path, "deleted")
     writer.replace_lost_file()
     writer.close()
     files = sorted(directory.glob("audit-*.jsonl"))
@@ -338,7 +338,7 @@ def test_the_gap_says_exactly_what_was_lost(tmp_path: Path) -> None:
 
 
 def test_a_forged_gap_needs_the_key(tmp_path: Path) -> None:
-    directory, lost, writer = lost_file_log(tmp_path, "deleted")
+    directory, _, writer = lost_file_log(tmp_path, "deleted")
     writer.replace_lost_file()
     writer.close()
     newest = sorted(directory.glob("audit-*.jsonl"))[-1]
