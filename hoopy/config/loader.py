@@ -171,13 +171,16 @@ def build_config(
                 "connect_timeout",
                 "tls",
                 "tls_ca",
+                "server_public_key",
                 "allow_local_infile",
             },
         )
+        host = get_value(ctx, t, keys, "host", str, "127.0.0.1")
+        sock = get_value(ctx, t, keys, "unix_socket", str, None)
         tls = enum_value(
             ctx,
             (*keys, "tls"),
-            get_value(ctx, t, keys, "tls", str, "preferred"),
+            get_value(ctx, t, keys, "tls", str, default_upstream_tls(host, sock).value),
             UpstreamTLS,
             [m.value for m in UpstreamTLS],
         )
@@ -189,10 +192,9 @@ def build_config(
         port = get_value(ctx, t, keys, "port", int, 3306)
         if not 0 < port < 65536:
             raise ctx.error((*keys, "port"), "must be between 1 and 65535")
-        sock = get_value(ctx, t, keys, "unix_socket", str, None)
         targets[name] = Target(
             name=name,
-            host=get_value(ctx, t, keys, "host", str, "127.0.0.1"),
+            host=host,
             port=port,
             unix_socket=resolve_path(base, sock) if sock else None,
             user=get_value(ctx, t, keys, "user", str, ""),
@@ -210,6 +212,7 @@ def build_config(
             ),
             tls=tls,
             tls_ca=resolve_path(base, tls_ca) if tls_ca else None,
+            server_public_key=_server_public_key(ctx, t, keys, base),
             allow_local_infile=get_value(ctx, t, keys, "allow_local_infile", bool, False),
         )
         if targets[name].login is not LoginMode.PASSTHROUGH and not targets[name].user:
@@ -356,6 +359,42 @@ def build_config(
     )
 
 
+def default_upstream_tls(host: str, unix_socket: str | None) -> UpstreamTLS:
+    """A target's ``tls`` when the config names none.
+
+    ``required`` off loopback: a gateway exists to hold credentials, and over an unencrypted
+    leg anyone on the path can read every statement and result and, posing as the server,
+    collect a scramble of hoopy's password for an offline dictionary attack. ``preferred`` on
+    loopback and unix sockets, where that path is this machine and a laptop's MariaDB often
+    has no TLS. MySQL 8 and MariaDB 11.4 enable TLS with a generated certificate out of the box.
+    """
+    if unix_socket or is_loopback(host):
+        return UpstreamTLS.PREFERRED
+    return UpstreamTLS.REQUIRED
+
+
+def _server_public_key(
+    ctx: Ctx, t: dict[str, Any], keys: tuple[str | int, ...], base: Path
+) -> Path | None:
+    """The pinned RSA key, checked at start-up (and read again at each login: rotation)."""
+    from hoopy.wire.login import load_server_public_key
+
+    value = get_value(ctx, t, keys, "server_public_key", str, None)
+    if value is None:
+        return None
+    path = resolve_path(base, value)
+    if ctx.read_secrets:  # serving: a key that cannot be used must stop the start
+        try:
+            load_server_public_key(path.read_bytes())
+        except OSError as exc:
+            raise ctx.error(
+                (*keys, "server_public_key"), f"cannot read {path}: {exc.strerror}"
+            ) from None
+        except ValueError as exc:
+            raise ctx.error((*keys, "server_public_key"), f"{path} {exc}") from None
+    return path
+
+
 def _audit(ctx: Ctx, data: dict[str, Any], base: Path, state_dir: Path) -> AuditSettings | None:
     """On unless ``enabled = false``: an unaudited gateway must be a deliberate choice."""
     keys: tuple[str | int, ...] = ("audit",)
@@ -455,6 +494,7 @@ def _issuers(ctx: Ctx, table: dict[str, Any], base: Path) -> dict[str, IssuerCon
                 "required_claims",
                 "jwks_min_refresh_interval",
                 "jwks_max_age",
+                "max_token_lifetime",
             },
         )
         audience = get_value(ctx, i, keys, "audience", (str, list))
@@ -482,6 +522,13 @@ def _issuers(ctx: Ctx, table: dict[str, Any], base: Path) -> dict[str, IssuerCon
         for key in ("jwks_min_refresh_interval", "jwks_max_age"):
             if key in i:
                 options[key] = non_negative(ctx, keys, key, get_value(ctx, i, keys, key, float))
+        if "max_token_lifetime" in i:
+            options["max_token_lifetime"] = positive(
+                ctx,
+                keys,
+                "max_token_lifetime",
+                get_value(ctx, i, keys, "max_token_lifetime", float),
+            )
         if "required_claims" in i:
             options["required_claims"] = tuple(
                 str_list(

@@ -72,8 +72,13 @@ class Target:
     unix_socket: Path | None = None
     database: str | None = None
     connect_timeout: float = 5.0
-    tls: UpstreamTLS = UpstreamTLS.PREFERRED
+    # The loader's default is "required" for a host off loopback, "preferred" on loopback
+    # (docs/security.md, "hoopy to the target"); this fallback is the strict one.
+    tls: UpstreamTLS = UpstreamTLS.REQUIRED
     tls_ca: Path | None = None
+    # The target's RSA public key (PEM) for caching_sha2_password full authentication over
+    # an unencrypted leg; without it hoopy refuses to send its password there.
+    server_public_key: Path | None = None
     allow_local_infile: bool = False
 
     def address(self) -> str:

@@ -47,7 +47,7 @@ from hoopy.wire.handshake import (
     build_change_user,
     parse_change_user,
 )
-from hoopy.wire.login import UpstreamLogin, initial_auth_response
+from hoopy.wire.login import initial_auth_response
 from hoopy.wire.messages import build_err
 from hoopy.wire.packets import Packet, ProtocolError
 from hoopy.wire.response import (
@@ -549,15 +549,9 @@ class Session:
             auth_plugin=plugin,
             connect_attrs=attrs,
         )
+        machine = self.upstream.login_machine(plugin, password, caps)
         useq = await self.upstream.packets.send_payload(
             build_change_user(upstream_request, caps), 0
-        )
-        machine = UpstreamLogin(
-            plugin=plugin,
-            nonce=g.auth_data,
-            password=password,
-            secure=self.upstream.tls or self.target.unix_socket is not None,
-            capabilities=caps,
         )
         logged_in, _ = await self.upstream.drive(machine, useq)
         del password

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
@@ -46,6 +47,11 @@ OPENID_CONNECT_CLIENT = b"authentication_openid_connect_client"
 # login attempt by the same user name, so both the total and the per-name count are bounded.
 TOKEN_CACHE_SIZE = 10_000
 TOKEN_CACHE_PER_USER = 8
+# How long a verified token may log in by scramble alone, without its signature being checked
+# again; entries end at exp or this long after the full login, whichever comes first. The
+# same hour as an issuer's default jwks_max_age: a key withdrawn from the JWKS stops
+# fast-path logins about when it stops full logins.
+TOKEN_CACHE_MAX_AGE = 3600.0
 
 
 class TokenLoginFailed(Exception):
@@ -59,24 +65,31 @@ class TokenLoginFailed(Exception):
 class _Cached:
     verifier_hash: bytes  # SHA256(SHA256(token)), what checks a caching_sha2 scramble
     principal: Principal
+    until: float  # min(exp, added + TOKEN_CACHE_MAX_AGE)
 
 
 class TokenCache:
-    """Verified tokens by user name, for the caching_sha2 fast path. Never outlives ``exp``."""
+    """Verified tokens by user name, for the caching_sha2 fast path. An entry lives until the
+    token's ``exp`` or ``TOKEN_CACHE_MAX_AGE`` after it was added, whichever is sooner."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._entries: OrderedDict[str, list[_Cached]] = OrderedDict()
         self._size = 0
+        self._clock = clock
 
     def __len__(self) -> int:
         return self._size
 
     def add(self, username: str, token: bytes, principal: Principal) -> None:
         verifier_hash = caching_sha2_hash(token)
+        now = self._clock()
+        until = now + TOKEN_CACHE_MAX_AGE
+        if principal.expires_at is not None:
+            until = min(until, principal.expires_at)
         old = self._entries.pop(username, [])
         self._size -= len(old)
-        entries = [e for e in old if _alive(e.principal) and e.verifier_hash != verifier_hash]
-        entries.append(_Cached(verifier_hash, principal))
+        entries = [e for e in old if e.until > now and e.verifier_hash != verifier_hash]
+        entries.append(_Cached(verifier_hash, principal, until))
         entries = entries[-TOKEN_CACHE_PER_USER:]
         self._entries[username] = entries
         self._size += len(entries)
@@ -85,16 +98,14 @@ class TokenCache:
             self._size -= len(evicted)
 
     def match(self, username: str, scramble: bytes, nonce: bytes) -> Principal | None:
+        # The same rule as the login and the per-command check: good while now < exp.
+        now = self._clock()
         for entry in self._entries.get(username, ()):
-            if _alive(entry.principal) and verify_caching_sha2_scramble(
+            if entry.until > now and verify_caching_sha2_scramble(
                 entry.verifier_hash, scramble, nonce
             ):
                 return entry.principal
         return None
-
-
-def _alive(principal: Principal) -> bool:
-    return principal.expires_at is None or principal.expires_at > time.time()
 
 
 class TokenAuthenticator:

@@ -107,10 +107,13 @@ class UpstreamConnection:
             return False
         offered = bool(self.greeting.capabilities & CLIENT_SSL)
         if not offered and self.target.tls is not UpstreamTLS.PREFERRED:
+            # Refused before hoopy sends anything: not even a scramble of the password.
             raise UpstreamError(
                 TARGET_UNAVAILABLE,
-                f"target '{self.target.name}' does not offer TLS but its config says "
-                f'tls = "{self.target.tls.value}"',
+                f"target '{self.target.name}' does not offer TLS but hoopy requires it "
+                f'(tls = "{self.target.tls.value}"; "required" is the default for targets '
+                "not on loopback): turn TLS on in the server, or set "
+                'tls = "preferred" for this target to allow an unencrypted connection',
             )
         return offered
 
@@ -134,15 +137,31 @@ class UpstreamConnection:
         self, response: HandshakeResponse, password: bytes, seq: int
     ) -> tuple[LoggedIn, int]:
         """Send hoopy's handshake response and complete the exchange (vaulted credentials)."""
+        machine = self.login_machine(response.auth_plugin or b"", password, response.capabilities)
         seq = await self.packets.send_payload(build_handshake_response(response), seq)
-        machine = UpstreamLogin(
-            plugin=response.auth_plugin or b"",
+        return await self.drive(machine, seq)
+
+    def login_machine(self, plugin: bytes, password: bytes, capabilities: int) -> UpstreamLogin:
+        """The exchange for hoopy's own login (or COM_CHANGE_USER), with this leg's security
+        and the target's pinned ``server_public_key``, read now so a rotated file applies."""
+        pinned = None
+        if self.target.server_public_key is not None:
+            try:
+                pinned = self.target.server_public_key.read_bytes()
+            except OSError as exc:
+                raise UpstreamError(
+                    TARGET_UNAVAILABLE,
+                    f"hoopy cannot log into target '{self.target.name}': cannot read its "
+                    f"server_public_key {self.target.server_public_key}: {exc.strerror}",
+                ) from None
+        return UpstreamLogin(
+            plugin=plugin,
             nonce=self.greeting.auth_data,
             password=password,
             secure=self.tls or self.target.unix_socket is not None,
-            capabilities=response.capabilities,
+            capabilities=capabilities,
+            server_public_key=pinned,
         )
-        return await self.drive(machine, seq)
 
     async def drive(self, machine: UpstreamLogin, seq: int) -> tuple[LoggedIn, int]:
         """Run an authentication exchange to its end (login or COM_CHANGE_USER)."""

@@ -62,6 +62,7 @@ __all__ = [
 MAX_TOKEN_BYTES = 64 * 1024
 
 DEFAULT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA")
+DEFAULT_MAX_TOKEN_LIFETIME = 24 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,11 @@ class IssuerConfig:
     required_claims: tuple[str, ...] = ()
     jwks_min_refresh_interval: float = 30.0
     jwks_max_age: float = 3600.0
+    # The furthest in the future a token's exp may lie when hoopy verifies it. A token is a
+    # bearer password: one that claims to be good for years (or exp = 1e300) is refused
+    # rather than honoured that long. One day covers the usual issuers (GitHub Actions
+    # ~10 min, Kubernetes projected service-account tokens 1 h, OIDC access tokens <= 1 day).
+    max_token_lifetime: float = DEFAULT_MAX_TOKEN_LIFETIME
 
     def __post_init__(self) -> None:
         where = f"issuer {self.name!r}"
@@ -104,6 +110,8 @@ class IssuerConfig:
         for value in (self.leeway, self.jwks_min_refresh_interval, self.jwks_max_age):
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{where}: times must be finite and not negative")
+        if not math.isfinite(self.max_token_lifetime) or self.max_token_lifetime <= 0:
+            raise ValueError(f"{where}: max_token_lifetime must be finite and greater than zero")
         if not self.subject_claim or not self.groups_claim or not all(self.required_claims):
             raise ValueError(f"{where}: claim paths must not be empty")
 
@@ -281,12 +289,21 @@ class TokenVerifier:
         now = self._clock()
         leeway = config.leeway
         # RFC 7519 section 4.1.4: reject on or after exp. hoopy requires it: a password that
-        # never expires is not what a token login is for.
+        # never expires is not what a token login is for. No leeway here: a session checks
+        # exp before every command (docs/security.md), and one rule for both moments means a
+        # token is good exactly while now < exp; a login that could only ever run into
+        # "token has expired" on its first statement would help nobody. The RFC's leeway
+        # ("MAY", section 4.1.4) is spent on nbf and iat, where skew locks out fresh tokens.
         exp = _numeric_date(claims, "exp")
         if exp is None:
             raise TokenRejected("token has no expiration time")
-        if now >= exp + leeway:
+        if now >= exp:
             raise TokenRejected("token has expired")
+        if exp - now > config.max_token_lifetime:
+            raise TokenRejected(
+                "token expires too far in the future (more than the issuer's "
+                f"max_token_lifetime, {config.max_token_lifetime:g} s, from now)"
+            )
         # Sections 4.1.5 and 4.1.6: not before nbf; an iat in the future is as suspicious.
         nbf = _numeric_date(claims, "nbf")
         iat = _numeric_date(claims, "iat")

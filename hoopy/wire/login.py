@@ -1,15 +1,24 @@
 """The upstream login, sans-IO: hoopy logging into a target with its vaulted credentials.
 
 Feed it the server's packets; it answers with the packets to send. Covers
-mysql_native_password, caching_sha2_password (fast path; full authentication over TLS; RSA
-key exchange over plain TCP), mysql_clear_password over TLS, and auth switches between them
-("Connection Phase", "Authentication Method Switch", "caching_sha2_password" in the MySQL
-protocol docs). Also drives COM_CHANGE_USER, which re-enters the same exchange.
+mysql_native_password, caching_sha2_password (fast path; full authentication over TLS; over
+plain TCP only RSA-encrypted to a key the target's config pins), mysql_clear_password over
+TLS, and auth switches between them ("Connection Phase", "Authentication Method Switch",
+"caching_sha2_password" in the MySQL protocol docs). Also drives COM_CHANGE_USER, which
+re-enters the same exchange.
+
+hoopy never asks the server for its public key (``0x02``). A server that chooses the key
+chooses who can decrypt the password: an impostor on the path answers with its own key and
+reads hoopy's database password. libmysqlclient requests the key only when told to
+(``--get-server-public-key``, "Authentication requires secure connection" otherwise) and
+uses ``--server-public-key-path`` without asking; hoopy behaves like the latter and has no
+equivalent of the former.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from hoopy.wire.handshake import (
     AUTH_MORE_DATA_HEADER,
@@ -19,13 +28,15 @@ from hoopy.wire.handshake import (
     FAST_AUTH_SUCCESS,
     NATIVE_PASSWORD,
     PERFORM_FULL_AUTHENTICATION,
-    REQUEST_PUBLIC_KEY,
     caching_sha2_scramble,
     native_password_scramble,
     parse_auth_switch,
 )
 from hoopy.wire.messages import ERR_HEADER, OK_HEADER, ErrPacket, OkPacket, parse_err, parse_ok
 from hoopy.wire.packets import ProtocolError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,13 +84,16 @@ class UpstreamLogin:
         password: bytes,
         secure: bool,
         capabilities: int,
+        server_public_key: bytes | None = None,
     ) -> None:
         self.plugin = plugin
         self.nonce = nonce
         self._password = password
         self.secure = secure  # TLS or a unix socket: cleartext may be sent
         self.capabilities = capabilities
-        self._awaiting_key = False
+        # The target's RSA public key (PEM) as pinned in hoopy's config, never as sent by the
+        # server: the only key hoopy encrypts its password to over an unencrypted leg.
+        self.server_public_key = server_public_key
 
     def receive(self, payload: bytes) -> LoginStep:
         if not payload:
@@ -115,16 +129,22 @@ class UpstreamLogin:
                 raise ProtocolError(
                     "unexpected AuthMoreData for " + self.plugin.decode(errors="replace")
                 )
-            if self._awaiting_key:
-                self._awaiting_key = False
-                return Send(_rsa_encrypt_password(payload[1:], self._password, self.nonce))
             if len(payload) == 2 and payload[1] == FAST_AUTH_SUCCESS:
                 return Wait()
             if len(payload) == 2 and payload[1] == PERFORM_FULL_AUTHENTICATION:
                 if self.secure:
                     return Send(self._password + b"\x00")
-                self._awaiting_key = True
-                return Send(bytes((REQUEST_PUBLIC_KEY,)))
+                if self.server_public_key is None:
+                    raise LoginUnsupported(_FULL_AUTH_IN_CLEAR)
+                return Send(
+                    rsa_encrypt_password(self.server_public_key, self._password, self.nonce)
+                )
+            if payload[1:].lstrip().startswith(PEM_BEGIN):
+                # A key hoopy did not ask for (it never sends REQUEST_PUBLIC_KEY): a server
+                # hoping hoopy would encrypt its password to it.
+                raise LoginUnsupported(
+                    "the target sent an RSA public key hoopy did not ask for; " + _FIX
+                )
             raise ProtocolError("unexpected caching_sha2_password AuthMoreData")
         raise ProtocolError(f"unexpected packet 0x{first:02x} during authentication")
 
@@ -133,16 +153,50 @@ class LoginUnsupported(Exception):
     """The target wants an authentication hoopy cannot perform (message says what to do)."""
 
 
-def _rsa_encrypt_password(pem: bytes, password: bytes, nonce: bytes) -> bytes:
-    """caching_sha2_password over plain TCP: RSA-OAEP(password + NUL XOR nonce)."""
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+PEM_BEGIN = b"-----BEGIN"
+_FIX = (
+    "hoopy sends its password only over TLS, or RSA-encrypted to a key its config pins, "
+    "never to a key the server chooses: turn TLS on in the server and set "
+    'tls = "required" (or "verify-ca") for this target, or pin the server\'s key with '
+    'server_public_key = "<path to its public_key.pem>"'
+)
+_FULL_AUTH_IN_CLEAR = (
+    "the target asks for hoopy's password itself (caching_sha2_password full authentication) "
+    "over an unencrypted connection; " + _FIX
+)
 
-    key = serialization.load_pem_public_key(pem)
+
+def load_server_public_key(pem: bytes) -> RSAPublicKey:
+    """The pinned ``server_public_key``: a PEM RSA public key, or ``ValueError`` saying why."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except (ValueError, TypeError):
+        raise ValueError("is not a PEM public key (-----BEGIN PUBLIC KEY-----)") from None
     if not isinstance(key, rsa.RSAPublicKey):
-        raise ProtocolError("the target's public key is not an RSA key")
+        raise ValueError("is not an RSA public key (caching_sha2_password uses RSA)")
+    return key
+
+
+def rsa_encrypt_password(pem: bytes, password: bytes, nonce: bytes) -> bytes:
+    """caching_sha2_password over plain TCP: RSA-OAEP(password + NUL XOR nonce), the layout
+    libmysqlclient's ``encrypt_password`` uses (OAEP with SHA-1, as the server decrypts)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    try:
+        key = load_server_public_key(pem)
+    except ValueError as exc:
+        raise LoginUnsupported(f"the pinned server_public_key {exc}") from None
     plain = password + b"\x00"
     mixed = bytes(b ^ nonce[i % len(nonce)] for i, b in enumerate(plain))
-    return key.encrypt(
-        mixed, padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
-    )
+    oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
+    # OAEP-SHA1 carries at most key bytes - 42 (RFC 8017 section 7.1.1): 214 for 2048 bits.
+    if len(mixed) > key.key_size // 8 - 2 * hashes.SHA1.digest_size - 2:
+        raise LoginUnsupported(
+            "hoopy's password is too long for the pinned server_public_key's RSA size; "
+            'use TLS (tls = "required") for this target'
+        )
+    return key.encrypt(mixed, oaep)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from hoopy.config.loader import ConfigError, format_password_hash, load_config
 from hoopy.config.model import LoginMode, UpstreamTLS
@@ -44,9 +46,10 @@ def test_minimal_config_gets_sane_defaults(tmp_path: Path) -> None:
     target = cfg.targets["app"]
     assert (target.port, target.tls, target.login) == (
         3306,
-        UpstreamTLS.PREFERRED,
+        UpstreamTLS.REQUIRED,  # db.internal is off loopback
         LoginMode.GATEWAY_USERS,
     )
+    assert target.server_public_key is None
     assert target.allow_local_infile is False
     assert cfg.listeners[0].name == "app" and cfg.listeners[0].tls is True
     assert cfg.gateway.state_dir == tmp_path / ".hoopy"
@@ -250,3 +253,72 @@ def test_commands_that_only_read_the_config_need_no_secrets(
         load_config(write(tmp_path, text))
     cfg = load_config(write(tmp_path, text), read_secrets=False)
     assert cfg.audit is not None and "alice" in cfg.users
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ('host = "db.internal"', UpstreamTLS.REQUIRED),
+        ('host = "10.0.0.5"', UpstreamTLS.REQUIRED),
+        ('host = "2001:db8::1"', UpstreamTLS.REQUIRED),
+        ('host = "127.0.0.1"', UpstreamTLS.PREFERRED),
+        ('host = "127.0.0.9"', UpstreamTLS.PREFERRED),
+        ('host = "::1"', UpstreamTLS.PREFERRED),
+        ('host = "localhost"', UpstreamTLS.PREFERRED),
+        ('unix_socket = "/run/mysqld/mysqld.sock"', UpstreamTLS.PREFERRED),
+        ('host = "db.internal"\ntls = "preferred"', UpstreamTLS.PREFERRED),
+        ('host = "127.0.0.1"\ntls = "required"', UpstreamTLS.REQUIRED),
+        ('host = "db.internal"\ntls = "off"', UpstreamTLS.OFF),
+    ],
+)
+def test_upstream_tls_is_required_by_default_off_loopback(
+    tmp_path: Path, address: str, expected: UpstreamTLS
+) -> None:
+    text = MINIMAL.format(hash=format_password_hash(b"pw")).replace('host = "db.internal"', address)
+    assert load_config(write(tmp_path, text)).targets["app"].tls is expected
+
+
+def _public_pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def test_server_public_key_is_checked_at_start(tmp_path: Path) -> None:
+    base = MINIMAL.format(hash=format_password_hash(b"pw"))
+    text = base.replace('host = "db.internal"', 'host = "db.internal"\nserver_public_key = "k.pem"')
+    (tmp_path / "k.pem").write_bytes(
+        _public_pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    )
+    path = write(tmp_path, text)
+    assert load_config(path).targets["app"].server_public_key == tmp_path / "k.pem"
+    (tmp_path / "k.pem").write_bytes(_public_pem(ec.generate_private_key(ec.SECP256R1())))
+    with pytest.raises(ConfigError, match=r"server_public_key: .*not an RSA public key") as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}:7:")
+    (tmp_path / "k.pem").write_text("ssh-rsa AAAA...")
+    with pytest.raises(ConfigError, match="not a PEM public key"):
+        load_config(path)
+    (tmp_path / "k.pem").unlink()
+    with pytest.raises(ConfigError, match="server_public_key: cannot read"):
+        load_config(path)
+    # Commands that only read the config (audit queries) do not need the key file.
+    assert load_config(path, read_secrets=False).targets["app"].server_public_key is not None
+
+
+def test_max_token_lifetime(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, TOKENS)).issuers["gh"].max_token_lifetime == 86400
+    edit = ('groups_claim = "realm_access.roles"', "max_token_lifetime = 600")
+    cfg = load_config(write(tmp_path, TOKENS.replace(*edit, 1)))
+    assert cfg.issuers["gh"].max_token_lifetime == 600
+    for bad, message in (
+        ("0", "must be greater than zero"),
+        ("-5", "must be greater than zero"),
+        ("inf", "finite"),
+        ("nan", "must be greater than zero"),
+        ("true", "not a boolean"),
+        ('"1h"', "must be a number"),
+    ):
+        text = TOKENS.replace(edit[0], f"max_token_lifetime = {bad}", 1)
+        with pytest.raises(ConfigError, match=message):
+            load_config(write(tmp_path, text))

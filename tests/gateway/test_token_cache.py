@@ -38,3 +38,30 @@ def test_size_stays_bounded_and_exact() -> None:
         cache.add(f"user-{i}", b"t", principal("u"))
     assert len(cache) <= tokenauth.TOKEN_CACHE_SIZE
     assert len(cache) == sum(len(v) for v in cache._entries.values())
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_entries_end_at_exp_or_the_cache_bound_whichever_is_sooner() -> None:
+    clock = Clock(1_800_000_000.0)
+    cache = TokenCache(clock=clock)
+    scramble = caching_sha2_scramble(b"tok", NONCE)
+    # exp far away (the verifier bounds lifetimes too; the cache does not rely on it).
+    cache.add("agent", b"tok", Principal("a", "token", expires_at=1e300))
+    cache.add("short", b"tok", Principal("s", "token", expires_at=clock.now + 10))
+    clock.now += 9.5
+    assert cache.match("short", scramble, NONCE) is not None
+    clock.now += 0.5  # now == exp: expired, as at login and before every command
+    assert cache.match("short", scramble, NONCE) is None
+    assert cache.match("agent", scramble, NONCE) is not None
+    clock.now = 1_800_000_000.0 + tokenauth.TOKEN_CACHE_MAX_AGE
+    assert cache.match("agent", scramble, NONCE) is None
+    # A fresh full login starts a fresh entry.
+    cache.add("agent", b"tok", Principal("a", "token", expires_at=1e300))
+    assert cache.match("agent", scramble, NONCE) is not None

@@ -277,6 +277,34 @@ def test_session_ends_after_its_token_expires(
     assert info.value.args[0] == 1045 and "token has expired" in info.value.args[1]
 
 
+@pytest.mark.parametrize(
+    ("issuer_options", "ttl", "reason"),
+    [
+        # Expired 5 s ago, within a 60 s leeway: before, it logged in and then had its first
+        # command refused. Now login and commands share one rule: good while now < exp.
+        ({"leeway": 60}, -5, "Access denied: token has expired"),
+        ({}, 2 * 86400, "max_token_lifetime, 86400 s"),
+        ({"max_token_lifetime": 600}, 900, "max_token_lifetime, 600 s"),
+    ],
+)
+def test_pymysql_token_expiry_and_lifetime_are_checked_at_login(
+    hoopy_factory: Start,
+    keys: tuple[Path, Path],
+    issuer_options: dict[str, Any],
+    ttl: float,
+    reason: str,
+) -> None:
+    key, jwks = keys
+    config = token_config(jwks)
+    config["issuers"]["idp"].update(issuer_options)
+    hoopy = hoopy_factory(**config)
+    with pytest.raises(pymysql.err.OperationalError) as info:
+        hoopy.connect("x", mint(key, ttl=ttl), ssl={"ca": hoopy.tls_cert})
+    assert info.value.args[0] == 1045 and reason in info.value.args[1], info.value.args
+    assert "session's token has expired" not in info.value.args[1]
+    assert "token from idp" not in hoopy.stderr_text()  # no session was started
+
+
 def test_failed_logins_are_throttled_per_address(
     hoopy_factory: Start, keys: tuple[Path, Path]
 ) -> None:

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import threading
 import urllib.error
 import warnings
@@ -217,16 +218,30 @@ def test_required_claims_and_subject(keys: Keys, jwks_file: Path) -> None:
 # -- time ------------------------------------------------------------------------------------
 
 
-def test_expiry_with_and_without_leeway(keys: Keys, jwks_file: Path) -> None:
+def test_exp_has_no_leeway(keys: Keys, jwks_file: Path) -> None:
+    # One rule for the login and for every later command (the session checks now >= exp):
+    # a token is good while now < exp. Before, a token expired within the leeway logged in
+    # and then had its first command refused.
     clock = Clock()
-    strict = make_verifier(issuer(jwks_file, leeway=0), clock)
     lenient = make_verifier(issuer(jwks_file, leeway=60), clock)
-    token = sign(claims(exp=NOW - 30), keys.rsa)
-    assert rejected(strict, token) == "token has expired"
-    assert lenient.verify(token).expires_at == NOW - 30
-    clock.now = NOW + 31
-    assert rejected(lenient, token) == "token has expired"
+    assert rejected(lenient, sign(claims(exp=NOW - 30), keys.rsa)) == "token has expired"
+    assert rejected(lenient, sign(claims(exp=NOW), keys.rsa)) == "token has expired"
+    assert lenient.verify(sign(claims(exp=NOW + 0.5), keys.rsa)).expires_at == NOW + 0.5
     assert rejected(lenient, sign(claims(exp=None), keys.rsa)) == "token has no expiration time"
+
+
+def test_token_lifetime_is_bounded(keys: Keys, jwks_file: Path) -> None:
+    default = make_verifier(issuer(jwks_file))
+    assert default.verify(sign(claims(exp=NOW + 86400), keys.rsa)).expires_at == NOW + 86400
+    for exp in (NOW + 86401, 1e300, 10**20):
+        reason = rejected(default, sign(claims(exp=exp), keys.rsa))
+        assert reason == (
+            "token expires too far in the future (more than the issuer's "
+            "max_token_lifetime, 86400 s, from now)"
+        )
+    short = make_verifier(issuer(jwks_file, max_token_lifetime=600))
+    assert short.verify(sign(claims(exp=NOW + 600), keys.rsa)).subject == "agent-7"
+    assert "max_token_lifetime, 600 s" in rejected(short, sign(claims(exp=NOW + 601), keys.rsa))
 
 
 def test_not_yet_valid_with_and_without_leeway(keys: Keys, jwks_file: Path) -> None:
@@ -553,6 +568,9 @@ def test_config_validation(tmp_path: Path) -> None:
         IssuerConfig(name="a", issuer="b", audience=("c",), jwks_file=None, jwks_url="file:///x")
     with pytest.raises(ValueError, match="unique"):
         TokenVerifier([issuer(path), issuer(path)])
+    for lifetime in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="max_token_lifetime"):
+            issuer(path, max_token_lifetime=lifetime)
 
 
 # -- hypothesis ---------------------------------------------------------------------------------
@@ -598,3 +616,40 @@ def test_random_group_claim_shapes_never_crash(
         assert "groups" not in exc.reason or "realm_access.roles" in exc.reason
     else:
         assert all(isinstance(g, str) for g in result.groups)
+
+
+_NUMERIC_DATE_NOISE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.floats(),  # NaN and the infinities included: json.dumps writes them as NaN, Infinity
+    st.floats(min_value=NOW - 10**6, max_value=NOW + 10**6),
+    st.integers(),
+    st.integers(min_value=10**300, max_value=10**400),
+    st.integers(min_value=int(NOW) - 200_000, max_value=int(NOW) + 200_000),
+    st.text(max_size=12),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=200)
+@given(exp=_NUMERIC_DATE_NOISE, nbf=_NUMERIC_DATE_NOISE, iat=_NUMERIC_DATE_NOISE)
+def test_numeric_dates_accepted_only_when_sane(
+    keys: Keys, jwks_file: Path, exp: Any, nbf: Any, iat: Any
+) -> None:
+    config = issuer(jwks_file, leeway=60)
+    verifier = make_verifier(config)
+    payload = {**claims(exp=None, nbf=None, iat=None), "exp": exp, "nbf": nbf, "iat": iat}
+    payload = {k: v for k, v in payload.items() if v is not None}
+    token = sign(json.dumps(payload), keys.ec, "ES256")
+    try:
+        verified = verifier.verify(token)
+    except TokenRejected:
+        return
+    # Accepted: every date a real number, exp in (now, now + max_token_lifetime], nbf and
+    # iat no later than now + leeway.
+    for value in (exp, nbf, iat):
+        assert value is None or (type(value) in (int, float) and math.isfinite(value))
+    assert NOW < verified.expires_at <= NOW + config.max_token_lifetime
+    assert math.isfinite(verified.expires_at)
+    assert nbf is None or nbf <= NOW + config.leeway
+    assert iat is None or iat <= NOW + config.leeway
