@@ -85,6 +85,15 @@ def build_config(
     )
 
     g = get_value(ctx, data, (), "gateway", dict, {})
+    for old_key in ("max_failed_logins", "failed_login_window"):
+        if old_key in g:
+            raise ctx.error(
+                ("gateway", old_key),
+                "no longer exists: failed logins now delay further attempts of the same user "
+                "from the same address instead of blocking the address (set "
+                "login_delay_after_failures, login_delay, login_delay_max; "
+                "docs/configuration.md)",
+            )
     check_keys(
         ctx,
         g,
@@ -97,8 +106,12 @@ def build_config(
             "shutdown_grace",
             "max_statement_bytes",
             "log_level",
-            "max_failed_logins",
-            "failed_login_window",
+            "login_delay_after_failures",
+            "login_delay",
+            "login_delay_max",
+            "login_failures_forget_after",
+            "max_pending_logins",
+            "max_pending_logins_per_address",
             "on_token_expiry",
         },
     )
@@ -130,14 +143,32 @@ def build_config(
             log_level_value,
             ["debug", "info", "warning", "error"],
         ),
-        max_failed_logins=positive(
-            ctx, gk, "max_failed_logins", get_value(ctx, g, gk, "max_failed_logins", int, 20)
-        ),
-        failed_login_window=positive(
+        login_delay_after_failures=positive(
             ctx,
             gk,
-            "failed_login_window",
-            get_value(ctx, g, gk, "failed_login_window", float, 60.0),
+            "login_delay_after_failures",
+            get_value(ctx, g, gk, "login_delay_after_failures", int, 3),
+        ),
+        login_delay=positive(
+            ctx, gk, "login_delay", get_value(ctx, g, gk, "login_delay", float, 1.0)
+        ),
+        login_delay_max=positive(
+            ctx, gk, "login_delay_max", get_value(ctx, g, gk, "login_delay_max", float, 30.0)
+        ),
+        login_failures_forget_after=positive(
+            ctx,
+            gk,
+            "login_failures_forget_after",
+            get_value(ctx, g, gk, "login_failures_forget_after", float, 3600.0),
+        ),
+        max_pending_logins=positive(
+            ctx, gk, "max_pending_logins", get_value(ctx, g, gk, "max_pending_logins", int, 64)
+        ),
+        max_pending_logins_per_address=positive(
+            ctx,
+            gk,
+            "max_pending_logins_per_address",
+            get_value(ctx, g, gk, "max_pending_logins_per_address", int, 32),
         ),
         on_token_expiry=enum_value(
             ctx,

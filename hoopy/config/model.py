@@ -139,10 +139,19 @@ class GatewaySettings:
     # MySQL 8's max_allowed_packet default is 64 MiB.
     max_statement_bytes: int = 64 * 1024 * 1024
     log_level: str = "info"
-    # Failed logins per client address within ``failed_login_window`` seconds before that
-    # address is refused outright until the window passes (like MySQL's max_connect_errors).
-    max_failed_logins: int = 20
-    failed_login_window: float = 60.0
+    # Failed logins in a row for one (user, client address) before that pair's next attempts
+    # are answered only after a delay: ``login_delay`` seconds, doubling with each further
+    # failure up to ``login_delay_max``; a success resets it, and so do
+    # ``login_failures_forget_after`` seconds without a failure (gateway/throttle.py; MySQL's
+    # connection_control defaults to 3 failures and 1 s).
+    login_delay_after_failures: int = 3
+    login_delay: float = 1.0
+    login_delay_max: float = 30.0
+    login_failures_forget_after: float = 3600.0
+    # Passthrough logins in flight (each holds an upstream connection before the client has
+    # authenticated), in all and per client address (gateway/admission.py).
+    max_pending_logins: int = 64
+    max_pending_logins_per_address: int = 32
     # When a token expires during a session: "close" lets the running statement finish, then
     # answers the next command with an error and closes; "ignore" keeps the session.
     on_token_expiry: str = "close"

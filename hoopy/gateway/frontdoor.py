@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import NoReturn
 
@@ -17,8 +18,12 @@ from mysql_mimic.auth import AuthInfo, AuthPlugin, Forbidden, Success, User
 
 from hoopy.config.model import Config, Listener, LoginMode, SecretUnavailable, Target
 from hoopy.gateway.stream import PacketStream
+from hoopy.gateway.throttle import LoginDelays
 from hoopy.gateway.tokenauth import TokenAuthenticator, TokenLoginFailed
-from hoopy.gateway.upstream import UpstreamConnection, UpstreamError
+from hoopy.gateway.upstream import (
+    TARGET_UNAVAILABLE as TARGET_UNAVAILABLE_CODE,
+)
+from hoopy.gateway.upstream import UpstreamConnection, UpstreamError, UpstreamRefused
 from hoopy.identity.principal import Principal
 from hoopy.identity.roles import role_matches
 from hoopy.identity.static import (
@@ -68,19 +73,37 @@ HOOPY_ATTR_PREFIX = b"hoopy_"
 
 
 class LoginFailed(Exception):
-    """The login cannot complete. Unless ``relayed``, the client still needs the ERR."""
+    """The login cannot complete. Unless ``relayed``, the client still needs the ERR.
 
-    def __init__(self, kind: ErrorKind, message: str, seq: int, *, relayed: bool = False) -> None:
+    ``user`` is the name the client logged in with, when known. ``counts`` says whether the
+    failure is the client's own (wrong credentials, an expired token...) and so counts
+    toward its login delays; hoopy's own failures (the target unreachable, or refusing
+    hoopy's credentials) never do.
+    """
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        seq: int,
+        *,
+        relayed: bool = False,
+        user: str | None = None,
+        counts: bool | None = None,
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.seq = seq
         self.relayed = relayed
+        self.user = user
+        self.counts = kind == errors.ACCESS_DENIED if counts is None else counts
 
 
 @dataclass(frozen=True, slots=True)
 class LoginResult:
     principal: Principal
+    username: str  # the name the client sent (login delays are kept per this name)
     capabilities: int  # what the client and hoopy agreed on; the upstream leg matches it
     client_tls: bool
     connect_attrs: dict[str, str]
@@ -88,6 +111,55 @@ class LoginResult:
     front_nonce: bytes  # COM_CHANGE_USER scrambles against the greeting's nonce
     charset: int
     upstream_capabilities: int
+    connection_id: int  # what the client was greeted with
+
+
+@dataclass(frozen=True, slots=True)
+class LoginContext:
+    """What a login needs to know about where it happens."""
+
+    config: Config
+    target: Target
+    listener: Listener
+    tls_context: ssl.SSLContext | None
+    peer: str
+    address: str  # the client's host (or "unix-socket"): login delays are per (user, address)
+    unix_socket: bool
+    tokens: TokenAuthenticator | None
+    delays: LoginDelays
+    # The login's deadline, moved out by any login delay (a delay is not the client's time).
+    deadline: trio.CancelScope | None = None
+
+    async def wait_login_delay(self, username: str) -> float:
+        """Wait out the delay this (user, address) has earned, before it learns anything."""
+        delay = self.delays.delay(username, self.address)
+        if delay > 0:
+            log.info(
+                "login of %r from %s delayed %.1fs after failed logins", username, self.peer, delay
+            )
+            if self.deadline is not None:
+                self.deadline.deadline += delay
+            await trio.sleep(delay)
+        return delay
+
+
+# What the client is told when hoopy cannot log into the target for a reason that is hoopy's
+# (or the operator's), not the client's: it names no database account (the log has the rest).
+def target_login_failed(target: Target) -> str:
+    return (
+        f"hoopy cannot log into target '{target.name}': the target refused hoopy's own "
+        "credentials (an operator problem; the gateway log says more)"
+    )
+
+
+def upstream_failure(target: Target, exc: UpstreamError, seq: int, user: str) -> LoginFailed:
+    """hoopy's own upstream failure as the client sees it: never counted against it."""
+    log.error("target %s: %s", target.name, exc.message)
+    if isinstance(exc, UpstreamRefused):
+        return LoginFailed(
+            errors.TARGET_UNAVAILABLE, target_login_failed(target), seq, user=user, counts=False
+        )
+    return LoginFailed(ErrorKind(exc.code, exc.sqlstate), exc.message, seq, user=user, counts=False)
 
 
 def front_capabilities(greeting: Greeting, mode: LoginMode, tls: bool) -> int:
@@ -109,76 +181,102 @@ def front_capabilities(greeting: Greeting, mode: LoginMode, tls: bool) -> int:
 
 
 async def log_in(
-    *,
+    ctx: LoginContext,
     client: PacketStream,
-    upstream: UpstreamConnection,
-    config: Config,
-    target: Target,
-    tls_context: ssl.SSLContext | None,
-    peer: str,
-    listener: Listener,
-    unix_socket: bool = False,
-    tokens: TokenAuthenticator | None = None,
-) -> LoginResult:
-    g = upstream.greeting
-    passthrough = target.login is LoginMode.PASSTHROUGH
-    offered = front_capabilities(g, target.login, tls_context is not None)
-    nonce = g.auth_data if passthrough else new_nonce()
+    *,
+    upstream: UpstreamConnection | None = None,
+    profile: Greeting | None = None,
+    connection_id: int = 0,
+    open_upstream: Callable[[], Awaitable[UpstreamConnection]] | None = None,
+) -> tuple[LoginResult, UpstreamConnection]:
+    """Greet the client, authenticate it, log in upstream.
+
+    Passthrough: ``upstream`` is connected already; its greeting (nonce included) is the
+    client's. Gateway users and tokens: the client is greeted with ``profile`` (the target's
+    last greeting, or a stand-in when ``None``) and ``connection_id``, verified, and only then
+    is ``open_upstream`` called, so an unauthenticated client costs the target nothing.
+    """
+    target = ctx.target
+    if target.login is LoginMode.PASSTHROUGH:
+        assert upstream is not None
+        return await _log_in_passthrough(ctx, client, upstream)
+    assert open_upstream is not None
+    g = profile if profile is not None else stand_in_greeting()
+    offered = front_capabilities(g, target.login, ctx.tls_context is not None)
+    nonce = new_nonce()
     greeting = replace(
         g,
+        connection_id=connection_id,
         capabilities=offered,
         auth_data=nonce,
-        auth_plugin=g.auth_plugin if passthrough else CACHING_SHA2_PASSWORD,
+        auth_plugin=CACHING_SHA2_PASSWORD,
         mariadb_capabilities=g.mariadb_capabilities & RELAYABLE_MARIADB_CAPABILITIES,
     )
-    response, seq, client_tls = await _greet(client, greeting, tls_context)
+    response, seq, client_tls = await _greet(client, greeting, ctx.tls_context)
     negotiated = response.capabilities & offered & ~CLIENT_SSL
     response = replace(
         response, mariadb_capabilities=response.mariadb_capabilities & greeting.mariadb_capabilities
     )
     username = response.username.decode("utf-8", "replace")
-
-    if passthrough:
-        try:
-            principal, upstream_caps = await _relay_authentication(
-                client, upstream, target, response, negotiated, seq
-            )
-        except UpstreamError as exc:
-            log.error("target %s: %s", target.name, exc.message)
-            raise LoginFailed(ErrorKind(exc.code, exc.sqlstate), exc.message, seq) from None
-        database = response.database.decode("utf-8", "replace") if response.database else None
-    else:
+    await ctx.wait_login_delay(username)
+    config = ctx.config
+    try:
         if target.login is LoginMode.TOKENS:
-            if tokens is None:
+            if ctx.tokens is None:
                 raise LoginFailed(errors.ACCESS_DENIED, "no token issuers are configured", seq)
             try:
-                principal, seq = await tokens.authenticate(
+                principal, seq, fast = await ctx.tokens.authenticate(
                     client,
                     response,
                     nonce,
                     seq,
-                    secure=client_tls or unix_socket,
-                    listener=listener,
+                    secure=client_tls or ctx.unix_socket,
+                    listener=ctx.listener,
                 )
             except TokenLoginFailed as exc:
                 raise LoginFailed(errors.ACCESS_DENIED, exc.message, exc.seq) from None
         else:
-            principal, seq = await _authenticate_gateway_user(
-                client, config, target, response, nonce, seq, username
+            principal, seq, fast = await _authenticate_gateway_user(
+                client, config, response, nonce, seq, username
             )
         principal = authorize(config, target, principal, seq)
-        database = (
-            response.database.decode("utf-8", "replace") if response.database else target.database
-        )
-        try:
-            upstream_caps = await _upstream_login(
-                client, upstream, target, response, negotiated, database, principal, peer, seq
+    except LoginFailed as exc:
+        exc.user = username
+        raise
+    if fast:
+        # caching_sha2_password's "fast auth success" precedes the OK (after the delay, and
+        # only for a principal that is authorized).
+        seq = await client.send_payload(bytes((AUTH_MORE_DATA_HEADER, FAST_AUTH_SUCCESS)), seq)
+    database = (
+        response.database.decode("utf-8", "replace") if response.database else target.database
+    )
+    try:
+        upstream = await open_upstream()
+    except UpstreamError as exc:
+        raise upstream_failure(target, exc, seq, username) from None
+    try:
+        missing = negotiated & ~front_capabilities(upstream.greeting, target.login, False)
+        if missing:
+            # The target changed (an upgrade, a failover) since its greeting was remembered,
+            # and the client chose something it no longer offers: the next login greets with
+            # what it offers now.
+            raise UpstreamError(
+                TARGET_UNAVAILABLE_CODE,
+                f"target '{target.name}' no longer offers capabilities 0x{missing:x} that the "
+                "client chose; reconnect",
             )
-        except UpstreamError as exc:
-            log.error("target %s: %s", target.name, exc.message)
-            raise LoginFailed(ErrorKind(exc.code, exc.sqlstate), exc.message, seq) from None
-    return LoginResult(
+        upstream_caps = await _upstream_login(
+            client, upstream, target, response, negotiated, database, principal, ctx.peer, seq
+        )
+    except UpstreamError as exc:
+        await upstream.packets.aclose()
+        raise upstream_failure(target, exc, seq, username) from None
+    except BaseException:
+        await upstream.packets.aclose()
+        raise
+    result = LoginResult(
         principal=principal,
+        username=username,
         capabilities=negotiated,
         client_tls=client_tls,
         connect_attrs=response.attrs_dict(),
@@ -186,7 +284,56 @@ async def log_in(
         front_nonce=nonce,
         charset=response.charset,
         upstream_capabilities=upstream_caps,
+        connection_id=connection_id,
     )
+    return result, upstream
+
+
+async def _log_in_passthrough(
+    ctx: LoginContext, client: PacketStream, upstream: UpstreamConnection
+) -> tuple[LoginResult, UpstreamConnection]:
+    g = upstream.greeting
+    target = ctx.target
+    offered = front_capabilities(g, target.login, ctx.tls_context is not None)
+    greeting = replace(
+        g,
+        capabilities=offered,
+        mariadb_capabilities=g.mariadb_capabilities & RELAYABLE_MARIADB_CAPABILITIES,
+    )
+    response, seq, client_tls = await _greet(client, greeting, ctx.tls_context)
+    negotiated = response.capabilities & offered & ~CLIENT_SSL
+    response = replace(
+        response, mariadb_capabilities=response.mariadb_capabilities & greeting.mariadb_capabilities
+    )
+    username = response.username.decode("utf-8", "replace")
+    delay = ctx.delays.delay(username, ctx.address)
+    if delay > 0:
+        log.info(
+            "login of %r from %s delayed %.1fs after failed logins", username, ctx.peer, delay
+        )
+    try:
+        principal, upstream_caps = await _relay_authentication(
+            ctx, client, upstream, response, negotiated, seq, delay
+        )
+    except UpstreamError as exc:
+        raise upstream_failure(target, exc, seq, username) from None
+    except LoginFailed as exc:
+        exc.user = username
+        raise
+    database = response.database.decode("utf-8", "replace") if response.database else None
+    result = LoginResult(
+        principal=principal,
+        username=username,
+        capabilities=negotiated,
+        client_tls=client_tls,
+        connect_attrs=response.attrs_dict(),
+        database=database,
+        front_nonce=g.auth_data,
+        charset=response.charset,
+        upstream_capabilities=upstream_caps,
+        connection_id=g.connection_id,
+    )
+    return result, upstream
 
 
 async def _greet(
@@ -245,6 +392,19 @@ _STAND_IN_CAPABILITIES = (
 _UTF8MB4_GENERAL_CI = 45
 
 
+def stand_in_greeting() -> Greeting:
+    """A greeting for a target hoopy has not heard from yet (it could not be reached)."""
+    return Greeting(
+        server_version=b"8.0.0-hoopy-target-unavailable",
+        connection_id=0,
+        auth_data=b"",
+        capabilities=_STAND_IN_CAPABILITIES,
+        charset=_UTF8MB4_GENERAL_CI,
+        status=0x0002,  # SERVER_STATUS_AUTOCOMMIT
+        auth_plugin=NATIVE_PASSWORD,
+    )
+
+
 async def refuse_after_greeting(
     client: PacketStream,
     last_greeting: Greeting | None,
@@ -254,24 +414,14 @@ async def refuse_after_greeting(
 ) -> NoReturn:
     """Complete the client's half of the handshake, then answer with an ERR.
 
-    Used when the target is unreachable: the greeting imitates the target's last one (or a
-    stand-in), nothing is verified, and the client gets ``kind``/``message`` as it would any
-    login error, over TLS if it asked for it.
+    Used when the target is unreachable or the login cannot be started: the greeting imitates
+    the target's last one (or a stand-in), nothing is verified, and the client gets
+    ``kind``/``message`` as it would any login error, over TLS if it asked for it.
     """
-    if last_greeting is not None:
-        caps = last_greeting.capabilities & RELAYABLE_CAPABILITIES & ~CLIENT_SSL
-        greeting = replace(last_greeting, connection_id=0, mariadb_capabilities=0)
-    else:
-        caps = _STAND_IN_CAPABILITIES
-        greeting = Greeting(
-            server_version=b"8.0.0-hoopy-target-unavailable",
-            connection_id=0,
-            auth_data=b"",
-            capabilities=0,
-            charset=_UTF8MB4_GENERAL_CI,
-            status=0x0002,  # SERVER_STATUS_AUTOCOMMIT
-            auth_plugin=NATIVE_PASSWORD,
-        )
+    greeting = replace(
+        last_greeting or stand_in_greeting(), connection_id=0, mariadb_capabilities=0
+    )
+    caps = greeting.capabilities & RELAYABLE_CAPABILITIES & ~CLIENT_SSL
     greeting = replace(
         greeting,
         capabilities=caps | (CLIENT_SSL if tls_context is not None else 0),
@@ -279,7 +429,7 @@ async def refuse_after_greeting(
         auth_plugin=NATIVE_PASSWORD,
     )
     _, seq, _ = await _greet(client, greeting, tls_context)
-    raise LoginFailed(kind, message, seq)
+    raise LoginFailed(kind, message, seq, counts=False)
 
 
 def _upstream_capabilities(target: Target, negotiated: int) -> int:
@@ -373,12 +523,13 @@ async def _upstream_login(
 async def _authenticate_gateway_user(
     client: PacketStream,
     config: Config,
-    target: Target,
     response: HandshakeResponse,
     nonce: bytes,
     seq: int,
     username: str,
-) -> tuple[Principal, int]:
+) -> tuple[Principal, int, bool]:
+    """Verify a gateway user; returns the principal, the next sequence id and whether the
+    caching_sha2 fast path succeeded (the caller sends its "fast auth success")."""
     decision, seq = await run_auth_plugins(
         client,
         users_plugins(config),
@@ -394,9 +545,8 @@ async def _authenticate_gateway_user(
             errors.ACCESS_DENIED, decision.msg or f"Access denied for user '{username}'", seq
         )
     user = config.users[decision.authenticated_as]
-    if isinstance(decision, FastAuthSuccess):
-        seq = await client.send_payload(bytes((AUTH_MORE_DATA_HEADER, FAST_AUTH_SUCCESS)), seq)
-    return Principal(name=user.name, method="gateway_user", groups=user.groups), seq
+    principal = Principal(name=user.name, method="gateway_user", groups=user.groups)
+    return principal, seq, isinstance(decision, FastAuthSuccess)
 
 
 def authorize(config: Config, target: Target, principal: Principal, seq: int) -> Principal:
@@ -464,35 +614,53 @@ async def run_auth_plugins(
 
 
 async def _relay_authentication(
+    ctx: LoginContext,
     client: PacketStream,
     upstream: UpstreamConnection,
-    target: Target,
     response: HandshakeResponse,
     negotiated: int,
     seq: int,
+    delay: float,
 ) -> tuple[Principal, int]:
     """Passthrough: the target authenticates the client; hoopy relays and renumbers packets."""
-    caps = _upstream_capabilities(target, negotiated)
+    caps = _upstream_capabilities(ctx.target, negotiated)
     caps |= negotiated & LEG_CAPABILITIES & ~CLIENT_SSL
     caps, useq = await _start_upstream_tls(upstream, response, caps)
     forwarded = replace(response, capabilities=caps)
     useq = await upstream.packets.send_payload(build_handshake_response(forwarded), useq)
     # Upstream sequence ids run ``delta`` ahead of (or behind) the client's when only one
     # leg did an SSLRequest.
-    await relay_auth_exchange(client, upstream, delta=useq - seq)
+    await relay_auth_exchange(client, upstream, delta=useq - seq, delay=delay, ctx=ctx)
     name = response.username.decode("utf-8", "replace")
     return Principal(name=name, method="passthrough"), caps
 
 
 async def relay_auth_exchange(
-    client: PacketStream, upstream: UpstreamConnection, *, delta: int
+    client: PacketStream,
+    upstream: UpstreamConnection,
+    *,
+    delta: int,
+    delay: float = 0.0,
+    ctx: LoginContext | None = None,
 ) -> int:
     """Relay an authentication exchange the target runs (login or COM_CHANGE_USER) until
-    its OK or ERR, renumbering packets by ``delta``. Raises ``LoginFailed(relayed=True)``."""
+    its OK or ERR, renumbering packets by ``delta``. Raises ``LoginFailed(relayed=True)``.
+
+    A login delay earned by earlier failures is waited out before the target's verdict (or a
+    fast-auth-success that announces it) reaches the client: the target has decided by then,
+    but the client learns it no sooner than the delay allows."""
     while True:
         packet = await upstream.packets.read_packet()
-        cseq = await client.send_payload(packet.payload, packet.seq - delta)
         first = packet.payload[:1]
+        verdict = first in (bytes((OK_HEADER,)), bytes((ERR_HEADER,))) or packet.payload == bytes(
+            (AUTH_MORE_DATA_HEADER, FAST_AUTH_SUCCESS)
+        )
+        if verdict and delay > 0:
+            if ctx is not None and ctx.deadline is not None:
+                ctx.deadline.deadline += delay
+            await trio.sleep(delay)
+            delay = 0.0
+        cseq = await client.send_payload(packet.payload, packet.seq - delta)
         if first == bytes((OK_HEADER,)):
             return cseq
         if first == bytes((ERR_HEADER,)):

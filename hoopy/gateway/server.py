@@ -22,14 +22,14 @@ from typing import Any
 
 import trio
 
-from hoopy.config.model import Config, Listener
+from hoopy.config.model import Config, Listener, LoginMode
+from hoopy.gateway.admission import FrontConnectionIds, PendingLogins, TargetGreetings
 from hoopy.gateway.audit_log import AuditLog
 from hoopy.gateway.session import Session
-from hoopy.gateway.throttle import LoginThrottle
+from hoopy.gateway.throttle import LoginDelays
 from hoopy.gateway.tls import ServerCertificate, ensure_server_certificate, server_context
 from hoopy.gateway.tokenauth import TokenAuthenticator
 from hoopy.wire import errors
-from hoopy.wire.handshake import Greeting
 from hoopy.wire.messages import build_err
 from hoopy.wire.packets import frame
 
@@ -56,13 +56,21 @@ class GatewayServer:
         self.sessions: set[Session] = set()
         self.certificate: ServerCertificate | None = None
         self.bound: list[BoundListener] = []
-        # The last greeting each target sent: imitated when the target is down, so clients
-        # get the refusal after a normal handshake.
-        self.last_greetings: dict[str, Greeting] = {}
+        # The last greeting each target sent: what gateway-user and token clients are greeted
+        # with before hoopy connects upstream, and what a refusal imitates when it is down.
+        self.greetings = TargetGreetings()
+        self.connection_ids = FrontConnectionIds()
+        gw = config.gateway
+        self.pending_logins = PendingLogins(
+            gw.max_pending_logins, gw.max_pending_logins_per_address
+        )
         self.tokens = TokenAuthenticator(config) if config.issuers else None
         self.audit: AuditLog | None = None
-        self.login_throttle = LoginThrottle(
-            config.gateway.max_failed_logins, config.gateway.failed_login_window
+        self.login_delays = LoginDelays(
+            gw.login_delay_after_failures,
+            gw.login_delay,
+            gw.login_delay_max,
+            gw.login_failures_forget_after,
         )
 
     def _tls_context_for(self, listener: Listener) -> ssl.SSLContext | None:
@@ -140,6 +148,13 @@ class GatewayServer:
                 nursery.start_soon(self._watch_signals, accept_scope, nursery)
                 if self.audit is not None:
                     nursery.start_soon(self.audit.run_background_tasks)
+                for target in self.config.targets.values():
+                    if target.login is not LoginMode.PASSTHROUGH:
+                        # Learn the target's greeting now, so the first client is greeted
+                        # like the target without waiting for it.
+                        nursery.start_soon(
+                            self.greetings.probe, target, self.config.gateway.max_statement_bytes
+                        )
                 if self.config.gateway.idle_timeout:
                     nursery.start_soon(self._idle_watchdog, self.config.gateway.idle_timeout)
                 if on_ready:

@@ -21,8 +21,10 @@ from mysql_mimic.auth import Forbidden
 
 from hoopy.audit.writer import AuditUnavailable
 from hoopy.config.model import Listener, LoginMode, SecretUnavailable, Target
+from hoopy.gateway.admission import PRE_AUTH_MAX_PAYLOAD, kill_target
 from hoopy.gateway.frontdoor import (
     HOOPY_ATTR_PREFIX,
+    LoginContext,
     LoginFailed,
     LoginResult,
     authorize,
@@ -30,11 +32,12 @@ from hoopy.gateway.frontdoor import (
     refuse_after_greeting,
     relay_auth_exchange,
     run_auth_plugins,
+    target_login_failed,
     users_plugins,
 )
 from hoopy.gateway.session_audit import SessionAudit
 from hoopy.gateway.stream import ConnectionClosed, PacketStream
-from hoopy.gateway.upstream import UpstreamConnection, UpstreamError
+from hoopy.gateway.upstream import UpstreamConnection, UpstreamError, UpstreamRefused
 from hoopy.identity.principal import Principal
 from hoopy.identity.static import FastAuthSuccess
 from hoopy.wire import errors
@@ -49,10 +52,12 @@ from hoopy.wire.handshake import (
 )
 from hoopy.wire.login import initial_auth_response
 from hoopy.wire.messages import build_err
-from hoopy.wire.packets import Packet, ProtocolError
+from hoopy.wire.packets import Packet, ProtocolError, frame
+from hoopy.wire.params import decode_query_attributes
 from hoopy.wire.response import (
     COM_CHANGE_USER,
     COM_PING,
+    COM_PROCESS_KILL,
     COM_QUERY,
     COM_QUIT,
     COMMAND_NAMES,
@@ -83,6 +88,9 @@ _LOCAL_INFILE = re.compile(
     rb"local\b",
     re.IGNORECASE | re.DOTALL,
 )
+
+# COM_QUERY payloads longer than this are never a bare KILL statement worth mapping.
+_KILL_MAX = 4200
 
 _next_session_number = 0
 
@@ -124,7 +132,8 @@ class Session:
         self.id = _new_session_id()
         self.peer = peer
         self.peer_host = peer.rsplit(":", 1)[0]
-        self.client = PacketStream(stream, server.config.gateway.max_statement_bytes)
+        # Small packets until the client has logged in; max_statement_bytes after.
+        self.client = PacketStream(stream, PRE_AUTH_MAX_PAYLOAD)
         self.tls_context = tls_context
         self.upstream: UpstreamConnection | None = None
         self.login: LoginResult | None = None
@@ -135,6 +144,7 @@ class Session:
         self.idled_out = False
         self.end_reason = "client quit"
         self.audit: SessionAudit | None = None  # set once logged in, when auditing
+        self.front_id: int | None = None  # the connection id hoopy greeted with, if its own
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -178,6 +188,8 @@ class Session:
             self.end_reason = f"protocol error: {exc}"
             log.warning("session %s: protocol error: %s", self.id, exc)
         finally:
+            if self.front_id is not None:
+                self.server.connection_ids.unregister(self.front_id)
             with trio.CancelScope(shield=True):
                 await self.client.aclose()
                 if self.upstream is not None:
@@ -198,61 +210,55 @@ class Session:
                     time.monotonic() - self.stats.started,
                 )
 
+    def _login_context(self, deadline: trio.CancelScope | None) -> LoginContext:
+        return LoginContext(
+            config=self.server.config,
+            target=self.target,
+            listener=self.listener,
+            tls_context=self.tls_context,
+            peer=self.peer,
+            address=self.peer_host,
+            unix_socket=self.unix_socket,
+            tokens=self.server.tokens,
+            delays=self.server.login_delays,
+            deadline=deadline,
+        )
+
+    async def _open_upstream(self) -> UpstreamConnection:
+        upstream = await UpstreamConnection.open(
+            self.target, self.server.config.gateway.max_statement_bytes
+        )
+        self.server.greetings.remember(self.target.name, upstream.greeting)
+        return upstream
+
     async def _connect_and_log_in(self) -> bool:
         gw = self.server.config.gateway
         with trio.move_on_after(gw.handshake_timeout) as scope:
-            if self.server.login_throttle.blocked(self.peer_host):
-                log.warning(
-                    "session %s: refusing %s: too many failed logins (max_failed_logins)",
-                    self.id,
-                    self.peer_host,
-                )
-                try:
-                    await refuse_after_greeting(
-                        self.client,
-                        self.server.last_greetings.get(self.target.name),
-                        self.tls_context,
-                        errors.HOST_BLOCKED,
-                        f"Host '{self.peer_host}' is blocked because of too many failed logins; "
-                        "try again later",
-                    )
-                except LoginFailed as exc:
-                    await self._send_error_quietly(exc.kind, exc.message, exc.seq)
-                except (ConnectionClosed, ProtocolError):
-                    pass
-                return False
+            ctx = self._login_context(scope)
             try:
-                try:
-                    self.upstream = await UpstreamConnection.open(
-                        self.target, gw.max_statement_bytes
-                    )
-                except UpstreamError as exc:
-                    log.warning("session %s from %s: %s", self.id, self.peer, exc.message)
-                    await refuse_after_greeting(
+                if self.target.login is LoginMode.PASSTHROUGH:
+                    await self._log_in_passthrough(ctx)
+                else:
+                    # Log in first, connect upstream after: a client that never proves who it
+                    # is costs the target nothing (DESIGN.md, rule 10).
+                    profile = await self.server.greetings.probe(self.target, gw.max_statement_bytes)
+                    self.front_id = self.server.connection_ids.allocate()
+                    self.login, self.upstream = await log_in(
+                        ctx,
                         self.client,
-                        self.server.last_greetings.get(self.target.name),
-                        self.tls_context,
-                        ErrorKind(exc.code, exc.sqlstate),
-                        exc.message,
+                        profile=profile,
+                        connection_id=self.front_id,
+                        open_upstream=self._open_upstream,
                     )
-                self.server.last_greetings[self.target.name] = self.upstream.greeting
-                self.login = await log_in(
-                    client=self.client,
-                    upstream=self.upstream,
-                    config=self.server.config,
-                    target=self.target,
-                    tls_context=self.tls_context,
-                    peer=self.peer,
-                    listener=self.listener,
-                    unix_socket=self.unix_socket,
-                    tokens=self.server.tokens,
-                )
+                    self.server.connection_ids.register(
+                        self.front_id, self.target.name, self.upstream.greeting.connection_id
+                    )
             except LoginFailed as exc:
                 log.warning(
                     "session %s from %s: login refused: %s", self.id, self.peer, exc.message
                 )
-                if exc.kind == errors.ACCESS_DENIED:
-                    self.server.login_throttle.failed(self.peer_host)
+                if exc.counts and exc.user is not None:
+                    self.server.login_delays.failed(exc.user, self.peer_host)
                 if not exc.relayed:
                     await self._send_error_quietly(exc.kind, exc.message, exc.seq)
                 return False
@@ -263,10 +269,51 @@ class Session:
             except ConnectionClosed as exc:
                 log.info("session %s from %s: handshake abandoned: %s", self.id, self.peer, exc)
                 return False
+            assert self.login is not None
+            self.server.login_delays.succeeded(self.login.username, self.peer_host)
+            self.client.max_payload = gw.max_statement_bytes
             return True
         assert scope.cancelled_caught
         log.info("session %s from %s: handshake timed out", self.id, self.peer)
         return False
+
+    async def _log_in_passthrough(self, ctx: LoginContext) -> None:
+        """The target authenticates the client, so its greeting comes first: each login in
+        flight holds an upstream connection, and ``pending_logins`` bounds how many."""
+        gw = self.server.config.gateway
+        pending = self.server.pending_logins
+        with trio.move_on_after(gw.handshake_timeout / 2) as wait:
+            await pending.acquire(self.peer_host)
+        if wait.cancelled_caught:
+            log.warning(
+                "session %s: refusing %s: %d passthrough logins in progress from it, %d in all "
+                "(max_pending_logins_per_address, max_pending_logins)",
+                self.id,
+                self.peer,
+                pending.in_flight(self.peer_host),
+                pending.in_flight(),
+            )
+            await refuse_after_greeting(
+                self.client,
+                self.server.greetings.get(self.target.name),
+                self.tls_context,
+                errors.CON_COUNT,
+                "Too many connections: hoopy has too many logins in progress from this "
+                "address; try again shortly",
+            )
+        with pending.held(self.peer_host):
+            try:
+                self.upstream = await self._open_upstream()
+            except UpstreamError as exc:
+                log.warning("session %s from %s: %s", self.id, self.peer, exc.message)
+                await refuse_after_greeting(
+                    self.client,
+                    self.server.greetings.get(self.target.name),
+                    self.tls_context,
+                    ErrorKind(exc.code, exc.sqlstate),
+                    exc.message,
+                )
+            self.login, _ = await log_in(ctx, self.client, upstream=self.upstream)
 
     async def _send_error_quietly(self, kind: ErrorKind, message: str, seq: int) -> None:
         with trio.move_on_after(1):
@@ -372,6 +419,10 @@ class Session:
             if audit is not None:
                 audit.changed_user(self.stats.statements, self.login.principal)
             return
+        if (command == COM_QUERY and len(packet.payload) <= _KILL_MAX) or (
+            command == COM_PROCESS_KILL
+        ):
+            packet = self._map_kill(packet)
         try:
             await self.upstream.packets.send_raw(packet.raw)
         except ConnectionClosed:
@@ -387,6 +438,47 @@ class Session:
             self.stats.errors += 1
         if audit is not None:
             audit.after(self.stats.statements, command, summary, digest)
+
+    def _map_kill(self, packet: Packet) -> Packet:
+        """``KILL <id>`` (or COM_PROCESS_KILL) naming the connection id hoopy greeted another
+        session with: name that session's upstream thread instead (DESIGN.md, rule 7).
+
+        Gateway-user and token clients are greeted before any upstream session exists, with
+        an id of hoopy's (admission.FrontConnectionIds); clients kill by that id (the mysql
+        CLI on Ctrl-C, connectors' cancel). Ids hoopy did not hand out pass on unchanged, and
+        the server checks the privilege to kill as it always does.
+        """
+        payload = packet.payload
+        ids = self.server.connection_ids
+        if payload[0] == COM_PROCESS_KILL:
+            if len(payload) != 5:
+                return packet
+            upstream_id = ids.upstream_id(int.from_bytes(payload[1:5], "little"), self.target.name)
+            if upstream_id is None:
+                return packet
+            new_payload = payload[:1] + upstream_id.to_bytes(4, "little")
+        else:
+            if b"kill" not in payload[:600].lower():
+                return packet
+            assert self.login is not None
+            try:
+                _, sql = decode_query_attributes(payload, self.login.capabilities)
+            except ProtocolError:
+                return packet
+            found = kill_target(sql)
+            if found is None:
+                return packet
+            front, start, end = found
+            upstream_id = ids.upstream_id(front, self.target.name)
+            if upstream_id is None:
+                return packet
+            offset = len(payload) - len(sql)
+            new_payload = (
+                payload[: offset + start] + str(upstream_id).encode() + payload[offset + end :]
+            )
+            log.info("session %s: KILL %d: upstream thread %d", self.id, front, upstream_id)
+        raw, _ = frame(new_payload, packet.seq)
+        return Packet(packet.seq, packet.next_seq, new_payload, raw)
 
     async def _deny(self, packet: Packet, rule: str, kind: ErrorKind, message: str) -> None:
         """Refuse a statement hoopy will not forward, and record why."""
@@ -465,10 +557,16 @@ class Session:
             await self._refuse(errors.HANDSHAKE, f"malformed COM_CHANGE_USER: {exc}")
             raise SessionEnded from None
         name = request.username.decode("utf-8", "replace")
+        delays = self.server.login_delays
         try:
             if self.target.login is LoginMode.PASSTHROUGH:
                 await self.upstream.packets.send_raw(packet.raw)
-                await relay_auth_exchange(self.client, self.upstream, delta=0)
+                await relay_auth_exchange(
+                    self.client,
+                    self.upstream,
+                    delta=0,
+                    delay=delays.delay(name, self.peer_host),
+                )
                 principal = Principal(name=name, method="passthrough")
             elif self.target.login is LoginMode.TOKENS:
                 raise LoginFailed(
@@ -476,19 +574,36 @@ class Session:
                     "COM_CHANGE_USER is not supported for token logins: reconnect with the "
                     "new token",
                     1,
+                    counts=False,
                 )
             else:
+                await self._login_context(None).wait_login_delay(name)
                 principal = await self._change_gateway_user(request, name)
         except LoginFailed as exc:
             log.warning("session %s: COM_CHANGE_USER to %r refused: %s", self.id, name, exc.message)
+            if exc.counts:
+                # Guessing another user's password from an authenticated session costs the
+                # same delays as guessing it at the door.
+                delays.failed(name, self.peer_host)
             if not exc.relayed:
                 await self._send_error_quietly(exc.kind, exc.message, exc.seq)
             self.end_reason = "COM_CHANGE_USER refused"
             raise SessionEnded from None
         except UpstreamError as exc:
             log.error("session %s: %s", self.id, exc.message)
-            await self._send_error_quietly(ErrorKind(exc.code, exc.sqlstate), exc.message, 2)
+            message = (
+                target_login_failed(self.target)
+                if isinstance(exc, UpstreamRefused)
+                else exc.message
+            )
+            kind = (
+                errors.TARGET_UNAVAILABLE
+                if isinstance(exc, UpstreamRefused)
+                else ErrorKind(exc.code, exc.sqlstate)
+            )
+            await self._send_error_quietly(kind, message, 2)
             raise SessionEnded from None
+        delays.succeeded(name, self.peer_host)
         log.info("session %s: now acting for %s (COM_CHANGE_USER)", self.id, principal.name)
         from dataclasses import replace
 

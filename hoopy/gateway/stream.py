@@ -46,6 +46,15 @@ class PacketStream:
         self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
         self._unchecked_ops = 0
 
+    @property
+    def max_payload(self) -> int:
+        """The largest logical packet this stream buffers (``ProtocolError`` beyond)."""
+        return self._buf.max_payload
+
+    @max_payload.setter
+    def max_payload(self, value: int) -> None:
+        self._buf.max_payload = value
+
     async def _fair(self) -> None:
         self._unchecked_ops += 1
         if self._unchecked_ops >= OPS_BETWEEN_CHECKPOINTS:
@@ -97,8 +106,9 @@ class PacketStream:
             raise ProtocolError("unexpected bytes before the handshake response")
         head = await self._read_exactly(HEADER_SIZE)
         length = head[0] | (head[1] << 8) | (head[2] << 16)
-        if length >= 0xFFFFFF:
-            raise ProtocolError("handshake packet too large")
+        if length >= 0xFFFFFF or length > self.max_payload:
+            # Checked before reading: a declared 16 MiB must not cost 16 MiB of memory.
+            raise ProtocolError(f"handshake packet of {length} bytes is larger than allowed")
         self._buf.feed(head + await self._read_exactly(length))
         packet = self._buf.next_packet()
         assert packet is not None

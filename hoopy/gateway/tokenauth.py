@@ -30,7 +30,6 @@ from hoopy.wire.handshake import (
     AUTH_MORE_DATA_HEADER,
     CACHING_SHA2_PASSWORD,
     CLEAR_PASSWORD,
-    FAST_AUTH_SUCCESS,
     PERFORM_FULL_AUTHENTICATION,
     REQUEST_PUBLIC_KEY,
     HandshakeResponse,
@@ -146,8 +145,10 @@ class TokenAuthenticator:
         *,
         secure: bool,
         listener: Listener,
-    ) -> tuple[Principal, int]:
-        """Run the token exchange; returns the principal and the client's next sequence id."""
+    ) -> tuple[Principal, int, bool]:
+        """Run the token exchange; returns the principal, the client's next sequence id and
+        whether it was a caching_sha2 fast-path match (the caller then sends "fast auth
+        success", after any login delay, before the OK)."""
         username = response.username.decode("utf-8", "replace")
         plugin = response.auth_plugin or b""
         data = response.auth_response
@@ -155,10 +156,7 @@ class TokenAuthenticator:
         if plugin == CACHING_SHA2_PASSWORD and len(data) == 32:
             cached = self.cache.match(username, data, nonce)
             if cached is not None:
-                seq = await client.send_payload(
-                    bytes((AUTH_MORE_DATA_HEADER, FAST_AUTH_SUCCESS)), seq
-                )
-                return cached, seq
+                return cached, seq, True
         if plugin == CLEAR_PASSWORD and data:
             if not cleartext_ok:
                 raise TokenLoginFailed(_INSECURE, seq)
@@ -182,10 +180,7 @@ class TokenAuthenticator:
                 seq = packet.next_seq
                 cached = self.cache.match(username, packet.payload, nonce)
                 if cached is not None:
-                    seq = await client.send_payload(
-                        bytes((AUTH_MORE_DATA_HEADER, FAST_AUTH_SUCCESS)), seq
-                    )
-                    return cached, seq
+                    return cached, seq, True
             if not secure:
                 # Refuse before asking for the token: in clear it would cross the network,
                 # and the RSA key exchange cannot carry it.
@@ -209,7 +204,7 @@ class TokenAuthenticator:
         except TokenRejected as exc:
             raise TokenLoginFailed(f"Access denied: {exc.reason}", seq) from None
         self.cache.add(username, token, principal)
-        return principal, seq
+        return principal, seq, False
 
 
 _NEEDS_ENCRYPTION = (

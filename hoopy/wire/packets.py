@@ -79,6 +79,15 @@ class PacketBuffer:
         self._buf = bytearray()
         self._max_payload = max_payload
 
+    @property
+    def max_payload(self) -> int:
+        return self._max_payload
+
+    @max_payload.setter
+    def max_payload(self, value: int) -> None:
+        # Raised once a client has logged in (small limits before login: DESIGN.md rule 10).
+        self._max_payload = value
+
     def feed(self, data: bytes) -> None:
         self._buf += data
 

@@ -336,6 +336,10 @@ def test_mysqlclient_ping_select_db_stat_and_thread_id(pair: Pair) -> None:
             ((db, conn_id),) = cur.fetchall()
             out["db"] = db
             out["thread_id"] = conn.thread_id() == conn_id
+            # KILL by the greeting's id names this session (mapped by hoopy for gateway users).
+            with pytest.raises(MySQLdb.MySQLError) as killed:
+                cur.execute(f"KILL QUERY {conn.thread_id()}")
+            out["kill_by_thread_id"] = error_facts(conn, killed.value)
             with pytest.raises(MySQLdb.MySQLError) as info:
                 conn.select_db("no_such_db_here")
             out["bad_select_db"] = error_facts(conn, info.value)
@@ -355,7 +359,10 @@ def test_mysqlclient_ping_select_db_stat_and_thread_id(pair: Pair) -> None:
     assert direct["thread_id"] and direct["db"] == "hoopy_test"
     assert direct["stat_keys"][0] == "Uptime"
     assert direct["processlist"] == ((pair.upstream_user, "hoopy_test"),)
-    assert through == direct
+    assert direct["kill_by_thread_id"][1] == 1317
+    # Gateway users are greeted with an id of hoopy's (mapped in KILL), passthrough with
+    # the target's own.
+    assert through == dict(direct, thread_id=pair.mode == "passthrough")
 
 
 def test_mysqlclient_change_user_resets_session(pair: Pair) -> None:
@@ -389,7 +396,13 @@ def test_mysqlclient_kill_query_interrupts_sleep(pair: Pair) -> None:
         victim = connect(leg)
         killer = connect(leg)
         try:
+            # Killed by the greeting's id (what clients' cancel uses); looked up by the
+            # session's own (they differ through hoopy with gateway users: admission.py).
             victim_id = victim.thread_id()
+            vcur = victim.cursor()
+            vcur.execute("SELECT CONNECTION_ID()")
+            ((session_id,),) = vcur.fetchall()
+            vcur.close()
             outcome: dict[str, Any] = {}
 
             def sleep() -> None:
@@ -409,7 +422,7 @@ def test_mysqlclient_kill_query_interrupts_sleep(pair: Pair) -> None:
             deadline = time.monotonic() + 10
             while True:
                 cur.execute(
-                    "SELECT INFO FROM information_schema.PROCESSLIST WHERE ID = %s", (victim_id,)
+                    "SELECT INFO FROM information_schema.PROCESSLIST WHERE ID = %s", (session_id,)
                 )
                 if cur.fetchall() == (("SELECT SLEEP(30)",),):
                     break

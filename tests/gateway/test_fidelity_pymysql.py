@@ -503,8 +503,16 @@ def test_pymysql_greeting_and_connection_id_are_upstream_facts(pair: Pair) -> No
                 processlist = cur.fetchall()
                 cur.execute("SELECT @@version, @@character_set_client, @@collation_connection")
                 variables = cur.fetchall()
+                # KILL by the greeting's id names this very session (its own KILL statement is
+                # what gets interrupted). Through hoopy with gateway users the greeting's id is
+                # hoopy's own (it greets before connecting upstream), mapped in KILL.
+                with pytest.raises(pymysql.err.OperationalError) as killed:
+                    cur.execute(f"KILL QUERY {conn.thread_id()}")
+                cur.execute("SELECT 'alive'")
+                alive = cur.fetchall()
             return {
                 "thread_id_matches": conn.thread_id() == conn_id,
+                "kill_by_thread_id": (killed.value.args, alive),
                 "processlist": processlist,
                 "server_version": conn.server_version,
                 "protocol_version": conn.protocol_version,
@@ -517,7 +525,10 @@ def test_pymysql_greeting_and_connection_id_are_upstream_facts(pair: Pair) -> No
     direct, through = pair.both(run)
     assert direct["thread_id_matches"]
     assert direct["processlist"] == ((pair.upstream_user, pair.direct.database, "Query"),)
-    assert through == direct
+    assert direct["kill_by_thread_id"] == ((1317, "Query execution was interrupted"), (("alive",),))
+    # Passthrough greets with the target's own greeting, id included; gateway users are
+    # greeted before hoopy connects upstream, with an id of hoopy's that KILL maps.
+    assert through == dict(direct, thread_id_matches=pair.mode == "passthrough")
 
 
 def test_pymysql_kill_query_interrupts_sleep(pair: Pair) -> None:
@@ -525,7 +536,12 @@ def test_pymysql_kill_query_interrupts_sleep(pair: Pair) -> None:
         victim = connect(leg, autocommit=True)
         killer = connect(leg, autocommit=True)
         try:
+            # Killed by the greeting's id (what clients' cancel uses); looked up by the
+            # session's own (they differ through hoopy with gateway users: admission.py).
             victim_id = victim.thread_id()
+            with victim.cursor() as cur:
+                cur.execute("SELECT CONNECTION_ID()")
+                ((session_id,),) = cur.fetchall()
             outcome: dict[str, Any] = {}
 
             def sleep() -> None:
@@ -545,7 +561,7 @@ def test_pymysql_kill_query_interrupts_sleep(pair: Pair) -> None:
                 while True:
                     cur.execute(
                         "SELECT INFO FROM information_schema.PROCESSLIST WHERE ID = %s",
-                        (victim_id,),
+                        (session_id,),
                     )
                     if cur.fetchall() == (("SELECT SLEEP(30)",),):
                         break
@@ -557,7 +573,7 @@ def test_pymysql_kill_query_interrupts_sleep(pair: Pair) -> None:
             assert not thread.is_alive(), "KILL QUERY did not interrupt SELECT SLEEP(30)"
             assert outcome.pop("elapsed") < 10
             with victim.cursor() as cur:
-                cur.execute("SELECT 'alive', CONNECTION_ID() = %s", (victim_id,))
+                cur.execute("SELECT 'alive', CONNECTION_ID() = %s", (session_id,))
                 after = cur.fetchall()
             return {"outcome": outcome, "killed": killed, "after": after}
         finally:

@@ -80,16 +80,64 @@ def test_connection_id_is_the_upstream_thread_id(
         conn.close()
     assert _wait_gone(mariadb, conn_id), "upstream session outlived the client"
 
-    # Gateway users: the upstream session belongs to hoopy's vaulted account.
+    # Gateway users: the upstream session belongs to hoopy's vaulted account. hoopy greets
+    # before it connects upstream (an unauthenticated client costs the target nothing), so
+    # the greeting carries an id of hoopy's own, from a range the server's ids never reach.
     gateway = hoopy_factory()
     conn = gateway.connect()
     try:
         (conn_id,) = one(conn, "SELECT CONNECTION_ID()")
-        assert conn.thread_id() == conn_id
+        assert conn.thread_id() != conn_id
+        assert 2**30 <= conn.thread_id() < 2**31
         assert _processlist(mariadb, conn_id) == (conn_id, APP_USER, "127.0.0.1", TEST_DB)
     finally:
         conn.close()
     assert _wait_gone(mariadb, conn_id)
+
+
+@pytest.mark.parametrize("how", ["query", "connection", "com_process_kill"])
+def test_gateway_users_kill_by_the_greeting_id(
+    mariadb: MariaDBServer, hoopy_factory: HoopyFactory, how: str
+) -> None:
+    """Clients kill by the id they were greeted with (the mysql CLI on Ctrl-C sends
+    ``KILL QUERY <mysql_thread_id()>`` on a new connection): hoopy maps its own ids to the
+    upstream session, and leaves every other id alone."""
+    hoopy = hoopy_factory()
+    victim, killer, bystander = hoopy.connect(), hoopy.connect(), hoopy.connect()
+    try:
+        (victim_upstream,) = one(victim, "SELECT CONNECTION_ID()")
+        (bystander_upstream,) = one(bystander, "SELECT CONNECTION_ID()")
+        greeting_id = victim.thread_id()
+        assert greeting_id != victim_upstream
+        if how == "query":
+            timer = threading.Timer(
+                0.3, lambda: query(killer, f"/* cancel */ KILL  QUERY {greeting_id} ;")
+            )
+            timer.start()
+            try:
+                with pytest.raises(pymysql.err.OperationalError) as interrupted:
+                    query(victim, "SELECT SLEEP(20)")
+            finally:
+                timer.join()
+            assert interrupted.value.args[0] == 1317
+            assert one(victim, "SELECT CONNECTION_ID()") == (victim_upstream,)
+        else:
+            if how == "connection":
+                query(killer, f"kill connection {greeting_id}")
+            else:
+                killer.kill(greeting_id)  # COM_PROCESS_KILL
+            assert _wait_gone(mariadb, victim_upstream), "KILL by greeting id missed"
+            with pytest.raises((pymysql.err.OperationalError, pymysql.err.InterfaceError)):
+                query(victim, "SELECT 'after kill'")
+        # The bystander was never touched; an id hoopy did not hand out is the server's.
+        assert one(bystander, "SELECT CONNECTION_ID()") == (bystander_upstream,)
+        unused = max(c.thread_id() for c in (victim, killer, bystander)) + 1000
+        with pytest.raises(pymysql.err.OperationalError) as info:
+            query(killer, f"KILL {unused}")
+        assert info.value.args[0] == 1094  # ER_NO_SUCH_THREAD: passed on, not mapped
+    finally:
+        for conn in (victim, killer, bystander):
+            conn.close()
 
 
 @pytest.mark.parametrize("login", ["passthrough", "gateway_users"])
