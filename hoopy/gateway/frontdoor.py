@@ -28,6 +28,7 @@ from hoopy.identity.static import (
     new_nonce,
 )
 from hoopy.wire import errors
+from hoopy.wire.compress import COMPRESSION_CAPABILITIES, Compression, negotiate
 from hoopy.wire.errors import ErrorKind
 from hoopy.wire.handshake import (
     AUTH_MORE_DATA_HEADER,
@@ -88,6 +89,8 @@ class LoginResult:
     front_nonce: bytes  # COM_CHANGE_USER scrambles against the greeting's nonce
     charset: int
     upstream_capabilities: int
+    # The client leg's compressed protocol, from the OK after login on (None: plain).
+    compression: Compression | None = None
 
 
 def front_capabilities(greeting: Greeting, mode: LoginMode, tls: bool) -> int:
@@ -105,6 +108,9 @@ def front_capabilities(greeting: Greeting, mode: LoginMode, tls: bool) -> int:
         )
     if tls:
         caps |= CLIENT_SSL
+    # Compression is hoopy's own, on the client leg only (DESIGN.md, fidelity rule 2): always
+    # offered, whatever the target does; the upstream leg stays uncompressed.
+    caps |= COMPRESSION_CAPABILITIES
     return caps
 
 
@@ -186,6 +192,7 @@ async def log_in(
         front_nonce=nonce,
         charset=response.charset,
         upstream_capabilities=upstream_caps,
+        compression=negotiate(response.capabilities, response.zstd_level),
     )
 
 
@@ -283,7 +290,7 @@ async def refuse_after_greeting(
 
 
 def _upstream_capabilities(target: Target, negotiated: int) -> int:
-    caps = negotiated & ~LEG_CAPABILITIES
+    caps = negotiated & ~LEG_CAPABILITIES & ~COMPRESSION_CAPABILITIES
     if not target.allow_local_infile:
         # Without this bit the target itself refuses LOAD DATA LOCAL: fail closed even if
         # hoopy's own check of the statement text were fooled.
