@@ -114,20 +114,22 @@ class _Codec:
         if self.algorithm is Algorithm.ZLIB:
             inflater = zlib.decompressobj()
             try:
-                out = inflater.decompress(data, size)
+                # One byte more than declared is enough to tell "more" from "exactly".
+                out = inflater.decompress(data, size + 1)
             except zlib.error as exc:
                 raise CompressionError(
                     f"compressed frame is not a valid zlib stream: {exc}"
                 ) from None
-            if inflater.unconsumed_tail or (len(out) == size and not inflater.eof):
-                # Output stopped at the declared size with input left: it would inflate further.
+            if len(out) > size:
                 raise CompressionError(
                     f"compressed frame inflates to more than its declared {size} bytes"
                 )
-            if not inflater.eof:
+            if len(out) < size:
                 raise CompressionError(
                     f"compressed frame inflates to {len(out)} bytes, not its declared {size}"
                 )
+            if not inflater.eof:
+                raise CompressionError("compressed frame's zlib stream is truncated")
             if inflater.unused_data:
                 raise CompressionError("compressed frame has bytes after its zlib stream")
             return out
