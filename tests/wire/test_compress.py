@@ -120,7 +120,7 @@ def test_round_trip_through_any_chunking(
         i += 1
     assert sender.pending == 0  # the stream ended on a packet boundary: nothing held back
     # Every frame holds whole packets (this stream has none too big for one frame).
-    for seq, size, body in frames_of(bytes(wire)):
+    for _seq, size, body in frames_of(bytes(wire)):
         inner = inflate(compression, size, body)
         assert list(frame_lengths(inner)) and sum(frame_lengths(inner)) == len(inner)
         assert size == 0 or size == len(inner)
