@@ -33,6 +33,7 @@ from hoopy.identity.static import (
     new_nonce,
 )
 from hoopy.wire import errors
+from hoopy.wire.compress import COMPRESSION_CAPABILITIES, Compression, negotiate
 from hoopy.wire.errors import ErrorKind
 from hoopy.wire.handshake import (
     AUTH_MORE_DATA_HEADER,
@@ -112,6 +113,8 @@ class LoginResult:
     charset: int
     upstream_capabilities: int
     connection_id: int  # what the client was greeted with
+    # The client leg's compressed protocol, from the OK after login on (None: plain).
+    compression: Compression | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +180,9 @@ def front_capabilities(greeting: Greeting, mode: LoginMode, tls: bool) -> int:
         )
     if tls:
         caps |= CLIENT_SSL
+    # Compression is hoopy's own, on the client leg only (DESIGN.md, fidelity rule 2): always
+    # offered, whatever the target does; the upstream leg stays uncompressed.
+    caps |= COMPRESSION_CAPABILITIES
     return caps
 
 
@@ -285,6 +291,7 @@ async def log_in(
         charset=response.charset,
         upstream_capabilities=upstream_caps,
         connection_id=connection_id,
+        compression=negotiate(response.capabilities, response.zstd_level),
     )
     return result, upstream
 
@@ -332,6 +339,7 @@ async def _log_in_passthrough(
         charset=response.charset,
         upstream_capabilities=upstream_caps,
         connection_id=g.connection_id,
+        compression=negotiate(response.capabilities, response.zstd_level),
     )
     return result, upstream
 
@@ -433,7 +441,7 @@ async def refuse_after_greeting(
 
 
 def _upstream_capabilities(target: Target, negotiated: int) -> int:
-    caps = negotiated & ~LEG_CAPABILITIES
+    caps = negotiated & ~LEG_CAPABILITIES & ~COMPRESSION_CAPABILITIES
     if not target.allow_local_infile:
         # Without this bit the target itself refuses LOAD DATA LOCAL: fail closed even if
         # hoopy's own check of the statement text were fooled.

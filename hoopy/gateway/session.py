@@ -22,6 +22,7 @@ from mysql_mimic.auth import Forbidden
 from hoopy.audit.writer import AuditUnavailable
 from hoopy.config.model import Listener, LoginMode, SecretUnavailable, Target
 from hoopy.gateway.admission import PRE_AUTH_MAX_PAYLOAD, kill_target
+from hoopy.gateway.compressed import CompressedPacketStream
 from hoopy.gateway.frontdoor import (
     HOOPY_ATTR_PREFIX,
     LoginContext,
@@ -41,6 +42,7 @@ from hoopy.gateway.upstream import UpstreamConnection, UpstreamError, UpstreamRe
 from hoopy.identity.principal import Principal
 from hoopy.identity.static import FastAuthSuccess
 from hoopy.wire import errors
+from hoopy.wire.compress import CompressionError
 from hoopy.wire.errors import ErrorKind
 from hoopy.wire.handshake import (
     AUTH_MORE_DATA_HEADER,
@@ -153,6 +155,7 @@ class Session:
             if not await self._connect_and_log_in():
                 return
             assert self.login is not None
+            self._start_compression()
             principal = self.login.principal
             log.info(
                 "session %s: %s (%s%s%s) from %s on target %s%s",
@@ -315,6 +318,17 @@ class Session:
                 )
             self.login, _ = await log_in(ctx, self.client, upstream=self.upstream)
 
+    def _start_compression(self) -> None:
+        """From the login's OK on, the client leg speaks the compressed protocol if the
+        client asked for it (the upstream leg never does: gateway/compressed.py)."""
+        assert self.login is not None
+        if self.login.compression is not None:
+            self.client = CompressedPacketStream(
+                self.client,
+                self.login.compression,
+                self.server.config.gateway.max_statement_bytes,
+            )
+
     async def _send_error_quietly(self, kind: ErrorKind, message: str, seq: int) -> None:
         with trio.move_on_after(1):
             with contextlib.suppress(ConnectionClosed):
@@ -333,7 +347,12 @@ class Session:
                 try:
                     packet = await self.client.read_packet(wait_first=True)
                 except ProtocolError as exc:
-                    await self._send_error_quietly(errors.PACKET_TOO_LARGE, f"hoopy: {exc}", 1)
+                    kind = (
+                        errors.NET_UNCOMPRESS
+                        if isinstance(exc, CompressionError)
+                        else errors.PACKET_TOO_LARGE
+                    )
+                    await self._send_error_quietly(kind, f"hoopy: {exc}", 1)
                     raise
                 finally:
                     self.waiting = False

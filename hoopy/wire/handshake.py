@@ -49,9 +49,10 @@ CLIENT_CAPABILITY_EXTENSION = 1 << 29
 CLIENT_SSL_VERIFY_SERVER_CERT = 1 << 30
 CLIENT_REMEMBER_OPTIONS = 1 << 31
 
-# What hoopy can relay faithfully. Left out on purpose: compression (both algorithms: hoopy
-# would have to inflate every packet), optional result-set metadata (changes the shape of
-# every result set), multi-factor authentication, and the client-side-only bits 29-31.
+# What hoopy can relay faithfully. Left out on purpose: optional result-set metadata (changes
+# the shape of every result set), multi-factor authentication, and the client-side-only bits
+# 29-31. Compression (both algorithms) is not relayed either: hoopy offers it on the client
+# leg itself and never upstream (wire/compress.py, COMPRESSION_CAPABILITIES).
 RELAYABLE_CAPABILITIES = (
     CLIENT_LONG_PASSWORD
     | CLIENT_FOUND_ROWS
