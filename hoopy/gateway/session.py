@@ -47,6 +47,7 @@ from hoopy.wire.errors import ErrorKind
 from hoopy.wire.handshake import (
     AUTH_MORE_DATA_HEADER,
     CLIENT_CONNECT_ATTRS,
+    CLIENT_QUERY_ATTRIBUTES,
     FAST_AUTH_SUCCESS,
     ChangeUser,
     build_change_user,
@@ -93,6 +94,9 @@ _LOCAL_INFILE = re.compile(
 
 # COM_QUERY payloads longer than this are never a bare KILL statement worth mapping.
 _KILL_MAX = 4200
+# The first byte of a COM_QUERY's SQL that may begin a KILL (the keyword, a comment or
+# space): one byte test keeps every other statement off the KILL mapping's path.
+_KILL_FIRST = frozenset(b"kK/#- \t\r\n")
 
 _next_session_number = 0
 
@@ -147,6 +151,7 @@ class Session:
         self.end_reason = "client quit"
         self.audit: SessionAudit | None = None  # set once logged in, when auditing
         self.front_id: int | None = None  # the connection id hoopy greeted with, if its own
+        self._query_attributes = False  # CLIENT_QUERY_ATTRIBUTES: SQL starts after them
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -275,6 +280,7 @@ class Session:
             assert self.login is not None
             self.server.login_delays.succeeded(self.login.username, self.peer_host)
             self.client.max_payload = gw.max_statement_bytes
+            self._query_attributes = bool(self.login.capabilities & CLIENT_QUERY_ATTRIBUTES)
             return True
         assert scope.cancelled_caught
         log.info("session %s from %s: handshake timed out", self.id, self.peer)
@@ -438,8 +444,10 @@ class Session:
             if audit is not None:
                 audit.changed_user(self.stats.statements, self.login.principal)
             return
-        if (command == COM_QUERY and len(packet.payload) <= _KILL_MAX) or (
-            command == COM_PROCESS_KILL
+        if command == COM_PROCESS_KILL or (
+            command == COM_QUERY
+            and 1 < len(packet.payload) <= _KILL_MAX
+            and (packet.payload[1] in _KILL_FIRST or self._query_attributes)
         ):
             packet = self._map_kill(packet)
         try:
