@@ -494,6 +494,10 @@ def test_mysql_connector_ping_init_db_statistics(pair: Pair) -> None:
             ((db, conn_id),) = cur.fetchall()
             out["database"] = db
             out["connection_id"] = conn.connection_id == conn_id
+            # KILL by the greeting's id names this session (mapped by hoopy for gateway users).
+            with pytest.raises(mysql.connector.Error) as killed:
+                cur.execute(f"KILL QUERY {conn.connection_id}")
+            out["kill_by_connection_id"] = error_facts(killed.value)
             with pytest.raises(mysql.connector.Error) as info:
                 conn.cmd_init_db("no_such_db_here")
             out["bad_init_db"] = error_facts(info.value)
@@ -511,7 +515,10 @@ def test_mysql_connector_ping_init_db_statistics(pair: Pair) -> None:
     direct, through = pair.both(run)
     assert direct["connection_id"] and direct["database"] == "hoopy_test"
     assert "Uptime" in direct["statistics_keys"]
-    assert through == direct
+    assert 1317 in direct["kill_by_connection_id"]
+    # Gateway users are greeted with an id of hoopy's (mapped in KILL), passthrough with
+    # the target's own.
+    assert through == dict(direct, connection_id=pair.mode == "passthrough")
 
 
 SESSION_STATE = (

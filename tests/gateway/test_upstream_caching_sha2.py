@@ -122,7 +122,7 @@ def unmix(encrypted: bytes, key: rsa.RSAPrivateKey) -> bytes:
 
 @dataclass
 class HostileTarget:
-    """One connection: greet without TLS, then play ``mode``; records what hoopy sent.
+    """Each connection: greet without TLS, then play ``mode``; records what hoopy sent.
 
     ``full-auth``: answer the scramble with "perform full authentication" and send its own
     public key if asked (what an impostor would do). ``unasked-key``: send its key at once.
@@ -147,18 +147,27 @@ class HostileTarget:
         self._thread.join(timeout=10)
 
     def _serve(self) -> None:
-        try:
-            conn, _ = self._listener.accept()
-        except OSError:
-            return
-        with conn:
-            conn.settimeout(20)  # a hoopy that hangs fails the test instead of hanging it
+        # Every connection gets the same act: hoopy also connects once at start-up to learn
+        # the greeting (and closes without a word), before the login that matters.
+        # ``finished``: a connection ended that carried a login (hoopy sent something, or it
+        # came after that first one).
+        accepted = 0
+        while True:
             try:
-                self._play(conn)
-            except (OSError, ConnectionError):
-                pass
-            finally:
-                self.finished.set()
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            accepted += 1
+            with conn:
+                conn.settimeout(20)  # a hoopy that hangs fails the test instead of hanging it
+                sent_before = len(self.packets)
+                try:
+                    self._play(conn)
+                except (OSError, ConnectionError):
+                    pass
+                finally:
+                    if len(self.packets) > sent_before or accepted > 1:
+                        self.finished.set()
 
     def _read(self, conn: socket.socket) -> bytes | None:
         header = _recv_exactly(conn, 4)
