@@ -137,12 +137,17 @@ class HostileTarget:
     port: int = 0
 
     def __post_init__(self) -> None:
+        self._closing = False
         self._listener = socket.create_server((self.host, 0))
         self.port = self._listener.getsockname()[1]
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
     def close(self) -> None:
+        self._closing = True
+        # A blocked accept() does not notice its socket closing: wake it with a connection.
+        with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), 1):
+            pass
         self._listener.close()
         self._thread.join(timeout=10)
 
@@ -156,6 +161,9 @@ class HostileTarget:
             try:
                 conn, _ = self._listener.accept()
             except OSError:
+                return
+            if self._closing:
+                conn.close()
                 return
             accepted += 1
             with conn:
