@@ -26,7 +26,10 @@ MYSQL80 = ServerVersion(mariadb=False, version=80036)
 MYSQL84 = ServerVersion(mariadb=False, version=80400)
 
 
-def kinds(sql: str, reading: Reading = Reading()) -> list[tuple[str, str]]:
+DEFAULT = Reading()
+
+
+def kinds(sql: str, reading: Reading = DEFAULT) -> list[tuple[str, str]]:
     data = sql.encode()
     return [(t.kind, t.text(data).decode()) for t in tokenize(data, reading)]
 
