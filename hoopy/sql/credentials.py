@@ -52,6 +52,7 @@ data).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -110,8 +111,13 @@ _NESTED_TRIGGERS = (
     b"connection",
     b"challenge_response",
 )
+# Statements whose literals may be SQL for a later PREPARE (or hold it themselves).
+_SQL_HOLDERS = frozenset((b"PREPARE", b"EXECUTE", b"SET"))
+_TRIGGERS = re.compile(b"|".join(_NESTED_TRIGGERS), re.IGNORECASE)
 # Case-folding a huge literal is done in slices of this size (bounded time per C call).
 _FOLD_STEP = 1 << 20
+# Shorter texts are searched by one case-insensitive expression (which costs ~40 ns a byte).
+_SHORT = 4096
 _LONGEST_TRIGGER = max(len(t) for t in _NESTED_TRIGGERS)
 
 
@@ -268,8 +274,12 @@ def _statement(
             start = i + 2
             if word in _KEY_FUNCTIONS:  # from the second argument on
                 start = _after_first_argument(data, tokens, i + 1, close)
-            marked.update(j for j in range(start, close) if tokens[j].kind in LITERALS)
-            i += 2
+            literals = [j for j in range(start, close) if tokens[j].kind in LITERALS]
+            if literals:
+                # From the first literal of the arguments to the last, replaced as one: each
+                # may be the secret or a piece of it (CONCAT('a', 'b'), UNHEX('...')).
+                spans.append(Span(tokens[literals[0]].start, tokens[literals[-1]].end))
+            i = close
             continue
         if (
             (word == b"PASSWORD" or word.endswith(b"_PASSWORD") or word == b"CONNECTION")
@@ -283,10 +293,14 @@ def _statement(
             if tokens[j].kind is not PARAM:
                 marked.add(j)
         i += 1
-    # SQL in strings.
+    # SQL in strings: in statements that can hand text to PREPARE (PREPARE, EXECUTE
+    # IMMEDIATE, SET @s, anything that assigns a user variable: "@").
     assembled = False
     read_as_sql: set[int] = set()  # literals whose SQL was looked at: not redacted whole
-    for j, token in enumerate(tokens):
+    holds_sql = first in _SQL_HOLDERS or any(
+        t.kind is PUNCT and data[t.start] == 64 for t in tokens
+    )
+    for j, token in enumerate(tokens if holds_sql else ()):
         if j in marked or (value := _sql_value(data, token, reading)) is None:
             continue
         if not may_carry_credentials(value):
@@ -377,6 +391,8 @@ def may_carry_credentials(data: bytes) -> bool:
     A keyword is one token, never split by a comment; inside a string literal a backslash
     may split it (``'IDENT\\IFIED'`` is ``IDENTIFIED``), so backslashes are ignored.
     """
+    if len(data) < _SHORT:  # one regular expression: fast on short texts only
+        return _TRIGGERS.search(data.replace(b"\\", b"") if b"\\" in data else data) is not None
     for start in range(0, len(data), _FOLD_STEP):
         chunk = data[start : start + _FOLD_STEP + _LONGEST_TRIGGER * 2]
         if b"\\" in chunk:
