@@ -14,7 +14,7 @@ PASSWORD(?)``, ``UPDATE users SET password = ?``) has every parameter of its exe
 and its long data, recorded as ``<redacted:credential>``.
 
 Building a record costs time linear in the statement (redaction lexes it): a statement of
-``OFF_LOOP_BYTES`` or more is recorded from a worker thread, so that one client's huge
+``offload.OFF_LOOP_BYTES`` or more is recorded from a worker thread, so that one client's huge
 statements do not stall the event loop that serves every other session.
 """
 
@@ -26,14 +26,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import trio
-
 from hoopy.audit import events
 from hoopy.audit.redact import CREDENTIAL, detectors_named, redact_statement, redact_value
 from hoopy.audit.redact import marker as redaction_marker
 from hoopy.audit.values import param_to_json
 from hoopy.audit.writer import AuditUnavailable
 from hoopy.config.model import AuditSettings
+from hoopy.gateway import offload
 from hoopy.gateway.audit_log import AuditLog
 from hoopy.identity.principal import Principal
 from hoopy.sql.lexer import ServerVersion
@@ -59,10 +58,6 @@ log = logging.getLogger("hoopy.audit")
 # The long-data type: what a COM_STMT_SEND_LONG_DATA chunk is recorded as (its real type is
 # only bound by the EXECUTE that follows).
 _LONG_DATA_TYPE = 0xFC  # BLOB
-# Statements this long are recorded from a worker thread. Below it the thread hand-off
-# (~0.1 ms) costs more than the redaction saves the event loop (bench/bystander.py and
-# docs/performance.md: a 64 KiB statement is redacted in well under a millisecond).
-OFF_LOOP_BYTES = 64 * 1024
 
 
 @dataclass
@@ -121,11 +116,8 @@ class SessionAudit:
     async def _build(
         self, seq: int, principal: Principal, payload: bytes, **verdict: Any
     ) -> dict[str, Any]:
-        if len(payload) < OFF_LOOP_BYTES:
-            return self._statement(seq, principal, payload, **verdict)
-        # The session waits for its own record, so nothing else touches this object meanwhile.
-        return await trio.to_thread.run_sync(
-            lambda: self._statement(seq, principal, payload, **verdict)
+        return await offload.run(
+            len(payload), lambda: self._statement(seq, principal, payload, **verdict)
         )
 
     async def refused(

@@ -1,16 +1,9 @@
-"""The session's checks of SQL text (``hoopy.sql.checks``), run so that a huge statement
-does not stall the event loop: from ``OFF_LOOP_BYTES`` on, in a worker thread.
-
-The checks are linear and cheap per byte, and each call into C they make is bounded (see
-``hoopy.sql.lexer``), so the event loop gets the interpreter back within milliseconds while
-a worker thread scans.
-"""
+"""The session's checks of SQL text (``hoopy.sql.checks``), off the event loop for huge
+statements (``hoopy.gateway.offload``)."""
 
 from __future__ import annotations
 
-import trio
-
-from hoopy.gateway.session_audit import OFF_LOOP_BYTES
+from hoopy.gateway import offload
 from hoopy.sql.checks import loads_local_file as _loads_local_file
 from hoopy.sql.lexer import ServerVersion
 from hoopy.wire.handshake import Greeting
@@ -25,6 +18,4 @@ async def loads_local_file(payload: bytes, greeting: Greeting | None) -> bool:
     """Whether a COM_QUERY payload holds a ``LOAD DATA|XML ... LOCAL INFILE`` statement under
     any reading of its text (executable comments included, as the target reads them)."""
     server = server_version(greeting)
-    if len(payload) < OFF_LOOP_BYTES:
-        return _loads_local_file(payload[1:], server)
-    return await trio.to_thread.run_sync(lambda: _loads_local_file(payload[1:], server))
+    return await offload.run(len(payload), lambda: _loads_local_file(payload[1:], server))
