@@ -65,6 +65,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from hoopy.sql import credentials, lexer
 
@@ -349,8 +350,7 @@ MIN_CHECKED_INTEGER_DIGITS = 13
 CREDENTIAL = credentials.CREDENTIAL
 
 
-@dataclass(frozen=True, slots=True)
-class RedactedStatement:
+class RedactedStatement(NamedTuple):
     sql: str  # the text to record
     kinds: list[str]  # sorted kinds replaced ("credential" for credential literals)
     credential_bearing: bool  # credential syntax: a prepared statement's parameters are secret
@@ -363,7 +363,11 @@ def _literal_check(detectors: Sequence[Detector]) -> credentials.LiteralCheck:
         if token.kind is lexer.STRING:
             value = lexer.string_value(data, token, reading).decode("utf-8", "surrogateescape")
             return detect(value, detectors)
-        if token.kind is lexer.NUMBER and token.end - token.start >= MIN_CHECKED_INTEGER_DIGITS:
+        if (
+            token.kind is lexer.NUMBER
+            and token.end - token.start >= MIN_CHECKED_INTEGER_DIGITS
+            and data[token.start - 1 : token.start] != b"."  # t.123...: a column name
+        ):
             word = data[token.start : token.end]
             if word.isdigit():
                 return detect(word.decode("ascii"), detectors)
@@ -410,12 +414,13 @@ def redact_statement(
     ``sql_mode`` quoting, executable comments run or not), so that no reading of what is
     recorded shows what one of them hides. Invalid UTF-8 is recorded as U+FFFD.
     """
-    if not credentials.may_carry_credentials(data) and (
-        not detectors or _QUOTES_OR_DIGITS.search(data) is None
-    ):
+    mentions = credentials.may_carry_credentials(data)
+    if not mentions and (not detectors or _QUOTES_OR_DIGITS.search(data) is None):
         return RedactedStatement(data.decode("utf-8", "replace"), [], False)
     check = _literal_check(detectors) if detectors else None
-    found = credentials.find_credentials(data, server, check_literal=check)
+    found = credentials.find_credentials(
+        data, server, check_literal=check, mentions_credentials=mentions
+    )
     if not found.spans:
         return RedactedStatement(data.decode("utf-8", "replace"), [], found.bearing)
     return RedactedStatement(
@@ -462,7 +467,7 @@ def redact_sql_literals(
     check = _literal_check(detectors)
     spans = [
         credentials.Span(t.start, t.end, kind, None, t.closed)
-        for t in lexer.code_tokens(data, reading)
+        for t in lexer.tokenize(data, reading, literals_only=True)
         if t.kind in lexer.LITERALS and (kind := check(data, t, reading)) is not None
     ]
     if not spans:

@@ -52,7 +52,6 @@ data).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -113,11 +112,8 @@ _NESTED_TRIGGERS = (
 )
 # Statements whose literals may be SQL for a later PREPARE (or hold it themselves).
 _SQL_HOLDERS = frozenset((b"PREPARE", b"EXECUTE", b"SET"))
-_TRIGGERS = re.compile(b"|".join(_NESTED_TRIGGERS), re.IGNORECASE)
 # Case-folding a huge literal is done in slices of this size (bounded time per C call).
 _FOLD_STEP = 1 << 20
-# Shorter texts are searched by one case-insensitive expression (which costs ~40 ns a byte).
-_SHORT = 4096
 _LONGEST_TRIGGER = max(len(t) for t in _NESTED_TRIGGERS)
 
 
@@ -150,17 +146,22 @@ def find_credentials(
     *,
     check_literal: LiteralCheck | None = None,
     depth: int = 0,
+    mentions_credentials: bool | None = None,
 ) -> Findings:
     """The credential literals of ``data`` (one or several statements) under every reading.
 
     ``check_literal`` is called for each literal of each reading (the audit's pattern
     detectors), so that a caller needs one lexing pass per reading for both; the spans it
-    names carry its kind.
+    names carry its kind. ``mentions_credentials``: ``may_carry_credentials(data)``, if
+    the caller knows it already.
     """
     spans: list[Span] = []
     bearing = False
+    analyse = may_carry_credentials(data) if mentions_credentials is None else mentions_credentials
+    if not analyse and check_literal is None:
+        return Findings(False)
     for reading in readings_for(data, server):
-        found, reading_spans = _one_reading(data, reading, server, check_literal, depth)
+        found, reading_spans = _one_reading(data, reading, server, check_literal, depth, analyse)
         bearing = bearing or found
         spans.extend(reading_spans)
     merged = _merge(spans)
@@ -173,17 +174,25 @@ def _one_reading(
     server: ServerVersion | None,
     check_literal: LiteralCheck | None,
     depth: int,
+    analyse: bool,
 ) -> tuple[bool, list[Span]]:
+    """``analyse``: look for credential syntax (else only let ``check_literal`` look)."""
     spans: list[Span] = []
     bearing = False
     statement: list[Token] = []
     commented = False  # the statement has an executable comment or a hint
-    for token in tokenize(data, reading):
+    for token in tokenize(data, reading, literals_only=not analyse):
         kind = token.kind
         if kind is COMMENT:
             continue
         if kind is EXEC_OPEN or kind is EXEC_CLOSE:
             commented = True
+            continue
+        if not analyse:
+            if check_literal is not None and kind in LITERALS:
+                detected = check_literal(data, token, reading)
+                if detected is not None:
+                    spans.append(Span(token.start, token.end, detected, None, token.closed))
             continue
         if kind is PUNCT and data[token.start] == 59:  # ";" ends a statement
             found = _statement(data, statement, reading, server, commented, depth, spans)
@@ -196,7 +205,7 @@ def _one_reading(
             if detected is not None:
                 spans.append(Span(token.start, token.end, detected, None, token.closed))
         statement.append(token)
-    if statement:
+    if analyse and statement:
         found = _statement(data, statement, reading, server, commented, depth, spans)
         bearing = bearing or found
     return bearing, spans
@@ -391,14 +400,21 @@ def may_carry_credentials(data: bytes) -> bool:
     A keyword is one token, never split by a comment; inside a string literal a backslash
     may split it (``'IDENT\\IFIED'`` is ``IDENTIFIED``), so backslashes are ignored.
     """
-    if len(data) < _SHORT:  # one regular expression: fast on short texts only
-        return _TRIGGERS.search(data.replace(b"\\", b"") if b"\\" in data else data) is not None
-    for start in range(0, len(data), _FOLD_STEP):
-        chunk = data[start : start + _FOLD_STEP + _LONGEST_TRIGGER * 2]
-        if b"\\" in chunk:
-            chunk = chunk.replace(b"\\", b"")
-        chunk = chunk.lower()
-        if any(t in chunk for t in _NESTED_TRIGGERS):
+    if len(data) <= _FOLD_STEP:
+        return _mentions(data)
+    overlap = _LONGEST_TRIGGER * 2  # a keyword across a slice boundary, with backslashes
+    return any(
+        _mentions(data[start : start + _FOLD_STEP + overlap])
+        for start in range(0, len(data), _FOLD_STEP)
+    )
+
+
+def _mentions(chunk: bytes) -> bool:
+    if b"\\" in chunk:
+        chunk = chunk.replace(b"\\", b"")
+    chunk = chunk.lower()
+    for trigger in _NESTED_TRIGGERS:  # noqa: SIM110 (no generator per statement)
+        if trigger in chunk:
             return True
     return False
 

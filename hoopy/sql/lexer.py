@@ -42,6 +42,7 @@ of many tiny tokens costs about a microsecond per token.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -136,15 +137,21 @@ def readings_for(data: bytes, server: ServerVersion | None = None) -> tuple[Read
     are read as code, as comments, and as ``server`` runs them. Only readings that can differ
     for these bytes are returned (most statements have one).
     """
-    has_backslash = b"\\" in data
-    has_dquote = b'"' in data
+    has_exec = b"/*" in data and (b"/*!" in data or b"/*M!" in data or b"/*+" in data)
+    return _readings(b"\\" in data, b'"' in data, has_exec, server)
+
+
+@functools.lru_cache(maxsize=64)
+def _readings(
+    has_backslash: bool, has_dquote: bool, has_exec: bool, server: ServerVersion | None
+) -> tuple[Reading, ...]:
     quotings = [(True, False)]
     if has_backslash:
         quotings.append((False, False))
         if has_dquote:
             quotings.append((True, True))
     executables = [Executable.CODE]
-    if b"/*" in data and (b"/*!" in data or b"/*M!" in data or b"/*+" in data):
+    if has_exec:
         executables.append(Executable.COMMENT)
         if server is not None:
             executables.append(Executable.SERVER)
@@ -178,6 +185,14 @@ _TOKEN = re.compile(
     rb"|(?P<end>\Z))",
     re.DOTALL,
 )
+# For callers that only look at literals: words not followed by a quote (an introducer or
+# N'...' must still be seen) and punctuation that starts nothing are skipped inside the
+# regular-expression engine, so a statement costs a Python step per literal, not per token.
+_BORING = (
+    rb"(?:[ \t\n\x0b\x0c\r]++|[A-Za-z_$\x80-\xff][" + _IDENT_CHARS + rb"]*+(?!')"
+    rb"|[(),;=<>+!%&|^~.@?:{}\[\]]++)*+"
+)
+_LITERALS_TOKEN = re.compile(_BORING + _TOKEN.pattern, re.DOTALL)
 _HEX_WORD = re.compile(rb"0x[0-9A-Fa-f]++")
 _BIT_WORD = re.compile(rb"0b[01]++")
 _DIGITS = frozenset(b"0123456789")
@@ -289,10 +304,16 @@ def _version_comment(
     return content, runs
 
 
-def tokenize(data: bytes, reading: Reading = Reading()) -> Iterator[Token]:
+def tokenize(
+    data: bytes, reading: Reading = Reading(), *, literals_only: bool = False
+) -> Iterator[Token]:
     """The tokens of ``data`` under ``reading``, comments included. Never raises; an
-    unterminated literal, identifier or comment runs to the end of the text."""
-    match = _TOKEN.match
+    unterminated literal, identifier or comment runs to the end of the text.
+
+    ``literals_only``: most words and punctuation are skipped unseen (cheaper); literals,
+    quoted identifiers, comments and executable-comment markers are all still yielded.
+    """
+    match = (_LITERALS_TOKEN if literals_only else _TOKEN).match
     backslash = reading.backslash_escapes
     dquote_kind = QIDENT if reading.ansi_quotes else STRING
     dquote_escapes = backslash and not reading.ansi_quotes
