@@ -1,13 +1,12 @@
 """What a session records: pure builders for session_start, statement, outcome, session_end.
 
-Nothing secret goes in: no passwords or tokens (the principal carries neither), and the
-credential literals of account statements (``IDENTIFIED BY '...'``, ``PASSWORD('...')``,
-``SET PASSWORD ... = '...'``) are replaced before the SQL text is recorded.
+Nothing secret goes in: no passwords or tokens (the principal carries neither). The SQL
+text and parameters a session adds are redacted first (``redact.redact_statement``:
+credential literals from the statement's syntax, secrets by pattern).
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from hoopy.identity.principal import Principal
@@ -19,29 +18,6 @@ from hoopy.wire.response import (
     COMMAND_NAMES,
     ResponseSummary,
 )
-
-REDACTED = "'<redacted>'"
-# A quoted SQL string literal: '...' or "..." with doubled or backslash-escaped quotes.
-_LITERAL = r"(?:'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.|\"\")*\")"
-_CREDENTIALS = re.compile(
-    r"(\bIDENTIFIED\s+(?:WITH\s+\S+\s+)?(?:BY|AS)\s+(?:PASSWORD\s+)?)"
-    + _LITERAL
-    + r"|(\bPASSWORD\s*\(\s*)"
-    + _LITERAL
-    + r"|(\bSET\s+PASSWORD\b[^=;]*=\s*(?:PASSWORD\s*\(\s*)?)"
-    + _LITERAL,
-    re.IGNORECASE | re.DOTALL,
-)
-
-
-def redact_sql(sql: str) -> str:
-    """Replace credential literals in account statements (MySQL and MariaDB syntax)."""
-
-    def keep_prefix(match: re.Match[str]) -> str:
-        prefix = next(g for g in match.groups() if g is not None)
-        return prefix + REDACTED
-
-    return _CREDENTIALS.sub(keep_prefix, sql)
 
 
 def principal_fields(principal: Principal) -> dict[str, Any]:

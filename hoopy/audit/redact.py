@@ -32,33 +32,29 @@ checks (a JWT header is decoded), registered prefixes and lengths keep random or
 hashes and timestamps from being redacted, which would make the log useless for the
 investigations it exists for. Deliberately not detected, because no pattern tells them apart
 from ordinary data: names, postal addresses, dates of birth, free-form passwords (the
-credential literals of account statements are redacted by ``events.redact_sql`` from their
-syntax), AWS secret access keys and other unprefixed high-entropy strings (as random as a
-SHA-1 or a UUID), phone numbers without ``+`` (as digit-shaped as an order id), national ids
-other than the US SSN, IP addresses (personal data, but the log needs them), and card numbers
-of other industries (airlines' ``1``, fuel cards ``7``...).
+credential literals of account statements are redacted from their syntax, by
+``hoopy.sql.credentials``), AWS secret access keys and other unprefixed high-entropy strings
+(as random as a SHA-1 or a UUID), phone numbers without ``+`` (as digit-shaped as an order
+id), national ids other than the US SSN, IP addresses (personal data, but the log needs
+them), and card numbers of other industries (airlines' ``1``, fuel cards ``7``...).
 
-``redact_sql_literals`` lexes MySQL text well enough to find string literals: ``'...'`` and
-``"..."`` (MySQL 8.0 reference, 11.1.1 "String Literals": doubled quotes, backslash escapes,
-charset introducers such as ``_utf8mb4'...'`` and ``N'...'``), while skipping comments
-(11.7 "Comments": ``/* */``, ``#`` and ``--`` followed by whitespace or a control character),
-backtick-quoted identifiers and hex or bit literals (``X'..'``, ``B'..'``, ``0x..``), so that an
-apostrophe in any of them cannot desynchronise the scan. The text of executable comments
-(``/*! ... */``, MariaDB's ``/*M! ... */``) and optimizer hints (``/*+ ... */``) is SQL that
-runs, so it is scanned like the rest. Integer literals of 13 digits or more are checked too (a
-card number is often stored in a ``BIGINT``); one that matches is replaced by the *string*
-``'<redacted:card>'``: the statement in the log no longer means what was run, which is the
-point of redacting it. Known limits: data in comments and identifiers is never redacted;
-``"..."`` is taken for a string (under ``ANSI_QUOTES`` it is an identifier, which is then
-redacted only if it looks like a secret); a secret split over adjacent literals (``'4111'
-'1111...'``) is not seen whole; and with ``NO_BACKSLASH_ESCAPES`` the caller must say so
-(``backslash_escapes=False``) or a literal ending in a backslash hides those after it.
+Statements are read by the gateway's one MySQL lexer (``hoopy.sql.lexer``), so comments,
+backquoted identifiers and hex or bit literals cannot desynchronise the scan, and
+executable comments are read as the server reads them. ``redact_statement`` (what the audit
+records) redacts under every reading of the text: backslash escapes on and off
+(``NO_BACKSLASH_ESCAPES``, or a backslash that is the second byte of a GBK character), ``"``
+as a string and as an ``ANSI_QUOTES`` identifier, executable comments and hints run or not;
+a literal sensitive under any reading is replaced. It also replaces credential literals,
+found from the statement's syntax (``hoopy.sql.credentials``). Integer literals of 13
+digits or more are checked too (a card number is often stored in a ``BIGINT``); one that
+matches is replaced by the *string* ``'<redacted:card>'``: the statement in the log no
+longer means what was run, which is the point of redacting it. Known limits: data in
+comments and identifiers is never redacted; a secret split over adjacent literals (``'4111'
+'1111...'``) is not seen whole.
 
-This is hygiene for the log, not a security boundary: the lexer follows MySQL for well-formed
-statements and, for hostile input, never raises and stays linear in the input (an
-unterminated literal, comment or identifier runs to the end of the text), but it does not
-mirror MySQL's error recovery. Every pattern is bounded or possessive (no catastrophic
-backtracking). Pure functions, no I/O.
+This is hygiene for the log, not a security boundary for personal data: the patterns catch
+the common forms. Every pattern is bounded or possessive (no catastrophic backtracking) and
+the lexer is linear. Pure functions, no I/O.
 """
 
 from __future__ import annotations
@@ -67,8 +63,11 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
+
+from hoopy.sql import credentials, lexer
 
 
 @dataclass(frozen=True)
@@ -342,103 +341,107 @@ def redact_value(
     return (value, None) if kind is None else (marker(kind), kind)
 
 
-# -- the SQL lexer -------------------------------------------------------------------------------
+# -- statements ----------------------------------------------------------------------------------
 
 # An integer literal this long may be a card number; shorter ones are not even checked (bulk
 # INSERTs are full of small integers).
 MIN_CHECKED_INTEGER_DIGITS = 13
 
-
-def _quoted(name: str, quote: str, backslash_escapes: bool) -> str:
-    # Possessive loops: an unterminated literal is consumed to the end in one pass, and the
-    # match cannot fail part-way (which would resynchronise the scan inside the literal).
-    if backslash_escapes:
-        body = rf"[^{quote}\\]++|\\.?|{quote}{quote}"
-    else:
-        body = rf"[^{quote}]++|{quote}{quote}"
-    return rf"(?P<{name}>{quote}(?P<{name}_body>(?:{body})*+)(?:(?P<{name}_end>{quote})|\Z))"
+CREDENTIAL = credentials.CREDENTIAL
 
 
-_WORD_CHAR = r"[0-9A-Za-z_$\u0080-\U0010FFFF]"
+class RedactedStatement(NamedTuple):
+    sql: str  # the text to record
+    kinds: list[str]  # sorted kinds replaced ("credential" for credential literals)
+    credential_bearing: bool  # credential syntax: a prepared statement's parameters are secret
 
 
-def _lexer(backslash_escapes: bool) -> re.Pattern[str]:
-    # Alternatives are tried in order at each position; any other character (whitespace,
-    # operators, the "/*!" of an executable comment...) is stepped over by finditer.
-    # The lookahead lets the engine reject, with one character-class test, the positions
-    # where no alternative can start (most of them): 3x faster on typical statements.
-    return re.compile(
-        r"(?=[-/#`'\"xXbB0-9])(?:"
-        + "|".join(
-            (
-                # Comments; "/*!", "/*M!" and "/*+" are not, their content is SQL.
-                r"(?P<comment>/\*(?!M?!|\+)(?:[^*]++|\*(?!/))*+(?:\*/|\Z)"
-                r"|--(?:[\x00-\x20]|\Z)[^\n]*+|#[^\n]*+)",
-                r"(?P<ident>`(?:[^`]++|``)*+(?:`|\Z))",
-                # Only tokens that matter are matched; finditer steps over the rest in C.
-                # A hex/bit literal's x or b must not end a word ("max'..." is no literal);
-                # of words, only long digit runs (card numbers) are candidates.
-                rf"(?P<hexbit>(?<!{_WORD_CHAR})[xXbB]'[^']*+(?:'|\Z))",
-                _quoted("sq", "'", backslash_escapes),
-                _quoted("dq", '"', backslash_escapes),
-                rf"(?P<word>(?<!{_WORD_CHAR})[0-9]{{{MIN_CHECKED_INTEGER_DIGITS},}}+(?!{_WORD_CHAR}))",
-            )
-        )
-        + ")",
-        re.DOTALL,
+def _literal_check(detectors: Sequence[Detector]) -> credentials.LiteralCheck:
+    """The detectors as a lexer callback: a literal's replacement kind, or None."""
+
+    def check(data: bytes, token: lexer.Token, reading: lexer.Reading) -> str | None:
+        if token.kind is lexer.STRING:
+            value = lexer.string_value(data, token, reading).decode("utf-8", "surrogateescape")
+            return detect(value, detectors)
+        if (
+            token.kind is lexer.NUMBER
+            and token.end - token.start >= MIN_CHECKED_INTEGER_DIGITS
+            and data[token.start - 1 : token.start] != b"."  # t.123...: a column name
+        ):
+            word = data[token.start : token.end]
+            if word.isdigit():
+                return detect(word.decode("ascii"), detectors)
+        return None
+
+    return check
+
+
+def _replacement(data: bytes, span: credentials.Span) -> str:
+    if span.replacement is not None:
+        return span.replacement.decode("utf-8", "surrogateescape")
+    quote = data[span.start : span.start + 1]
+    if span.kind != CREDENTIAL and quote in (b"'", b'"'):
+        # A detector's literal keeps its quote character, and stays unterminated if it was.
+        return quote.decode() + marker(span.kind) + (quote.decode() if span.closed else "")
+    if span.kind != CREDENTIAL and quote in (b"n", b"N"):
+        return "N'" + marker(span.kind) + "'"
+    return "'" + marker(span.kind) + "'"
+
+
+def _render(data: bytes, spans: Sequence[credentials.Span], errors: str) -> str:
+    pieces: list[str] = []
+    done = 0
+    for span in spans:
+        pieces += (data[done : span.start].decode("utf-8", errors), _replacement(data, span))
+        done = span.end
+    pieces.append(data[done:].decode("utf-8", errors))
+    return "".join(pieces)
+
+
+_QUOTES_OR_DIGITS = re.compile(rb"['\"]|[0-9]{%d}" % MIN_CHECKED_INTEGER_DIGITS)
+
+
+def redact_statement(
+    data: bytes,
+    detectors: Sequence[Detector] = DEFAULT_DETECTORS,
+    server: lexer.ServerVersion | None = None,
+) -> RedactedStatement:
+    """The text of a statement (``COM_QUERY``, ``COM_STMT_PREPARE``) as the audit records it.
+
+    Credential literals (``hoopy.sql.credentials``) are always replaced by
+    ``'<redacted:credential>'``; literals in which ``detectors`` find something by
+    ``'<redacted:KIND>'``. Both are looked for under every reading of the text (each
+    ``sql_mode`` quoting, executable comments run or not), so that no reading of what is
+    recorded shows what one of them hides. Invalid UTF-8 is recorded as U+FFFD.
+    """
+    mentions = credentials.may_carry_credentials(data)
+    if not mentions and (not detectors or _QUOTES_OR_DIGITS.search(data) is None):
+        return RedactedStatement(data.decode("utf-8", "replace"), [], False)
+    check = _literal_check(detectors) if detectors else None
+    found = credentials.find_credentials(
+        data, server, check_literal=check, mentions_credentials=mentions
+    )
+    if not found.spans:
+        return RedactedStatement(data.decode("utf-8", "replace"), [], found.bearing)
+    return RedactedStatement(
+        _render(data, found.spans, "replace"), sorted(found.kinds), found.bearing
     )
 
 
-_LEXERS = {True: _lexer(True), False: _lexer(False)}
-
-# MySQL 8.0 reference, 11.1.1, table 11.1: "\%" and "\_" keep their backslash (for LIKE);
-# for any other unlisted character the backslash is dropped.
-_ESCAPES = {"0": "\x00", "b": "\b", "n": "\n", "r": "\r", "t": "\t", "Z": "\x1a"}
-_ESCAPES.update({"%": "\\%", "_": "\\_"})
-_ESCAPE = {q: re.compile(rf"\\(.?)|{q}{q}", re.DOTALL) for q in ("'", '"')}
-
-
-def _unquote(body: str, quote: str, backslash_escapes: bool) -> str:
-    """The value of a literal from the text between its quotes."""
-    if not backslash_escapes:
-        return body.replace(quote + quote, quote)
-    if "\\" not in body and quote + quote not in body:
-        return body
-
-    def unescape(match: re.Match[str]) -> str:
-        if match.group(0)[0] == quote:
-            return quote
-        char = match.group(1)  # "" for a trailing backslash of unterminated input
-        return _ESCAPES.get(char, char)
-
-    return _ESCAPE[quote].sub(unescape, body)
-
-
-def _scan(sql: str, backslash_escapes: bool) -> Iterator[tuple[re.Match[str], str | None, str]]:
-    """Each string literal or long integer: (match, quote char or None, value)."""
-    for match in _LEXERS[backslash_escapes].finditer(sql):
-        group = match.lastgroup
-        if group in ("sq", "dq"):
-            body = match.group(f"{group}_body")
-            quote = sql[match.start()]
-            yield match, quote, _unquote(body, quote, backslash_escapes)
-        elif group == "word":
-            word = match.group(0)
-            if (
-                len(word) >= MIN_CHECKED_INTEGER_DIGITS
-                and word.isascii()
-                and word.isdigit()
-                and not sql.endswith(".", 0, match.start())  # the fraction of 1.2345...
-            ):
-                yield match, None, word
+def _one_reading(sql: str, backslash_escapes: bool) -> tuple[bytes, lexer.Reading]:
+    reading = lexer.Reading(backslash_escapes, executable=lexer.Executable.CODE)
+    return sql.encode("utf-8", "surrogatepass"), reading
 
 
 def string_literals(sql: str, *, backslash_escapes: bool = True) -> list[str]:
-    """The values of the string literals of ``sql``, in order (hex and bit literals aside)."""
-    return [value for _, quote, value in _scan(sql, backslash_escapes) if quote is not None]
-
-
-_LONG_NUMBER = re.compile(rf"\d{{{MIN_CHECKED_INTEGER_DIGITS}}}")
+    """The values of the string literals of ``sql`` under one reading (executable comments
+    and hints read as code), in order; hex and bit literals aside."""
+    data, reading = _one_reading(sql, backslash_escapes)
+    return [
+        lexer.string_value(data, t, reading).decode("utf-8", "surrogatepass")
+        for t in lexer.code_tokens(data, reading)
+        if t.kind is lexer.STRING
+    ]
 
 
 def redact_sql_literals(
@@ -447,36 +450,26 @@ def redact_sql_literals(
     *,
     backslash_escapes: bool = True,
 ) -> tuple[str, list[str]]:
-    """Replace each sensitive string literal (and card-number integer) of ``sql`` by a marker.
+    """Replace each sensitive string literal (and card-number integer) of ``sql`` by a marker,
+    under one reading of the quoting (``backslash_escapes=False`` for
+    ``NO_BACKSLASH_ESCAPES``); executable comments and hints are read as code.
 
     Returns the new text and the sorted kinds replaced. A literal keeps its quote character
     (``"<redacted:email>"``); an unterminated one stays unterminated; an integer becomes
-    ``'<redacted:card>'``. Pass ``backslash_escapes=False`` for a session whose ``sql_mode``
-    has ``NO_BACKSLASH_ESCAPES`` (``SERVER_STATUS_NO_BACKSLASH_ESCAPES`` in its OK packets).
+    ``'<redacted:card>'``. The audit uses ``redact_statement``, which also redacts
+    credentials and reads the text every way it can be read.
     """
     if not detectors:
         return sql, []
-    if (
-        "'" not in sql
-        and '"' not in sql
-        and (CARD not in detectors or not _LONG_NUMBER.search(sql))
-    ):
+    data, reading = _one_reading(sql, backslash_escapes)
+    if _QUOTES_OR_DIGITS.search(data) is None:
         return sql, []  # nothing to check (most statements): skip the lexer
-    pieces: list[str] = []
-    kinds: set[str] = set()
-    done = 0
-    for match, quote, value in _scan(sql, backslash_escapes):
-        if (kind := detect(value, detectors)) is None:
-            continue
-        kinds.add(kind)
-        if quote is None:
-            replacement = f"'{marker(kind)}'"
-        else:
-            closed = match.group("sq_end" if quote == "'" else "dq_end") is not None
-            replacement = quote + marker(kind) + (quote if closed else "")
-        pieces += (sql[done : match.start()], replacement)
-        done = match.end()
-    if not kinds:
+    check = _literal_check(detectors)
+    spans = [
+        credentials.Span(t.start, t.end, kind, None, t.closed)
+        for t in lexer.tokenize(data, reading, literals_only=True)
+        if t.kind in lexer.LITERALS and (kind := check(data, t, reading)) is not None
+    ]
+    if not spans:
         return sql, []
-    pieces.append(sql[done:])
-    return "".join(pieces), sorted(kinds)
+    return _render(data, spans, "surrogatepass"), sorted({s.kind for s in spans})

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import socket
 import ssl
 import time
@@ -21,6 +20,7 @@ from mysql_mimic.auth import Forbidden
 
 from hoopy.audit.writer import AuditUnavailable
 from hoopy.config.model import Listener, LoginMode, SecretUnavailable, Target
+from hoopy.gateway import sql_checks
 from hoopy.gateway.admission import PRE_AUTH_MAX_PAYLOAD, kill_target
 from hoopy.gateway.compressed import CompressedPacketStream
 from hoopy.gateway.frontdoor import (
@@ -78,19 +78,6 @@ log = logging.getLogger("hoopy.session")
 # COM_TIME, COM_DELAYED_INSERT and MariaDB's COM_STMT_BULK_EXECUTE (only with a capability
 # hoopy never offers) are answered with ER_UNKNOWN_COM_ERROR.
 RELAYED_COMMANDS = frozenset(COMMAND_NAMES) - {0x00}
-
-# LOAD {DATA | XML} [LOW_PRIORITY | CONCURRENT] LOCAL INFILE, at the start of any statement
-# of a (multi-statement) query, comments allowed between the words. The target refuses it
-# anyway (hoopy does not pass CLIENT_LOCAL_FILES on unless allowed); this check exists to give
-# the client a clear reason. (A ';' inside a string literal may cause a false refusal; the
-# policy layer's parser will replace this pattern.)
-_SEP = rb"(?:\s|/\*.*?\*/)+"
-_LOCAL_INFILE = re.compile(
-    rb"(?:^|;)(?:\s|/\*.*?\*/|(?:--\s|#)[^\n]*(?:\n|$))*"
-    rb"load" + _SEP + rb"(?:data|xml)" + _SEP + rb"(?:(?:low_priority|concurrent)" + _SEP + rb")?"
-    rb"local\b",
-    re.IGNORECASE | re.DOTALL,
-)
 
 # COM_QUERY payloads longer than this are never a bare KILL statement worth mapping.
 _KILL_MAX = 4200
@@ -176,7 +163,11 @@ class Session:
             audit_settings = self.server.config.audit
             if self.server.audit is not None and audit_settings is not None:
                 self.audit = SessionAudit(
-                    self.server.audit, self.id, audit_settings, self.login.capabilities
+                    self.server.audit,
+                    self.id,
+                    audit_settings,
+                    self.login.capabilities,
+                    sql_checks.server_version(self.upstream.greeting if self.upstream else None),
                 )
                 self.audit.session_start(
                     principal,
@@ -417,7 +408,7 @@ class Session:
         if (
             command == COM_QUERY
             and not self.target.allow_local_infile
-            and _LOCAL_INFILE.search(memoryview(packet.payload)[1:])
+            and await sql_checks.loads_local_file(packet.payload, self.upstream.greeting)
         ):
             await self._deny(
                 packet,
@@ -512,7 +503,7 @@ class Session:
         assert self.login is not None
         self.stats.errors += 1
         if self.audit is not None:
-            self.audit.refused(
+            await self.audit.refused(
                 self.stats.statements, self.login.principal, packet.payload, rule, kind, message
             )
         await self._refuse(kind, message)

@@ -8,7 +8,14 @@ next statement finds the log unwritable and is refused.
 
 To record a prepared statement's parameters, the session remembers each statement's SQL and
 parameter count from its prepare response, and the parameter types last bound (an EXECUTE
-may omit them: "new_params_bound_flag" 0 in the protocol docs' COM_STMT_EXECUTE).
+may omit them: "new_params_bound_flag" 0 in the protocol docs' COM_STMT_EXECUTE). A
+statement whose text is credential-bearing (``hoopy.sql.credentials``: ``SELECT
+PASSWORD(?)``, ``UPDATE users SET password = ?``) has every parameter of its executions,
+and its long data, recorded as ``<redacted:credential>``.
+
+Building a record costs time linear in the statement (redaction lexes it): a statement of
+``offload.OFF_LOOP_BYTES`` or more is recorded from a worker thread, so that one client's huge
+statements do not stall the event loop that serves every other session.
 """
 
 from __future__ import annotations
@@ -20,12 +27,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hoopy.audit import events
-from hoopy.audit.redact import detectors_named, redact_sql_literals, redact_value
+from hoopy.audit.redact import CREDENTIAL, detectors_named, redact_statement, redact_value
+from hoopy.audit.redact import marker as redaction_marker
 from hoopy.audit.values import param_to_json
 from hoopy.audit.writer import AuditUnavailable
 from hoopy.config.model import AuditSettings
+from hoopy.gateway import offload
 from hoopy.gateway.audit_log import AuditLog
 from hoopy.identity.principal import Principal
+from hoopy.sql.lexer import ServerVersion
 from hoopy.wire.errors import ErrorKind
 from hoopy.wire.messages import ErrPacket
 from hoopy.wire.packets import ProtocolError
@@ -54,20 +64,28 @@ _LONG_DATA_TYPE = 0xFC  # BLOB
 class PreparedStatement:
     sql: str | None  # as recorded (redacted when the prepare's SQL was)
     num_params: int
+    credential: bool = False  # credential-bearing text: its parameters are credentials
     types: list[tuple[int, bool]] | None = None  # bound by the last EXECUTE that sent them
     long_data: set[int] = field(default_factory=set)  # params sent by SEND_LONG_DATA
 
 
 class SessionAudit:
     def __init__(
-        self, audit: AuditLog, session: str, settings: AuditSettings, capabilities: int
+        self,
+        audit: AuditLog,
+        session: str,
+        settings: AuditSettings,
+        capabilities: int,
+        server: ServerVersion | None = None,
     ) -> None:
         self.audit = audit
         self.session = session
         self.settings = settings
         self.capabilities = capabilities
+        self.server = server  # the target's version: which executable comments run
         self.prepared: dict[int, PreparedStatement] = {}
-        self._pending_prepare: str | None = None  # recorded SQL of a PREPARE in flight
+        # Recorded SQL of a PREPARE in flight, and whether it is credential-bearing.
+        self._pending_prepare: tuple[str, bool] | None = None
         self._last_prepared: int | None = None
         self._hide_error = False  # the current statement's error may quote redacted text
         self._detectors = detectors_named(settings.redact)  # validated when the config loaded
@@ -86,7 +104,7 @@ class SessionAudit:
 
         Raises ``AuditUnavailable`` (the caller refuses the statement)."""
         try:
-            record = self._statement(seq, principal, payload)
+            record = await self._build(seq, principal, payload)
         except Exception as exc:  # a bug here must refuse the statement, not end the session
             log.exception("session %s: cannot build the audit record", self.session)
             raise AuditUnavailable(
@@ -95,7 +113,14 @@ class SessionAudit:
         await self.audit.write_durable(record)
         self._started = time.monotonic()
 
-    def refused(
+    async def _build(
+        self, seq: int, principal: Principal, payload: bytes, **verdict: Any
+    ) -> dict[str, Any]:
+        return await offload.run(
+            len(payload), lambda: self._statement(seq, principal, payload, **verdict)
+        )
+
+    async def refused(
         self,
         seq: int,
         principal: Principal,
@@ -106,7 +131,7 @@ class SessionAudit:
     ) -> None:
         """A statement hoopy refused without forwarding: its record and its error outcome."""
         try:
-            record = self._statement(seq, principal, payload, verdict="deny", rule=rule)
+            record = await self._build(seq, principal, payload, verdict="deny", rule=rule)
         except Exception:  # the refusal stands; record what is certain
             log.exception("session %s: cannot build the audit record", self.session)
             record = events.statement(
@@ -189,11 +214,12 @@ class SessionAudit:
         redacted: list[str] = []
         if command == COM_QUERY:
             attributes, sql = self._query(payload)
-            record["sql"] = self._sql(sql, redacted)
+            record["sql"], _ = self._sql(sql, redacted)
             if attributes:
                 record["attributes"] = self._params(attributes, redacted)
         elif command == COM_STMT_PREPARE:
-            record["sql"] = self._pending_prepare = self._sql(payload[1:], redacted)
+            self._pending_prepare = self._sql(payload[1:], redacted)
+            record["sql"] = self._pending_prepare[0]
         elif command == COM_STMT_EXECUTE:
             self._execute(payload, record, redacted)
         elif command in (COM_STMT_FETCH, COM_STMT_CLOSE, COM_STMT_RESET) and len(payload) >= 5:
@@ -204,17 +230,21 @@ class SessionAudit:
             if command == COM_STMT_RESET and statement_id in self.prepared:
                 self.prepared[statement_id].long_data.clear()
         elif command == COM_STMT_SEND_LONG_DATA and len(payload) >= 7:
-            record["statement_id"] = self._statement_id(payload)
+            statement_id = self._statement_id(payload)
+            record["statement_id"] = statement_id
             record["param"] = int.from_bytes(payload[5:7], "little")
             chunk = Param(_LONG_DATA_TYPE, False, _text_or_bytes(payload[7:]))
-            record["data"] = self._params((chunk,), redacted)[0]
+            statement = self.prepared.get(statement_id)
+            secret = statement is not None and statement.credential
+            record["data"] = self._params((chunk,), redacted, secret=secret)[0]
         else:
             argument = events.argument(command, payload)
             if argument is not None:
                 record["argument"] = argument
         if redacted:
             record["redacted"] = sorted(set(redacted))
-        self._hide_error = bool(redacted) or events.REDACTED in record.get("sql", "")
+        # An error about a statement with redacted text or values may quote them.
+        self._hide_error = bool(redacted) or "<redacted:" in record.get("sql", "")
         return record
 
     def _query(self, payload: bytes) -> tuple[tuple[Param, ...], bytes]:
@@ -223,18 +253,27 @@ class SessionAudit:
         except ProtocolError:
             return (), payload[1:]  # the server will reject it; record what was sent
 
-    def _sql(self, raw: bytes, redacted: list[str]) -> str:
-        sql = events.redact_sql(raw.decode("utf-8", "replace"))
-        if self._detectors:
-            sql, kinds = redact_sql_literals(sql, self._detectors)
-            redacted.extend(kinds)
-        return sql
+    def _sql(self, raw: bytes, redacted: list[str]) -> tuple[str, bool]:
+        """The text to record, and whether it is credential-bearing."""
+        statement = redact_statement(raw, self._detectors, self.server)
+        redacted.extend(statement.kinds)
+        return statement.sql, statement.credential_bearing
 
-    def _params(self, params: tuple[Param, ...], redacted: list[str]) -> list[dict[str, Any]]:
+    def _params(
+        self, params: tuple[Param, ...], redacted: list[str], *, secret: bool = False
+    ) -> list[dict[str, Any]]:
         out = []
         for p in params:
             data = param_to_json(p, max_bytes=self.settings.max_value_bytes)
-            if self._detectors and isinstance(data.get("value"), str):
+            if secret and (data.get("value") is not None or "hex" in data):
+                # A parameter of a credential-bearing statement: nothing of it is recorded
+                # (not even its length), only its type.
+                for key in ("value", "hex", "truncated", "length"):
+                    data.pop(key, None)
+                data["value"] = redaction_marker(CREDENTIAL)
+                data["redacted"] = True
+                redacted.append(CREDENTIAL)
+            elif self._detectors and isinstance(data.get("value"), str):
                 marker, kind = redact_value(data["value"], self._detectors)
                 if kind is not None:
                     data["value"] = marker
@@ -268,17 +307,18 @@ class SessionAudit:
         statement.types = list(request.types)
         statement.long_data.clear()  # consumed by this execution
         if request.params:
-            record["params"] = self._params(request.params, redacted)
+            record["params"] = self._params(request.params, redacted, secret=statement.credential)
         if request.flags:
             record["cursor"] = request.flags
 
     def _track(self, command: int, summary: ResponseSummary) -> None:
         if command == COM_STMT_PREPARE:
-            sql, self._pending_prepare = self._pending_prepare, None
+            pending, self._pending_prepare = self._pending_prepare, None
+            sql, credential = pending if pending is not None else (None, True)
             if summary.prepared is not None:
                 self._last_prepared = summary.prepared.statement_id
                 self.prepared[summary.prepared.statement_id] = PreparedStatement(
-                    sql, summary.prepared.num_params
+                    sql, summary.prepared.num_params, credential
                 )
         elif command in (COM_CHANGE_USER, COM_RESET_CONNECTION) and summary.error is None:
             self.reset()

@@ -470,7 +470,8 @@ def secret_literals(draw: st.DrawFn) -> tuple[str, str, str]:
 
 PLAIN = st.text("abcdefghijklmnopqrstuvwxyz0123456789 ()=<>+*.,;", max_size=12)
 COMMENT_TEXT = st.text().filter(lambda s: "*/" not in s)
-LINE_TEXT = st.text().filter(lambda s: "\n" not in s)
+# A NUL ends a line comment too, as in the server's lexer.
+LINE_TEXT = st.text(st.characters(exclude_characters="\n\x00"))
 
 
 @st.composite

@@ -123,8 +123,75 @@ def test_credentials_never_reach_the_audit_file(hoopy_factory: Start, tmp_path: 
     hoopy.stop()
     raw = b"".join(p.read_bytes() for p in directory.glob("audit-*.jsonl"))
     assert b"Sup3r-S3cret" not in raw
-    assert raw.count(b"<redacted>") >= 4
+    assert raw.count(b"<redacted:credential>") >= 4
     assert DEV_PASSWORD.encode() not in raw
+
+
+# Issue 8, item 6: each reached the audit file verbatim (and the server accepted each).
+EVASIONS = [
+    "CREATE USER 'audit_probe'@'%' IDENTIFIED /**/ BY 'Sup3r-S3cret-5'",
+    "CREATE USER 'audit_probe'@'%' IDENTIFIED BY/**/'Sup3r-S3cret-6'",
+    "CREATE USER 'audit_probe'@'%' IDENTIFIED -- c\n BY 'Sup3r-S3cret-7'",
+    "SELECT PASSWORD/**/('Sup3r-S3cret-8')",
+    "PREPARE s FROM 'CREATE USER audit_probe IDENTIFIED BY ''Sup3r-S3cret-9'''",
+    "CREATE SERVER probe FOREIGN DATA WRAPPER mysql OPTIONS (PASSWORD 'Sup3r-S3cret-10')",
+    "CHANGE MASTER TO MASTER_PASSWORD='Sup3r-S3cret-11'",
+    "CREATE USER audit_probe IDENTIFIED VIA mysql_native_password USING 'Sup3r-S3cret-12'",
+    "SELECT OLD_PASSWORD('Sup3r-S3cret-13')",
+    "/*!CREATE USER audit_probe IDENTIFIED BY 'Sup3r-S3cret-14' */",
+    # With NO_BACKSLASH_ESCAPES, "\'" does not escape the quote: the literal ends there.
+    "SET SESSION sql_mode = 'NO_BACKSLASH_ESCAPES'",
+    "CREATE USER audit_probe IDENTIFIED BY 'Sup3r-S3cret-15\\'",
+]
+
+
+def test_credential_evasions_never_reach_the_audit_file_pymysql(
+    hoopy_factory: Start, tmp_path: Path
+) -> None:
+    hoopy, directory = audited(hoopy_factory, tmp_path)
+    conn = hoopy.connect()
+    with conn.cursor() as cur:
+        for sql in EVASIONS:
+            with contextlib.suppress(pymysql.err.MySQLError):
+                cur.execute(sql)
+    conn.close()
+    hoopy.stop()
+    raw = b"".join(p.read_bytes() for p in directory.glob("audit-*.jsonl"))
+    assert b"Sup3r-S3cret" not in raw
+    redacted = [r for r in kinds(directory) if "credential" in r.get("redacted", [])]
+    assert len(redacted) == len(EVASIONS) - 1  # all but the SET sql_mode
+
+
+def test_prepared_credential_parameters_are_redacted_mysql_connector(
+    hoopy_factory: Start, tmp_path: Path
+) -> None:
+    """SELECT PASSWORD(?) through a real server-side prepared statement: the parameter of
+    each execution is recorded as a credential."""
+    hoopy, directory = audited(hoopy_factory, tmp_path)
+    host, port = hoopy.tcp["app"]
+    conn = mysql.connector.connect(
+        host=host,
+        port=port,
+        user=DEV_USER,
+        password=DEV_PASSWORD,
+        database=TEST_DB,
+        use_pure=True,
+        ssl_disabled=True,
+    )
+    cur = conn.cursor(prepared=True)
+    cur.execute("SELECT PASSWORD(?)", ("Sup3r-S3cret-20",))
+    assert cur.fetchall()[0][0]  # the server ran it
+    cur.execute("SELECT ? + 1", (41,))
+    assert cur.fetchall() == [(42,)]
+    conn.close()
+    hoopy.stop()
+    raw = b"".join(p.read_bytes() for p in directory.glob("audit-*.jsonl"))
+    assert b"Sup3r-S3cret" not in raw
+    executes = [r for r in kinds(directory) if r.get("command") == "COM_STMT_EXECUTE"]
+    assert [p.get("value") for p in executes[0]["params"]] == ["<redacted:credential>"]
+    assert executes[0]["params"][0]["redacted"] is True
+    assert executes[0]["redacted"] == ["credential"]
+    assert executes[1]["params"][0]["value"] == 41  # other statements keep their values
 
 
 def test_statements_are_refused_when_the_log_cannot_be_written(

@@ -85,6 +85,12 @@ def _connect(hoopy: HoopyProcess, **kw: Any) -> pymysql.connections.Connection:
         "load data local infile",
         "/* bulk */ LOAD DATA LOW_PRIORITY LOCAL INFILE",
         "  \n-- comment\nLOAD DATA CONCURRENT LOCAL INFILE",
+        # Executable comments: the server runs their content (issue 8, item 7).
+        "LOAD DATA /*!LOCAL*/ INFILE",
+        "LOAD DATA /*!50000 LOCAL */ INFILE",
+        "LOAD DATA /*M!100000 LOCAL */ INFILE",
+        "/*!LOAD DATA*/ LOCAL INFILE",
+        "LOAD/**/DATA#c\nLOCAL INFILE",
     ],
 )
 def test_refused_by_default_pymysql(
@@ -113,11 +119,37 @@ def test_refused_by_default_pymysql(
         conn.close()
 
 
-def test_refused_forms_hoopy_does_not_recognise_still_fail_closed(
+@pytest.mark.parametrize("wrap", ["/*!{}*/", "/*M!100000 {} */", "SELECT 1; /*!{} */"])
+def test_refused_inside_executable_comments_pymysql(
+    mariadb: MariaDBServer,
+    hoopy_factory: HoopyFactory,
+    fresh_db: str,
+    tmp_path: Path,
+    wrap: str,
+) -> None:
+    """The whole statement in an executable comment is refused by hoopy itself (before, the
+    target refused it only because CLIENT_LOCAL_FILES is not passed on)."""
+    mariadb.admin_sql(TABLE.format(db=fresh_db, table="t"))
+    path = _write_small(tmp_path)
+    hoopy = hoopy_factory()
+    conn = _connect(hoopy, client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS)
+    try:
+        with pytest.raises(pymysql.err.MySQLError) as info, conn.cursor() as cur:
+            cur.execute(wrap.format(_load_sql(fresh_db, "t", path)))
+            while cur.nextset():
+                pass
+        assert info.value.args == (1148, REFUSAL)
+        assert _count(mariadb, fresh_db, "t") == 0
+        assert one(conn, "SELECT 'alive'") == ("alive",)
+    finally:
+        conn.close()
+
+
+def test_load_xml_and_a_load_behind_another_statement_are_refused(
     mariadb: MariaDBServer, hoopy_factory: HoopyFactory, fresh_db: str, tmp_path: Path
 ) -> None:
-    """LOAD XML LOCAL and a LOAD DATA LOCAL behind another statement: the upstream leg has
-    no CLIENT_LOCAL_FILES, so MariaDB refuses them; nothing is loaded either way."""
+    """LOAD XML LOCAL and a LOAD DATA LOCAL behind another statement: hoopy refuses them
+    (and the upstream leg has no CLIENT_LOCAL_FILES anyway); nothing is loaded."""
     mariadb.admin_sql(TABLE.format(db=fresh_db, table="t"))
     xml = tmp_path / "rows.xml"
     xml.write_text('<list><row id="1" name="x" n="1"/></list>\n')
@@ -133,7 +165,7 @@ def test_refused_forms_hoopy_does_not_recognise_still_fail_closed(
                 cur.execute(sql)
                 while cur.nextset():
                     pass
-            assert info.value.args[0] in (1148, 4166), info.value.args
+            assert info.value.args == (1148, REFUSAL)
             assert _count(mariadb, fresh_db, "t") == 0
             assert one(conn, "SELECT 'alive'") == ("alive",)
     finally:

@@ -117,3 +117,34 @@ def test_by_default_secrets_are_redacted_and_personal_data_is_not() -> None:
         == "UPDATE bots SET token = '<redacted:api_token>' WHERE owner = 'a@b.example'"
     )
     assert record["redacted"] == ["api_token"]
+
+
+def test_parameters_of_credential_bearing_statements_are_redacted() -> None:
+    audit = session_audit()  # no detectors at all: credentials are redacted regardless
+    prepared(audit, b"UPDATE app_users SET password = ? WHERE id = ?", 4, 2)
+    chunk = b"\x18" + (4).to_bytes(4, "little") + (0).to_bytes(2, "little") + b"hunter2"
+    long_data = audit._statement(2, PRINCIPAL, chunk)
+    assert long_data["data"] == {"type": "BLOB", "value": "<redacted:credential>", "redacted": True}
+    audit.no_response(0x18, chunk)
+    execute = audit._statement(
+        3, PRINCIPAL, encode_execute(4, [Param(0xFC, False, LONG_DATA), Param(8, False, 7)])
+    )
+    assert execute["params"] == [
+        {"type": "BLOB", "long_data": True},
+        {"type": "LONGLONG", "value": "<redacted:credential>", "redacted": True},
+    ]
+    assert execute["redacted"] == ["credential"] and audit._hide_error
+    # NULL carries nothing to hide.
+    again = audit._statement(
+        4, PRINCIPAL, encode_execute(4, [Param(6, False, None), Param(8, False, 7)])
+    )
+    assert again["params"][0] == {"type": "NULL", "value": None}
+
+
+def test_credential_literals_are_redacted_in_queries_and_prepares() -> None:
+    audit = session_audit()
+    query = audit._statement(1, PRINCIPAL, b"\x03CREATE USER u IDENTIFIED /**/ BY 'hunter2'")
+    assert query["sql"] == "CREATE USER u IDENTIFIED /**/ BY '<redacted:credential>'"
+    assert query["redacted"] == ["credential"]
+    prepared(audit, b"SELECT 1 FROM t WHERE k = AES_ENCRYPT('x', 'hunter2')", 5, 0)
+    assert audit.prepared[5].credential and "hunter2" not in str(audit.prepared[5].sql)
