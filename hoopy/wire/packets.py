@@ -140,8 +140,16 @@ class PacketBuffer:
             pos = start + length
             if length < MAX_PACKET_PAYLOAD:
                 break
-        raw = bytes(buf[:pos])
-        payload = raw[HEADER_SIZE:] if len(pieces) == 1 else b"".join(raw[a:b] for a, b in pieces)
+        # Multi-packet commands run to max_statement_bytes: copy each byte once into ``raw``
+        # and once into ``payload`` (slicing a bytearray or bytes copies; a memoryview
+        # does not), so a 64 MiB statement does not hold the event loop for extra copies.
+        with memoryview(buf) as view:
+            raw = bytes(view[:pos])
+        if len(pieces) == 1:
+            payload = raw[HEADER_SIZE:]
+        else:
+            with memoryview(raw) as view:
+                payload = b"".join(view[a:b] for a, b in pieces)
         del buf[:pos]
         return Packet(seq=seq, next_seq=next_seq, payload=payload, raw=raw)
 
