@@ -125,7 +125,7 @@ class IdleWatch:
         fd = epoll.fileno()
         while True:
             await trio.lowlevel.wait_readable(fd)
-            ready = epoll.poll(0)
+            ready = epoll.poll(0, 2)  # which leg woke (at most two)
             if not ready:
                 continue
             for ready_fd, _ in ready:

@@ -193,7 +193,7 @@ def hop(mariadb: MariaDBServer) -> Iterator[InjectingHop]:
     relay.close()
 
 
-def test_the_servers_err_is_relayed_as_sent_then_the_client_is_closed(
+def test_pymysql_gets_the_servers_err_as_sent_then_the_close(
     hoopy_factory: Start, hop: InjectingHop, tmp_path: Path
 ) -> None:
     hoopy = hoopy_factory(
@@ -216,7 +216,7 @@ def test_the_servers_err_is_relayed_as_sent_then_the_client_is_closed(
     ) in reasons
 
 
-def test_unsolicited_bytes_that_are_not_an_err_close_both_legs(
+def test_pymysql_never_sees_unsolicited_bytes_that_are_not_an_err(
     hoopy_factory: Start, hop: InjectingHop
 ) -> None:
     hoopy = hoopy_factory(targets={"app": {"host": "127.0.0.1", "port": hop.port}})
@@ -260,7 +260,7 @@ class CheckingPool:
 
 
 @pytest.mark.parametrize("how", ["kill", "wait_timeout"])
-def test_a_pool_that_checks_before_reuse_never_hands_out_a_dead_connection(
+def test_pymysql_pool_that_checks_before_reuse_never_hands_out_a_dead_one(
     hoopy_factory: Start, mariadb: MariaDBServer, how: str
 ) -> None:
     hoopy = hoopy_factory()
