@@ -292,7 +292,7 @@ def test_raw_random_command_sequences_with_the_audit_failing_and_recovering(
         suppress_health_check=[HealthCheck.too_slow],
         database=None,
     )
-    @given(st.lists(ACTION, min_size=1, max_size=25))
+    @given(st.lists(ACTION, min_size=10, max_size=30))
     def sequence(actions: list[tuple[Any, ...]]) -> None:
         # One connection for every example: the client's view (slots) carries over, as the
         # server's and the gateway's state do.
