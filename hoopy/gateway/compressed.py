@@ -46,6 +46,11 @@ class CompressedPacketStream(PacketStream):
             protocol.feed(await self._receive(wait_first=wait_first))
             wait_first = False
 
+    def buffered_packet(self) -> Packet | None:
+        # The idle wait asks before it waits (gateway/idle.py): a packet the client sent
+        # ahead sits in the inflated frames, not in the plain buffer.
+        return self._protocol.next_packet()
+
     async def read_packet_exact(self) -> Packet:
         raise ProtocolError("the connection phase is over: no handshake packet expected")
 

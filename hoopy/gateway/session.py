@@ -13,7 +13,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import trio
 from mysql_mimic.auth import Forbidden
@@ -36,6 +36,8 @@ from hoopy.gateway.frontdoor import (
     target_login_failed,
     users_plugins,
 )
+from hoopy.gateway.idle import IdleWatch, TargetEnded
+from hoopy.gateway.refusal import LongData, refusal_reply
 from hoopy.gateway.session_audit import SessionAudit
 from hoopy.gateway.stream import ConnectionClosed, PacketStream
 from hoopy.gateway.upstream import UpstreamConnection, UpstreamError, UpstreamRefused
@@ -63,6 +65,8 @@ from hoopy.wire.response import (
     COM_PROCESS_KILL,
     COM_QUERY,
     COM_QUIT,
+    COM_RESET_CONNECTION,
+    COM_STMT_PREPARE,
     COMMAND_NAMES,
     NO_RESPONSE_COMMANDS,
     ResponseSummary,
@@ -139,6 +143,7 @@ class Session:
         self.audit: SessionAudit | None = None  # set once logged in, when auditing
         self.front_id: int | None = None  # the connection id hoopy greeted with, if its own
         self._query_attributes = False  # CLIENT_QUERY_ATTRIBUTES: SQL starts after them
+        self.long_data = LongData()  # prepared statements' long data (gateway/refusal.py)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -335,35 +340,54 @@ class Session:
 
     async def _command_loop(self) -> None:
         assert self.upstream is not None and self.login is not None
+        # While waiting for a command, watch the target too (gateway/idle.py).
+        idle = IdleWatch(self.client, self.upstream.packets, self.target.name)
         # The server's idle watchdog and its shutdown cancel this scope, but only while the
         # session is ``waiting`` for a command: a running statement is never cut here.
-        with trio.CancelScope() as scope:
-            self.idle_scope = scope
-            while not self.server.draining:
-                self.waiting = True
-                try:
-                    packet = await self.client.read_packet(wait_first=True)
-                except ProtocolError as exc:
-                    kind = (
-                        errors.NET_UNCOMPRESS
-                        if isinstance(exc, CompressionError)
-                        else errors.PACKET_TOO_LARGE
-                    )
-                    await self._send_error_quietly(kind, f"hoopy: {exc}", 1)
-                    raise
-                finally:
-                    self.waiting = False
-                if scope.cancel_called:
-                    break  # the timeout or shutdown came as the command arrived: drop it
-                self.commands += 1
-                if not packet.payload:
-                    raise ProtocolError("empty command packet")
-                await self._command(packet)
+        try:
+            with trio.CancelScope() as scope:
+                self.idle_scope = scope
+                while not self.server.draining:
+                    self.waiting = True
+                    try:
+                        packet = await idle.next_command()
+                    except ProtocolError as exc:
+                        kind = (
+                            errors.NET_UNCOMPRESS
+                            if isinstance(exc, CompressionError)
+                            else errors.PACKET_TOO_LARGE
+                        )
+                        await self._send_error_quietly(kind, f"hoopy: {exc}", 1)
+                        raise
+                    finally:
+                        self.waiting = False
+                    if isinstance(packet, TargetEnded):
+                        await self._target_ended(packet)
+                    if scope.cancel_called:
+                        break  # the timeout or shutdown came as the command arrived: drop it
+                    self.commands += 1
+                    if not packet.payload:
+                        raise ProtocolError("empty command packet")
+                    await self._command(packet)
+        finally:
+            idle.close()
         self.idle_scope = None
         if self.server.draining:
             self.end_reason = "gateway shutting down"
         elif self.idled_out:
             self.end_reason = f"idle for {self.server.config.gateway.idle_timeout:g}s"
+
+    async def _target_ended(self, ended: TargetEnded) -> NoReturn:
+        """The target ended the session while it was idle: pass on its ERR, then close."""
+        self.end_reason = ended.reason
+        if ended.violation:
+            log.warning("session %s: %s", self.id, ended.reason)
+        else:
+            log.info("session %s: %s", self.id, ended.reason)
+        if ended.relay is not None:
+            with trio.move_on_after(1), contextlib.suppress(ConnectionClosed):
+                await self.client.send_raw(ended.relay)
+        raise SessionEnded
 
     def end_if_idle(self) -> bool:
         """Called by the server's watchdog: end the session if it is waiting for a command."""
@@ -390,13 +414,14 @@ class Session:
             # is refused and the session ends (docs/security.md).
             self.end_reason = "token expired"
             log.info("session %s: token of %s expired", self.id, self.login.principal.name)
-            await self._deny(
+            if await self._deny(
                 packet,
                 "token_expired",
                 errors.ACCESS_DENIED,
                 "hoopy: this session's token has expired; reconnect with a fresh token",
-            )
-            raise SessionEnded
+            ):
+                raise SessionEnded
+            return  # dropped unanswered; the next command that has a response says why
         if command not in RELAYED_COMMANDS:
             await self._deny(
                 packet,
@@ -418,6 +443,11 @@ class Session:
                 "(set allow_local_infile = true in its [targets] section to allow it)",
             )
             return
+        if self.long_data:
+            dropped = self.long_data.check(packet.payload)
+            if dropped is not None:
+                await self._deny(packet, "long_data_refused", *dropped)
+                return
         audit = self.audit if command != COM_PING else None
         if audit is not None:
             try:
@@ -426,12 +456,14 @@ class Session:
                 log.error("session %s: %s; statement refused", self.id, exc)
                 self.stats.errors += 1
                 await self._refuse(
+                    packet,
                     errors.AUDIT_UNAVAILABLE,
                     f"hoopy cannot write its audit log, so the statement was not run: {exc.reason}",
                 )
                 return
         if command == COM_CHANGE_USER:
             await self._change_user(packet)
+            self.long_data.reset()
             if audit is not None:
                 audit.changed_user(self.stats.statements, self.login.principal)
             return
@@ -444,8 +476,10 @@ class Session:
         try:
             await self.upstream.packets.send_raw(packet.raw)
         except ConnectionClosed:
-            await self._upstream_lost(None)
+            # A command without a response gets none, not even this (gateway/refusal.py).
+            await self._upstream_lost(None, reply=command not in NO_RESPONSE_COMMANDS)
         if command in NO_RESPONSE_COMMANDS:
+            self.long_data.forwarded(packet.payload, True)
             if audit is not None:
                 audit.no_response(command, packet.payload)
             return
@@ -454,6 +488,13 @@ class Session:
         summary = await self._relay_response(tracker)
         if summary.error is not None:
             self.stats.errors += 1
+        if command == COM_STMT_PREPARE and summary.prepared is not None:
+            self.long_data.last_prepared = summary.prepared.statement_id
+        elif self.long_data:
+            if command == COM_RESET_CONNECTION and summary.error is None:
+                self.long_data.reset()
+            else:
+                self.long_data.forwarded(packet.payload, summary.error is None)
         if audit is not None:
             audit.after(self.stats.statements, command, summary, digest)
 
@@ -498,18 +539,29 @@ class Session:
         raw, _ = frame(new_payload, packet.seq)
         return Packet(packet.seq, packet.next_seq, new_payload, raw)
 
-    async def _deny(self, packet: Packet, rule: str, kind: ErrorKind, message: str) -> None:
-        """Refuse a statement hoopy will not forward, and record why."""
+    async def _deny(self, packet: Packet, rule: str, kind: ErrorKind, message: str) -> bool:
+        """Refuse a statement hoopy will not forward, and record why (see ``_refuse``)."""
         assert self.login is not None
         self.stats.errors += 1
         if self.audit is not None:
             await self.audit.refused(
                 self.stats.statements, self.login.principal, packet.payload, rule, kind, message
             )
-        await self._refuse(kind, message)
+        return await self._refuse(packet, kind, message)
 
-    async def _refuse(self, kind: ErrorKind, message: str) -> None:
-        await self.client.send_payload(build_err(kind.code, kind.sqlstate, message), 1)
+    async def _refuse(self, packet: Packet, kind: ErrorKind, message: str) -> bool:
+        """Answer a command hoopy does not forward: every refusal goes through here.
+
+        An ERR for a command that has a response; nothing for one that has none, whose
+        consequences the session then carries (gateway/refusal.py). Returns whether the
+        client was answered.
+        """
+        self.long_data.refused(packet.payload, kind, message)
+        reply = refusal_reply(packet, kind, message)
+        if reply is None:
+            return False
+        await self.client.send_raw(reply)
+        return True
 
     async def _forward_quietly(self, raw: bytes) -> None:
         assert self.upstream is not None
@@ -553,10 +605,10 @@ class Session:
                 log.info("session %s: LOCAL INFILE relayed, %d bytes", self.id, size)
                 return size
 
-    async def _upstream_lost(self, tracker: ResponseTracker | None) -> None:
+    async def _upstream_lost(self, tracker: ResponseTracker | None, *, reply: bool = True) -> None:
         self.end_reason = f"lost connection to target '{self.target.name}'"
         log.warning("session %s: %s", self.id, self.end_reason)
-        if tracker is None or tracker.at_packet_boundary:
+        if reply and (tracker is None or tracker.at_packet_boundary):
             seq = 1 if tracker is None or tracker.last_seq < 0 else tracker.last_seq + 1
             await self._send_error_quietly(
                 errors.SERVER_LOST,
@@ -572,7 +624,7 @@ class Session:
         try:
             request = parse_change_user(packet.payload, self.login.capabilities)
         except ProtocolError as exc:
-            await self._refuse(errors.HANDSHAKE, f"malformed COM_CHANGE_USER: {exc}")
+            await self._refuse(packet, errors.HANDSHAKE, f"malformed COM_CHANGE_USER: {exc}")
             raise SessionEnded from None
         name = request.username.decode("utf-8", "replace")
         delays = self.server.login_delays

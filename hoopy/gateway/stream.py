@@ -126,6 +126,30 @@ class PacketStream:
             return self._buf.take_all()
         return await self._receive(wait_first=wait_first)
 
+    def buffered_packet(self) -> Packet | None:
+        """A complete packet already buffered (the peer sent ahead), without any I/O."""
+        return self._buf.next_packet()
+
+    @property
+    def readable_fd(self) -> int:
+        """The descriptor that turns readable when bytes arrive from the peer (-1: none).
+
+        For TLS it is the transport's socket, whose readability means TLS bytes arrived, not
+        necessarily application data; and TLS data already read may sit decrypted inside the
+        ``SSLStream`` with the socket quiet (gateway/idle.py deals with both).
+        """
+        if self._fd >= 0:
+            return self._fd
+        transport = getattr(self.stream, "transport_stream", None)
+        if isinstance(transport, trio.SocketStream):
+            return transport.socket.fileno()
+        return -1
+
+    @property
+    def direct(self) -> bool:
+        """Whether reads are plain ``os.read`` calls on ``readable_fd`` (no TLS layer)."""
+        return self._fd >= 0
+
     def unread(self, data: bytes) -> None:
         """Put back bytes that belong to the next response."""
         if data:
