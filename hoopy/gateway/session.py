@@ -43,6 +43,7 @@ from hoopy.gateway.stream import ConnectionClosed, PacketStream
 from hoopy.gateway.upstream import UpstreamConnection, UpstreamError, UpstreamRefused
 from hoopy.identity.principal import Principal
 from hoopy.identity.static import FastAuthSuccess
+from hoopy.sql.lexer import ServerVersion
 from hoopy.wire import errors
 from hoopy.wire.compress import CompressionError
 from hoopy.wire.errors import ErrorKind
@@ -143,6 +144,8 @@ class Session:
         self.audit: SessionAudit | None = None  # set once logged in, when auditing
         self.front_id: int | None = None  # the connection id hoopy greeted with, if its own
         self._query_attributes = False  # CLIENT_QUERY_ATTRIBUTES: SQL starts after them
+        # The target's flavour and version, for reading executable comments (set at login).
+        self.server_version: ServerVersion | None = None
         self.long_data = LongData()  # prepared statements' long data (gateway/refusal.py)
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -172,7 +175,7 @@ class Session:
                     self.id,
                     audit_settings,
                     self.login.capabilities,
-                    sql_checks.server_version(self.upstream.greeting if self.upstream else None),
+                    self.server_version,
                 )
                 self.audit.session_start(
                     principal,
@@ -277,6 +280,8 @@ class Session:
             self.server.login_delays.succeeded(self.login.username, self.peer_host)
             self.client.max_payload = gw.max_statement_bytes
             self._query_attributes = bool(self.login.capabilities & CLIENT_QUERY_ATTRIBUTES)
+            assert self.upstream is not None
+            self.server_version = sql_checks.server_version(self.upstream.greeting)
             return True
         assert scope.cancelled_caught
         log.info("session %s from %s: handshake timed out", self.id, self.peer)
@@ -433,7 +438,7 @@ class Session:
         if (
             command == COM_QUERY
             and not self.target.allow_local_infile
-            and await sql_checks.loads_local_file(packet.payload, self.upstream.greeting)
+            and await sql_checks.loads_local_file(packet.payload, self.server_version)
         ):
             await self._deny(
                 packet,

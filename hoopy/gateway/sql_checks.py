@@ -14,8 +14,8 @@ def server_version(greeting: Greeting | None) -> ServerVersion | None:
     return None if greeting is None else ServerVersion.from_greeting(greeting.server_version)
 
 
-async def loads_local_file(payload: bytes, greeting: Greeting | None) -> bool:
+async def loads_local_file(payload: bytes, server: ServerVersion | None) -> bool:
     """Whether a COM_QUERY payload holds a ``LOAD DATA|XML ... LOCAL INFILE`` statement under
-    any reading of its text (executable comments included, as the target reads them)."""
-    server = server_version(greeting)
+    any reading of its text (executable comments included, as ``server`` reads them; the
+    caller parses the greeting's version once per session, not per statement)."""
     return await offload.run(len(payload), lambda: _loads_local_file(payload[1:], server))
