@@ -12,6 +12,7 @@ import errno
 import json
 import logging
 import os
+import select
 import signal
 import socket
 import ssl
@@ -24,6 +25,7 @@ import trio
 
 from hoopy.config.model import Config, Listener
 from hoopy.gateway.audit_log import AuditLog
+from hoopy.gateway.idle import TargetWatcher
 from hoopy.gateway.session import Session
 from hoopy.gateway.throttle import LoginThrottle
 from hoopy.gateway.tls import ServerCertificate, ensure_server_certificate, server_context
@@ -61,6 +63,8 @@ class GatewayServer:
         self.last_greetings: dict[str, Greeting] = {}
         self.tokens = TokenAuthenticator(config) if config.issuers else None
         self.audit: AuditLog | None = None
+        # Watches idle TLS-client sessions' targets (gateway/idle.py); Linux only (epoll).
+        self.target_watcher: TargetWatcher | None = None
         self.login_throttle = LoginThrottle(
             config.gateway.max_failed_logins, config.gateway.failed_login_window
         )
@@ -140,6 +144,9 @@ class GatewayServer:
                 nursery.start_soon(self._watch_signals, accept_scope, nursery)
                 if self.audit is not None:
                     nursery.start_soon(self.audit.run_background_tasks)
+                if hasattr(select, "epoll"):
+                    self.target_watcher = TargetWatcher()
+                    nursery.start_soon(self.target_watcher.run)
                 if self.config.gateway.idle_timeout:
                     nursery.start_soon(self._idle_watchdog, self.config.gateway.idle_timeout)
                 if on_ready:

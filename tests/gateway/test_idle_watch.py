@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from hoopy.gateway.idle import IdleWatch, TargetEnded
+from hoopy.gateway.idle import IdleWatch, TargetEnded, TargetWatcher
 from hoopy.gateway.stream import ConnectionClosed, PacketStream
 from hoopy.gateway.tls import ensure_server_certificate, server_context
 from hoopy.wire.messages import build_err, build_ok
@@ -65,7 +65,8 @@ async def make_leg(tls: bool, cert_dir: Path) -> Leg:
 class Legs:
     client: Leg
     target: Leg
-    race: bool  # force the two-task wait (the fallback when TLS internals are unreadable)
+    race: bool  # force the two-task wait (the fallback without epoll)
+    watcher: TargetWatcher
 
     def __getitem__(self, i: int) -> Leg:
         return (self.client, self.target)[i]
@@ -80,27 +81,32 @@ class Legs:
         "plain/tls",
         "tls/plain",
         "tls/tls",
-        "plain/plain/race",
+        "tls/plain/race",
         "tls/tls/race",
-        "plain/tls/race",
     ]
 )
-async def legs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Legs]:
+async def legs(
+    request: pytest.FixtureRequest, tmp_path: Path, nursery: trio.Nursery
+) -> AsyncIterator[Legs]:
     parts = request.param.split("/")
     client = await make_leg(parts[0] == "tls", tmp_path)
     target = await make_leg(parts[1] == "tls", tmp_path)
-    yield Legs(client, target, race="race" in parts)
+    watcher = TargetWatcher()  # the gateway's, for sessions with a TLS client leg
+    nursery.start_soon(watcher.run)
+    yield Legs(client, target, race="race" in parts, watcher=watcher)
     for leg in (client, target):
         await leg.ours.aclose()
         await leg.peer.aclose()
 
 
 def watch(legs: Legs) -> IdleWatch:
-    idle = IdleWatch(legs.client.ours, legs.target.ours, "app")
     if legs.race:
-        idle.close()  # no epoll descriptor: next_command races two tasks
+        return IdleWatch(legs.client.ours, legs.target.ours, "app")  # no watcher: the race
+    idle = IdleWatch(legs.client.ours, legs.target.ours, "app", legs.watcher)
+    if legs.client.ours.direct:
+        assert idle._epoll is not None, "a plain client is watched with the session's epoll"
     else:
-        assert idle._epoll is not None, "every leg kind here can be watched with epoll"
+        assert idle._watcher is not None, "a TLS client is watched by the TargetWatcher"
     return idle
 
 
