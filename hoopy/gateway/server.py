@@ -12,6 +12,7 @@ import errno
 import json
 import logging
 import os
+import select
 import signal
 import socket
 import ssl
@@ -25,6 +26,7 @@ import trio
 from hoopy.config.model import Config, Listener, LoginMode
 from hoopy.gateway.admission import FrontConnectionIds, PendingLogins, TargetGreetings
 from hoopy.gateway.audit_log import AuditLog
+from hoopy.gateway.idle import TargetWatcher
 from hoopy.gateway.session import Session
 from hoopy.gateway.throttle import LoginDelays
 from hoopy.gateway.tls import ServerCertificate, ensure_server_certificate, server_context
@@ -66,6 +68,8 @@ class GatewayServer:
         )
         self.tokens = TokenAuthenticator(config) if config.issuers else None
         self.audit: AuditLog | None = None
+        # Watches idle TLS-client sessions' targets (gateway/idle.py); Linux only (epoll).
+        self.target_watcher: TargetWatcher | None = None
         self.login_delays = LoginDelays(
             gw.login_delay_after_failures,
             gw.login_delay,
@@ -155,6 +159,9 @@ class GatewayServer:
                         nursery.start_soon(
                             self.greetings.probe, target, self.config.gateway.max_statement_bytes
                         )
+                if hasattr(select, "epoll"):
+                    self.target_watcher = TargetWatcher()
+                    nursery.start_soon(self.target_watcher.run)
                 if self.config.gateway.idle_timeout:
                     nursery.start_soon(self._idle_watchdog, self.config.gateway.idle_timeout)
                 if on_ready:

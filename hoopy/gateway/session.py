@@ -346,7 +346,9 @@ class Session:
     async def _command_loop(self) -> None:
         assert self.upstream is not None and self.login is not None
         # While waiting for a command, watch the target too (gateway/idle.py).
-        idle = IdleWatch(self.client, self.upstream.packets, self.target.name)
+        idle = IdleWatch(
+            self.client, self.upstream.packets, self.target.name, self.server.target_watcher
+        )
         # The server's idle watchdog and its shutdown cancel this scope, but only while the
         # session is ``waiting`` for a command: a running statement is never cut here.
         try:

@@ -145,6 +145,11 @@ class PacketStream:
             return transport.socket.fileno()
         return -1
 
+    def waited(self) -> None:
+        """The caller just waited for this stream to turn readable (gateway/idle.py): that
+        wait was a checkpoint, so the reads that follow start a fresh fairness count."""
+        self._unchecked_ops = 0
+
     @property
     def direct(self) -> bool:
         """Whether reads are plain ``os.read`` calls on ``readable_fd`` (no TLS layer)."""

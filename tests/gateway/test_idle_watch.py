@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import trio
 
-from hoopy.gateway.idle import IdleWatch, TargetEnded
+from hoopy.gateway.idle import IdleWatch, TargetEnded, TargetWatcher
 from hoopy.gateway.stream import ConnectionClosed, PacketStream
 from hoopy.gateway.tls import ensure_server_certificate, server_context
 from hoopy.wire.messages import build_err, build_ok
@@ -61,23 +61,56 @@ async def make_leg(tls: bool, cert_dir: Path) -> Leg:
     return Leg(ours, peer_tls)
 
 
-@pytest.fixture(params=["plain/plain", "plain/tls", "tls/plain", "tls/tls"])
-async def legs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[Leg, Leg]]:
-    client_tls, target_tls = (part == "tls" for part in request.param.split("/"))
-    client = await make_leg(client_tls, tmp_path)
-    target = await make_leg(target_tls, tmp_path)
-    yield client, target
+@dataclass
+class Legs:
+    client: Leg
+    target: Leg
+    race: bool  # force the two-task wait (the fallback without epoll)
+    watcher: TargetWatcher
+
+    def __getitem__(self, i: int) -> Leg:
+        return (self.client, self.target)[i]
+
+    def __iter__(self) -> Iterator[Leg]:
+        return iter((self.client, self.target))
+
+
+@pytest.fixture(
+    params=[
+        "plain/plain",
+        "plain/tls",
+        "tls/plain",
+        "tls/tls",
+        "tls/plain/race",
+        "tls/tls/race",
+    ]
+)
+async def legs(
+    request: pytest.FixtureRequest, tmp_path: Path, nursery: trio.Nursery
+) -> AsyncIterator[Legs]:
+    parts = request.param.split("/")
+    client = await make_leg(parts[0] == "tls", tmp_path)
+    target = await make_leg(parts[1] == "tls", tmp_path)
+    watcher = TargetWatcher()  # the gateway's, for sessions with a TLS client leg
+    nursery.start_soon(watcher.run)
+    yield Legs(client, target, race="race" in parts, watcher=watcher)
     for leg in (client, target):
         await leg.ours.aclose()
         await leg.peer.aclose()
 
 
-def watch(legs: tuple[Leg, Leg]) -> IdleWatch:
-    client, target = legs
-    return IdleWatch(client.ours, target.ours, "app")
+def watch(legs: Legs) -> IdleWatch:
+    if legs.race:
+        return IdleWatch(legs.client.ours, legs.target.ours, "app")  # no watcher: the race
+    idle = IdleWatch(legs.client.ours, legs.target.ours, "app", legs.watcher)
+    if legs.client.ours.direct:
+        assert idle._epoll is not None, "a plain client is watched with the session's epoll"
+    else:
+        assert idle._watcher is not None, "a TLS client is watched by the TargetWatcher"
+    return idle
 
 
-async def test_a_client_command_is_returned(legs: tuple[Leg, Leg]) -> None:
+async def test_a_client_command_is_returned(legs: Legs) -> None:
     idle = watch(legs)
     try:
         for _ in range(3):  # several waits in a row, as between statements
@@ -88,7 +121,7 @@ async def test_a_client_command_is_returned(legs: tuple[Leg, Leg]) -> None:
         idle.close()
 
 
-async def test_the_targets_err_is_relayed_as_sent(legs: tuple[Leg, Leg]) -> None:
+async def test_the_targets_err_is_relayed_as_sent(legs: Legs) -> None:
     idle = watch(legs)
     try:
         await legs[1].peer.send_all(TIMEOUT_ERR)
@@ -100,7 +133,7 @@ async def test_the_targets_err_is_relayed_as_sent(legs: tuple[Leg, Leg]) -> None
     assert "ERROR 4031 (HY000): The client was disconnected" in got.reason
 
 
-async def test_a_target_that_closes_ends_the_wait(legs: tuple[Leg, Leg]) -> None:
+async def test_a_target_that_closes_ends_the_wait(legs: Legs) -> None:
     idle = watch(legs)
     try:
         await legs[1].close_peer()
@@ -112,7 +145,7 @@ async def test_a_target_that_closes_ends_the_wait(legs: tuple[Leg, Leg]) -> None
     assert "closed the connection while the session was idle" in got.reason
 
 
-async def test_an_err_split_across_reads_is_relayed_whole(legs: tuple[Leg, Leg]) -> None:
+async def test_an_err_split_across_reads_is_relayed_whole(legs: Legs) -> None:
     idle = watch(legs)
     try:
         async with trio.open_nursery() as nursery:
@@ -129,7 +162,7 @@ async def test_an_err_split_across_reads_is_relayed_whole(legs: tuple[Leg, Leg])
     assert isinstance(got, TargetEnded) and got.relay == TIMEOUT_ERR
 
 
-async def test_anything_but_an_err_is_a_protocol_violation(legs: tuple[Leg, Leg]) -> None:
+async def test_anything_but_an_err_is_a_protocol_violation(legs: Legs) -> None:
     idle = watch(legs)
     try:
         await legs[1].peer.send_all(frame(build_ok(), 1)[0])
@@ -140,7 +173,7 @@ async def test_anything_but_an_err_is_a_protocol_violation(legs: tuple[Leg, Leg]
     assert got.violation and got.relay is None and "unsolicited packet" in got.reason
 
 
-async def test_the_target_wins_when_both_legs_are_ready(legs: tuple[Leg, Leg]) -> None:
+async def test_the_target_wins_when_both_legs_are_ready(legs: Legs) -> None:
     client, target = legs
     idle = watch(legs)
     try:
@@ -156,7 +189,7 @@ async def test_the_target_wins_when_both_legs_are_ready(legs: tuple[Leg, Leg]) -
 
 
 async def test_bytes_left_over_from_the_last_response_count_as_unsolicited(
-    legs: tuple[Leg, Leg],
+    legs: Legs,
 ) -> None:
     client, target = legs
     target.ours.unread(TIMEOUT_ERR)  # what the relay put back after the response ended
@@ -169,7 +202,7 @@ async def test_bytes_left_over_from_the_last_response_count_as_unsolicited(
     assert isinstance(got, TargetEnded) and got.relay == TIMEOUT_ERR
 
 
-async def test_a_pipelined_command_is_returned_without_waiting(legs: tuple[Leg, Leg]) -> None:
+async def test_a_pipelined_command_is_returned_without_waiting(legs: Legs) -> None:
     client, _ = legs
     client.ours.unread(PING + PING)
     idle = watch(legs)
@@ -182,7 +215,7 @@ async def test_a_pipelined_command_is_returned_without_waiting(legs: tuple[Leg, 
         idle.close()
 
 
-async def test_the_wait_can_be_cancelled_and_started_again(legs: tuple[Leg, Leg]) -> None:
+async def test_the_wait_can_be_cancelled_and_started_again(legs: Legs) -> None:
     # The idle watchdog and shutdown cancel a waiting session's scope.
     idle = watch(legs)
     try:
@@ -196,7 +229,7 @@ async def test_the_wait_can_be_cancelled_and_started_again(legs: tuple[Leg, Leg]
         idle.close()
 
 
-async def test_a_client_that_closes_raises_as_before(legs: tuple[Leg, Leg]) -> None:
+async def test_a_client_that_closes_raises_as_before(legs: Legs) -> None:
     idle = watch(legs)
     try:
         await legs[0].close_peer()
@@ -204,3 +237,36 @@ async def test_a_client_that_closes_raises_as_before(legs: tuple[Leg, Leg]) -> N
             await idle.next_command()
     finally:
         idle.close()
+
+
+async def test_commands_in_separate_tls_records_that_arrive_together(legs: Legs) -> None:
+    # Both records reach the socket at once; TLS decrypts one per read, so the second waits
+    # inside the SSLStream with the socket quiet: it must be found without waiting.
+    for _ in range(3):
+        await legs.client.peer.send_all(PING)
+    await trio.testing.wait_all_tasks_blocked()
+    idle = watch(legs)
+    try:
+        with trio.fail_after(5):
+            for _ in range(3):
+                got = await idle.next_command()
+                assert isinstance(got, Packet) and got.payload == b"\x0e"
+    finally:
+        idle.close()
+
+
+async def test_an_err_read_with_the_last_response_is_found_without_waiting(legs: Legs) -> None:
+    # The target's ERR arrived right behind a response, in its own TLS record; the relay's
+    # last read took only the response's record.
+    await legs.target.peer.send_all(b"\x05\x00\x00\x01\x00\x00\x00\x02\x00")  # an OK
+    await legs.target.peer.send_all(TIMEOUT_ERR)
+    await trio.testing.wait_all_tasks_blocked()
+    ok = await legs.target.ours.read_packet()
+    assert ok.payload[0] == 0
+    idle = watch(legs)
+    try:
+        with trio.fail_after(5):
+            got = await idle.next_command()
+    finally:
+        idle.close()
+    assert isinstance(got, TargetEnded) and got.relay == TIMEOUT_ERR
