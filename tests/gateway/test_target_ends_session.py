@@ -174,10 +174,11 @@ class InjectingHop:
 
     def inject_and_close(self, data: bytes) -> None:
         down, up, lock = self.pairs[-1]
-        with lock:
-            up.shutdown(socket.SHUT_RDWR)  # the database side is gone
+        with lock:  # the pump from the database sends nothing meanwhile
             down.sendall(data)
             down.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):  # the pump may have shut it already
+            up.shutdown(socket.SHUT_RDWR)  # and the database side is gone
 
     def close(self) -> None:
         self.listener.close()
