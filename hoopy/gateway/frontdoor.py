@@ -11,7 +11,7 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import trio
 from mysql_mimic.auth import AuthInfo, AuthPlugin, Forbidden, Success, User
@@ -133,17 +133,25 @@ class LoginContext:
     # The login's deadline, moved out by any login delay (a delay is not the client's time).
     deadline: trio.CancelScope | None = None
 
-    async def wait_login_delay(self, username: str) -> float:
-        """Wait out the delay this (user, address) has earned, before it learns anything."""
+    def login_delay(self, username: str) -> float:
+        """The delay this (user, address) has earned by failed logins (logged when > 0)."""
         delay = self.delays.delay(username, self.address)
         if delay > 0:
             log.info(
                 "login of %r from %s delayed %.1fs after failed logins", username, self.peer, delay
             )
+        return delay
+
+    async def wait(self, delay: float) -> None:
+        """Wait a login delay; the login's deadline moves out by as much."""
+        if delay > 0:
             if self.deadline is not None:
                 self.deadline.deadline += delay
             await trio.sleep(delay)
-        return delay
+
+    async def wait_login_delay(self, username: str) -> None:
+        """Wait out the delay this (user, address) has earned, before it learns anything."""
+        await self.wait(self.login_delay(username))
 
 
 # What the client is told when hoopy cannot log into the target for a reason that is hoopy's
@@ -207,21 +215,14 @@ async def log_in(
         assert upstream is not None
         return await _log_in_passthrough(ctx, client, upstream)
     assert open_upstream is not None
-    g = profile if profile is not None else stand_in_greeting()
-    offered = front_capabilities(g, target.login, ctx.tls_context is not None)
     nonce = new_nonce()
-    greeting = replace(
-        g,
+    response, seq, client_tls, negotiated = await _greet_front(
+        ctx,
+        client,
+        profile if profile is not None else stand_in_greeting(),
         connection_id=connection_id,
-        capabilities=offered,
         auth_data=nonce,
         auth_plugin=CACHING_SHA2_PASSWORD,
-        mariadb_capabilities=g.mariadb_capabilities & RELAYABLE_MARIADB_CAPABILITIES,
-    )
-    response, seq, client_tls = await _greet(client, greeting, ctx.tls_context)
-    negotiated = response.capabilities & offered & ~CLIENT_SSL
-    response = replace(
-        response, mariadb_capabilities=response.mariadb_capabilities & greeting.mariadb_capabilities
     )
     username = response.username.decode("utf-8", "replace")
     await ctx.wait_login_delay(username)
@@ -301,23 +302,10 @@ async def _log_in_passthrough(
 ) -> tuple[LoginResult, UpstreamConnection]:
     g = upstream.greeting
     target = ctx.target
-    offered = front_capabilities(g, target.login, ctx.tls_context is not None)
-    greeting = replace(
-        g,
-        capabilities=offered,
-        mariadb_capabilities=g.mariadb_capabilities & RELAYABLE_MARIADB_CAPABILITIES,
-    )
-    response, seq, client_tls = await _greet(client, greeting, ctx.tls_context)
-    negotiated = response.capabilities & offered & ~CLIENT_SSL
-    response = replace(
-        response, mariadb_capabilities=response.mariadb_capabilities & greeting.mariadb_capabilities
-    )
+    response, seq, client_tls, negotiated = await _greet_front(ctx, client, g)
     username = response.username.decode("utf-8", "replace")
-    delay = ctx.delays.delay(username, ctx.address)
-    if delay > 0:
-        log.info(
-            "login of %r from %s delayed %.1fs after failed logins", username, ctx.peer, delay
-        )
+    # The target verifies; the delay is waited out before its verdict is relayed.
+    delay = ctx.login_delay(username)
     try:
         principal, upstream_caps = await _relay_authentication(
             ctx, client, upstream, response, negotiated, seq, delay
@@ -342,6 +330,27 @@ async def _log_in_passthrough(
         compression=negotiate(response.capabilities, response.zstd_level),
     )
     return result, upstream
+
+
+async def _greet_front(
+    ctx: LoginContext, client: PacketStream, base: Greeting, **changes: Any
+) -> tuple[HandshakeResponse, int, bool, int]:
+    """Greet like ``base`` (with ``changes``) offering what hoopy relays, and read the answer.
+
+    Returns the handshake response (its MariaDB capabilities cut to those offered), the next
+    sequence id, whether the client uses TLS, and the capabilities both sides agreed on."""
+    offered = front_capabilities(base, ctx.target.login, ctx.tls_context is not None)
+    greeting = replace(
+        base,
+        capabilities=offered,
+        mariadb_capabilities=base.mariadb_capabilities & RELAYABLE_MARIADB_CAPABILITIES,
+        **changes,
+    )
+    response, seq, client_tls = await _greet(client, greeting, ctx.tls_context)
+    response = replace(
+        response, mariadb_capabilities=response.mariadb_capabilities & greeting.mariadb_capabilities
+    )
+    return response, seq, client_tls, response.capabilities & offered & ~CLIENT_SSL
 
 
 async def _greet(
@@ -664,9 +673,7 @@ async def relay_auth_exchange(
             (AUTH_MORE_DATA_HEADER, FAST_AUTH_SUCCESS)
         )
         if verdict and delay > 0:
-            if ctx is not None and ctx.deadline is not None:
-                ctx.deadline.deadline += delay
-            await trio.sleep(delay)
+            await (ctx.wait(delay) if ctx is not None else trio.sleep(delay))
             delay = 0.0
         cseq = await client.send_payload(packet.payload, packet.seq - delta)
         if first == bytes((OK_HEADER,)):

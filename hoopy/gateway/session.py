@@ -642,7 +642,7 @@ class Session:
                     self.client,
                     self.upstream,
                     delta=0,
-                    delay=delays.delay(name, self.peer_host),
+                    delay=self._login_context(None).login_delay(name),
                 )
                 principal = Principal(name=name, method="passthrough")
             elif self.target.login is LoginMode.TOKENS:
