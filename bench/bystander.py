@@ -102,6 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="hoopy",
         help="direct: both clients talk to MariaDB itself (what the machine does without hoopy)",
     )
+    parser.add_argument(
+        "--allow-local-infile",
+        action="store_true",
+        help="skip the LOCAL INFILE check (with --audit off: the relay alone)",
+    )
     parser.add_argument("--probe", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -120,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "shape": args.shape,
             "audit": args.audit,
             "via": args.via,
+            "allow_local_infile": args.allow_local_infile,
         },
         "machine": machine_info(),
     }
@@ -134,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             config = gateway_config(db, gw_dir, audit)
             config["targets"]["app"]["database"] = DB
+            if args.allow_local_infile:
+                config["targets"]["app"]["allow_local_infile"] = True
             hoopy = HoopyProcess(config, workdir=gw_dir)
             try:
                 hoopy.start()

@@ -354,12 +354,27 @@ class RedactedStatement(NamedTuple):
     sql: str  # the text to record
     kinds: list[str]  # sorted kinds replaced ("credential" for credential literals)
     credential_bearing: bool  # credential syntax: a prepared statement's parameters are secret
+    truncated: bool = False  # ``sql`` is cut at max_text_bytes
 
 
-def _literal_check(detectors: Sequence[Detector]) -> credentials.LiteralCheck:
-    """The detectors as a lexer callback: a literal's replacement kind, or None."""
+OVERSIZE = "oversize"  # a literal too long to record (or to scan): [audit] max_value_bytes
+
+
+def _literal_check(
+    detectors: Sequence[Detector], max_literal_bytes: int | None = None
+) -> credentials.LiteralCheck:
+    """The detectors as a lexer callback: a literal's replacement kind, or None.
+
+    A literal longer than ``max_literal_bytes`` as written is ``oversize``: it is recorded as
+    a marker, not scanned (the cost of a detector grows with the value; parameters are cut
+    at the same limit).
+    """
 
     def check(data: bytes, token: lexer.Token, reading: lexer.Reading) -> str | None:
+        if max_literal_bytes is not None and token.end - token.start > max_literal_bytes:
+            return OVERSIZE
+        if not detectors:
+            return None
         if token.kind is lexer.STRING:
             value = lexer.string_value(data, token, reading).decode("utf-8", "surrogateescape")
             return detect(value, detectors)
@@ -388,44 +403,109 @@ def _replacement(data: bytes, span: credentials.Span) -> str:
     return "'" + marker(span.kind) + "'"
 
 
-def _render(data: bytes, spans: Sequence[credentials.Span], errors: str) -> str:
-    pieces: list[str] = []
+def _render(
+    data: bytes, spans: Sequence[credentials.Span], errors: str, limit: int | None = None
+) -> tuple[str, bool]:
+    """The text with ``spans`` replaced; with ``limit``, cut to at most that many bytes of
+    UTF-8 (on a character boundary), and whether it was cut. Only the part kept is decoded."""
+    if limit is None:
+        pieces: list[str] = []
+        done = 0
+        for span in spans:
+            pieces += (data[done : span.start].decode("utf-8", errors), _replacement(data, span))
+            done = span.end
+        pieces.append(data[done:].decode("utf-8", errors))
+        return "".join(pieces), False
+    out = bytearray()
     done = 0
-    for span in spans:
-        pieces += (data[done : span.start].decode("utf-8", errors), _replacement(data, span))
-        done = span.end
-    pieces.append(data[done:].decode("utf-8", errors))
-    return "".join(pieces)
+    for i in range(len(spans) + 1):
+        cut = spans[i] if i < len(spans) else None
+        end = len(data) if cut is None else cut.start
+        out += data[done : min(end, done + limit + 1 - len(out))]
+        if cut is not None and len(out) <= limit:
+            out += _replacement(data, cut).encode("utf-8", "surrogateescape")
+            done = cut.end
+        if len(out) > limit:
+            return _cut_utf8(out, limit).decode("utf-8", errors), True
+    return out.decode("utf-8", errors), False
+
+
+def _cut_utf8(data: bytearray, limit: int) -> bytes:
+    """``data`` cut to at most ``limit`` bytes, without a partial UTF-8 sequence at the end."""
+    end = limit
+    start = end
+    while start > 0 and end - start < 3 and data[start - 1] & 0xC0 == 0x80:
+        start -= 1  # back over continuation bytes to the sequence's lead byte
+    if start > 0:
+        lead = data[start - 1]
+        need = (
+            2
+            if lead >> 5 == 0b110
+            else 3
+            if lead >> 4 == 0b1110
+            else 4
+            if lead >> 3 == 0b11110
+            else 1
+        )
+        if end - (start - 1) < need:
+            end = start - 1  # the last sequence is incomplete: drop it
+    return bytes(data[:end])
 
 
 _QUOTES_OR_DIGITS = re.compile(rb"['\"]|[0-9]{%d}" % MIN_CHECKED_INTEGER_DIGITS)
+# Literals without quotes that can be long: 0x4142..., 0b0101... (X'..' and B'..' have quotes).
+_HEX_OR_BIT = re.compile(rb"0[xXbB]")
+_SEARCH_STEP = 1 << 18
+
+
+def _search(pattern: re.Pattern[bytes], data: bytes, longest: int) -> bool:
+    """Whether ``pattern`` (whose matches are at most ``longest`` bytes) occurs in ``data``,
+    in calls over at most 256 KiB each: a regular expression holds the interpreter lock for the
+    whole of one call, and a huge statement is scanned in a worker thread (offload.py)."""
+    if len(data) <= _SEARCH_STEP:
+        return pattern.search(data) is not None
+    return any(
+        pattern.search(data, start, start + _SEARCH_STEP + longest) is not None
+        for start in range(0, len(data), _SEARCH_STEP)
+    )
 
 
 def redact_statement(
     data: bytes,
     detectors: Sequence[Detector] = DEFAULT_DETECTORS,
     server: lexer.ServerVersion | None = None,
+    *,
+    max_literal_bytes: int | None = None,
+    max_text_bytes: int | None = None,
 ) -> RedactedStatement:
     """The text of a statement (``COM_QUERY``, ``COM_STMT_PREPARE``) as the audit records it.
 
     Credential literals (``hoopy.sql.credentials``) are always replaced by
     ``'<redacted:credential>'``; literals in which ``detectors`` find something by
-    ``'<redacted:KIND>'``. Both are looked for under every reading of the text (each
+    ``'<redacted:KIND>'``, and literals longer than ``max_literal_bytes`` (as written) by
+    ``'<redacted:oversize>'``. All are looked for under every reading of the text (each
     ``sql_mode`` quoting, executable comments run or not), so that no reading of what is
-    recorded shows what one of them hides. Invalid UTF-8 is recorded as U+FFFD.
+    recorded shows what one of them hides. Invalid UTF-8 is recorded as U+FFFD. With
+    ``max_text_bytes`` the text is cut to at most that many bytes of UTF-8 (``truncated``).
     """
     mentions = credentials.may_carry_credentials(data)
-    if not mentions and (not detectors or _QUOTES_OR_DIGITS.search(data) is None):
-        return RedactedStatement(data.decode("utf-8", "replace"), [], False)
-    check = _literal_check(detectors) if detectors else None
+    long_literals = max_literal_bytes is not None and len(data) > max_literal_bytes
+    if not (
+        mentions
+        or (
+            (detectors or long_literals)
+            and _search(_QUOTES_OR_DIGITS, data, MIN_CHECKED_INTEGER_DIGITS)
+        )
+        or (long_literals and _search(_HEX_OR_BIT, data, 2))
+    ):
+        text, truncated = _render(data, (), "replace", max_text_bytes)
+        return RedactedStatement(text, [], False, truncated)
+    check = _literal_check(detectors, max_literal_bytes) if detectors or long_literals else None
     found = credentials.find_credentials(
         data, server, check_literal=check, mentions_credentials=mentions
     )
-    if not found.spans:
-        return RedactedStatement(data.decode("utf-8", "replace"), [], found.bearing)
-    return RedactedStatement(
-        _render(data, found.spans, "replace"), sorted(found.kinds), found.bearing
-    )
+    text, truncated = _render(data, found.spans, "replace", max_text_bytes)
+    return RedactedStatement(text, sorted(found.kinds), found.bearing, truncated)
 
 
 def _one_reading(sql: str, backslash_escapes: bool) -> tuple[bytes, lexer.Reading]:
@@ -472,4 +552,4 @@ def redact_sql_literals(
     ]
     if not spans:
         return sql, []
-    return _render(data, spans, "surrogatepass"), sorted({s.kind for s in spans})
+    return _render(data, spans, "surrogatepass")[0], sorted({s.kind for s in spans})

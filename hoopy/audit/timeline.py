@@ -211,6 +211,10 @@ def plan(steps: Iterable[Step], *, allow_writes: bool, skip_writes: bool) -> lis
             reason = f"refused when recorded ({s.get('rule')})"
         elif command not in REPLAYED_COMMANDS:
             reason = f"{command} is not re-run"
+        elif s.get("sql_truncated"):
+            reason = "its text was recorded cut (max_sql_bytes)"
+        elif "oversize" in (s.get("redacted") or ()):
+            reason = "a literal was too long to record (max_value_bytes)"
         elif s.get("redacted") or (step.sql is not None and "<redacted" in step.sql):
             reason = "recorded with redacted values"
         elif _has_cut_values(s):

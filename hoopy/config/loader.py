@@ -28,6 +28,7 @@ from hoopy.config.fields import (
     str_list,
 )
 from hoopy.config.model import (
+    DEFAULT_MAX_SQL_BYTES,
     DEFAULT_MAX_VALUE_BYTES,
     AuditSettings,
     Config,
@@ -445,6 +446,7 @@ def _audit(ctx: Ctx, data: dict[str, Any], base: Path, state_dir: Path) -> Audit
             "key_file",
             "redact",
             "max_value_bytes",
+            "max_sql_bytes",
             "head_file",
         },
     )
@@ -481,6 +483,12 @@ def _audit(ctx: Ctx, data: dict[str, Any], base: Path, state_dir: Path) -> Audit
             keys,
             "max_value_bytes",
             get_value(ctx, a, keys, "max_value_bytes", int, DEFAULT_MAX_VALUE_BYTES),
+        ),
+        max_sql_bytes=positive(
+            ctx,
+            keys,
+            "max_sql_bytes",
+            get_value(ctx, a, keys, "max_sql_bytes", int, DEFAULT_MAX_SQL_BYTES),
         ),
         key=Secret(env=key_env, file=resolve_path(base, key_file) if key_file else None)
         if key_env or key_file

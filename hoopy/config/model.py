@@ -159,6 +159,9 @@ class GatewaySettings:
 
 # 16 KiB keeps typical JSON/text parameters whole without letting a BLOB bloat the log.
 DEFAULT_MAX_VALUE_BYTES = 16 * 1024
+# A statement's recorded text is cut here: its encoding, hash and write happen in the event
+# loop and in chain order, so every other session's audit append waits for them.
+DEFAULT_MAX_SQL_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,8 +178,11 @@ class AuditSettings:
     # "secrets" and "personal", or single kinds); credentials in account statements are
     # always redacted.
     redact: tuple[str, ...] = ("secrets",)
-    # Longer parameter values are recorded cut, with their length (not re-runnable).
+    # Longer parameter values are recorded cut, with their length (not re-runnable); longer
+    # literals in SQL text as '<redacted:oversize>'.
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
+    # Longer statement text is recorded cut, with ``sql_truncated`` (not re-runnable).
+    max_sql_bytes: int = DEFAULT_MAX_SQL_BYTES
     # The head state (hoopy/audit/head.py): None means ``<directory>.head``.
     head_file: Path | None = None
 

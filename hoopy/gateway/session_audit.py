@@ -27,7 +27,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hoopy.audit import events
-from hoopy.audit.redact import CREDENTIAL, detectors_named, redact_statement, redact_value
+from hoopy.audit.redact import (
+    CREDENTIAL,
+    RedactedStatement,
+    detectors_named,
+    redact_statement,
+    redact_value,
+)
 from hoopy.audit.redact import marker as redaction_marker
 from hoopy.audit.values import param_to_json
 from hoopy.audit.writer import AuditUnavailable
@@ -38,7 +44,7 @@ from hoopy.identity.principal import Principal
 from hoopy.sql.lexer import ServerVersion
 from hoopy.wire.errors import ErrorKind
 from hoopy.wire.messages import ErrPacket
-from hoopy.wire.packets import ProtocolError
+from hoopy.wire.packets import ProtocolError, copy_from
 from hoopy.wire.params import Param, decode_execute, decode_query_attributes
 from hoopy.wire.response import (
     COM_CHANGE_USER,
@@ -65,6 +71,7 @@ class PreparedStatement:
     sql: str | None  # as recorded (redacted when the prepare's SQL was)
     num_params: int
     credential: bool = False  # credential-bearing text: its parameters are credentials
+    cut_from: int | None = None  # sql is cut ([audit] max_sql_bytes) from this many bytes
     types: list[tuple[int, bool]] | None = None  # bound by the last EXECUTE that sent them
     long_data: set[int] = field(default_factory=set)  # params sent by SEND_LONG_DATA
 
@@ -84,8 +91,9 @@ class SessionAudit:
         self.capabilities = capabilities
         self.server = server  # the target's version: which executable comments run
         self.prepared: dict[int, PreparedStatement] = {}
-        # Recorded SQL of a PREPARE in flight, and whether it is credential-bearing.
-        self._pending_prepare: tuple[str, bool] | None = None
+        # Recorded SQL of a PREPARE in flight (with whether it is credential-bearing), and
+        # the length of the text sent when the record cut it.
+        self._pending_prepare: tuple[RedactedStatement, int | None] | None = None
         self._last_prepared: int | None = None
         self._hide_error = False  # the current statement's error may quote redacted text
         self._detectors = detectors_named(settings.redact)  # validated when the config loaded
@@ -214,12 +222,13 @@ class SessionAudit:
         redacted: list[str] = []
         if command == COM_QUERY:
             attributes, sql = self._query(payload)
-            record["sql"], _ = self._sql(sql, redacted)
+            _set_sql(record, self._sql(sql, redacted), len(sql))
             if attributes:
                 record["attributes"] = self._params(attributes, redacted)
         elif command == COM_STMT_PREPARE:
-            self._pending_prepare = self._sql(payload[1:], redacted)
-            record["sql"] = self._pending_prepare[0]
+            prepared = self._sql(copy_from(payload, 1), redacted)
+            cut_from = _set_sql(record, prepared, len(payload) - 1)
+            self._pending_prepare = prepared, cut_from
         elif command == COM_STMT_EXECUTE:
             self._execute(payload, record, redacted)
         elif command in (COM_STMT_FETCH, COM_STMT_CLOSE, COM_STMT_RESET) and len(payload) >= 5:
@@ -253,11 +262,17 @@ class SessionAudit:
         except ProtocolError:
             return (), payload[1:]  # the server will reject it; record what was sent
 
-    def _sql(self, raw: bytes, redacted: list[str]) -> tuple[str, bool]:
-        """The text to record, and whether it is credential-bearing."""
-        statement = redact_statement(raw, self._detectors, self.server)
+    def _sql(self, raw: bytes, redacted: list[str]) -> RedactedStatement:
+        """The text to record (redacted, cut at ``max_sql_bytes``)."""
+        statement = redact_statement(
+            raw,
+            self._detectors,
+            self.server,
+            max_literal_bytes=self.settings.max_value_bytes,
+            max_text_bytes=self.settings.max_sql_bytes,
+        )
         redacted.extend(statement.kinds)
-        return statement.sql, statement.credential_bearing
+        return statement
 
     def _params(
         self, params: tuple[Param, ...], redacted: list[str], *, secret: bool = False
@@ -293,6 +308,9 @@ class SessionAudit:
             return
         if statement.sql is not None:
             record["sql"] = statement.sql
+            if statement.cut_from is not None:
+                record["sql_truncated"] = True
+                record["sql_length"] = statement.cut_from
         try:
             request = decode_execute(
                 payload,
@@ -314,11 +332,17 @@ class SessionAudit:
     def _track(self, command: int, summary: ResponseSummary) -> None:
         if command == COM_STMT_PREPARE:
             pending, self._pending_prepare = self._pending_prepare, None
-            sql, credential = pending if pending is not None else (None, True)
             if summary.prepared is not None:
                 self._last_prepared = summary.prepared.statement_id
-                self.prepared[summary.prepared.statement_id] = PreparedStatement(
-                    sql, summary.prepared.num_params, credential
+                self.prepared[summary.prepared.statement_id] = (
+                    PreparedStatement(None, summary.prepared.num_params, True)
+                    if pending is None
+                    else PreparedStatement(
+                        pending[0].sql,
+                        summary.prepared.num_params,
+                        pending[0].credential_bearing,
+                        cut_from=pending[1],
+                    )
                 )
         elif command in (COM_CHANGE_USER, COM_RESET_CONNECTION) and summary.error is None:
             self.reset()
@@ -330,6 +354,17 @@ class SessionAudit:
             log.error("session %s: %s record not written: %s", self.session, record["kind"], exc)
 
 
+def _set_sql(record: dict[str, Any], statement: RedactedStatement, length: int) -> int | None:
+    """Put the statement's recorded text in ``record``; the length of the text sent when the
+    record has it cut (``sql_truncated``, ``sql_length``: docs/audit-format.md)."""
+    record["sql"] = statement.sql
+    if not statement.truncated:
+        return None
+    record["sql_truncated"] = True
+    record["sql_length"] = length
+    return length
+
+
 def has_rows(command: int, summary: ResponseSummary) -> bool:
     """Whether the response carried a result set (so its row digest means something)."""
     return command != COM_STMT_PREPARE and any(r.columns for r in summary.results)
@@ -339,4 +374,4 @@ def _text_or_bytes(data: bytes) -> str | bytes:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        return data
+        return bytes(data)  # a large packet's payload is a bytearray (wire/packets.py)

@@ -7,6 +7,7 @@ from hoopy.gateway import offload
 from hoopy.sql.checks import loads_local_file as _loads_local_file
 from hoopy.sql.lexer import ServerVersion
 from hoopy.wire.handshake import Greeting
+from hoopy.wire.packets import copy_from
 
 
 def server_version(greeting: Greeting | None) -> ServerVersion | None:
@@ -18,4 +19,4 @@ async def loads_local_file(payload: bytes, server: ServerVersion | None) -> bool
     """Whether a COM_QUERY payload holds a ``LOAD DATA|XML ... LOCAL INFILE`` statement under
     any reading of its text (executable comments included, as ``server`` reads them; the
     caller parses the greeting's version once per session, not per statement)."""
-    return await offload.run(len(payload), lambda: _loads_local_file(payload[1:], server))
+    return await offload.run(len(payload), lambda: _loads_local_file(copy_from(payload, 1), server))

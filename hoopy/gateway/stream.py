@@ -12,6 +12,8 @@ from hoopy.wire.packets import HEADER_SIZE, Packet, PacketBuffer, ProtocolError,
 # Bytes asked of the kernel per read. 256 KiB lets one read carry many result rows while
 # staying well inside the socket buffers Linux auto-tunes to.
 RECEIVE_SIZE = 256 * 1024
+# At most this much per write: copying into the socket holds the event loop meanwhile.
+SEND_STEP = 256 * 1024
 
 
 class ConnectionClosed(Exception):
@@ -22,6 +24,9 @@ class ConnectionClosed(Exception):
 # that completed without waiting, so a session streaming a large result cannot starve the
 # others (every wait is a checkpoint already).
 OPS_BETWEEN_CHECKPOINTS = 32
+# ... or once this many bytes have gone through without one: reads of a huge command come
+# back full at once, and 32 of them are 8 MiB of copying (tens of milliseconds).
+BYTES_BETWEEN_CHECKPOINTS = 1 << 20
 
 
 class PacketStream:
@@ -45,6 +50,7 @@ class PacketStream:
         self._buf = PacketBuffer(max_payload)
         self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
         self._unchecked_ops = 0
+        self._unchecked_bytes = 0
 
     @property
     def max_payload(self) -> int:
@@ -55,10 +61,14 @@ class PacketStream:
     def max_payload(self, value: int) -> None:
         self._buf.max_payload = value
 
-    async def _fair(self) -> None:
+    async def _fair(self, size: int = 0) -> None:
         self._unchecked_ops += 1
-        if self._unchecked_ops >= OPS_BETWEEN_CHECKPOINTS:
-            self._unchecked_ops = 0
+        self._unchecked_bytes += size
+        if (
+            self._unchecked_ops >= OPS_BETWEEN_CHECKPOINTS
+            or self._unchecked_bytes >= BYTES_BETWEEN_CHECKPOINTS
+        ):
+            self._unchecked_ops = self._unchecked_bytes = 0
             await trio.lowlevel.checkpoint()
 
     async def _receive(self, max_bytes: int = RECEIVE_SIZE, *, wait_first: bool = False) -> bytes:
@@ -87,9 +97,9 @@ class PacketStream:
             if not data:
                 raise ConnectionClosed("connection closed by peer")
             if waited:
-                self._unchecked_ops = 0
+                self._unchecked_ops = self._unchecked_bytes = 0
             else:
-                await self._fair()
+                await self._fair(len(data))
             return data
 
     async def read_packet(self, *, wait_first: bool = False) -> Packet:
@@ -148,7 +158,7 @@ class PacketStream:
     def waited(self) -> None:
         """The caller just waited for this stream to turn readable (gateway/idle.py): that
         wait was a checkpoint, so the reads that follow start a fresh fairness count."""
-        self._unchecked_ops = 0
+        self._unchecked_ops = self._unchecked_bytes = 0
 
     @property
     def direct(self) -> bool:
@@ -176,7 +186,7 @@ class PacketStream:
         waited = False
         while view:
             try:
-                sent = os.write(fd, view)
+                sent = os.write(fd, view[:SEND_STEP])
             except BlockingIOError:
                 await trio.lowlevel.wait_writable(fd)
                 waited = True
@@ -184,6 +194,10 @@ class PacketStream:
             except OSError as exc:
                 raise ConnectionClosed(exc.strerror or type(exc).__name__) from None
             view = view[sent:]
+            if view and not waited:
+                # A huge command the peer takes as fast as it comes: let the other
+                # sessions run between steps (a checkpoint costs microseconds).
+                await trio.lowlevel.checkpoint()
         if not waited:
             await self._fair()
 

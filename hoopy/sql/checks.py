@@ -37,7 +37,7 @@ def _is_load_local(data: bytes, tokens: list[Token]) -> bool:
     for token in tokens[:6]:
         if token.kind is not WORD:
             break
-        words.append(data[token.start : token.end].upper())
+        words.append(bytes(data[token.start : token.end]).upper())
     if len(words) < 3 or words[0] != b"LOAD" or words[1] not in (b"DATA", b"XML"):
         return False
     rest = words[2:]
@@ -46,7 +46,7 @@ def _is_load_local(data: bytes, tokens: list[Token]) -> bool:
     return bool(rest) and rest[0] == b"LOCAL"
 
 
-_FOLD_STEP = 1 << 20
+_FOLD_STEP = 1 << 18
 
 
 def _has_word_local(data: bytes) -> bool:

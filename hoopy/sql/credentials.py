@@ -113,7 +113,7 @@ _NESTED_TRIGGERS = (
 # Statements whose literals may be SQL for a later PREPARE (or hold it themselves).
 _SQL_HOLDERS = frozenset((b"PREPARE", b"EXECUTE", b"SET"))
 # Case-folding a huge literal is done in slices of this size (bounded time per C call).
-_FOLD_STEP = 1 << 20
+_FOLD_STEP = 1 << 18
 _LONGEST_TRIGGER = max(len(t) for t in _NESTED_TRIGGERS)
 
 
@@ -213,7 +213,7 @@ def _one_reading(
 
 def _word(data: bytes, tokens: Sequence[Token], i: int) -> bytes | None:
     if 0 <= i < len(tokens) and tokens[i].kind is WORD:
-        return data[tokens[i].start : tokens[i].end].upper()
+        return bytes(data[tokens[i].start : tokens[i].end]).upper()
     return None
 
 
@@ -354,7 +354,7 @@ def _identified(data: bytes, tokens: list[Token], i: int, marked: set[int]) -> i
             elif c == 44 and depth <= 0:  # "," : the next account
                 return j + 1
         elif token.kind is WORD and depth <= 0:
-            word = data[token.start : token.end].upper()
+            word = bytes(data[token.start : token.end]).upper()
             if word in _IDENTIFIED_ENDS:
                 return j
             if word == b"PASSWORD" and _word(data, tokens, j + 1) in _PASSWORD_OPTIONS:

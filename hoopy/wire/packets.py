@@ -13,7 +13,7 @@ is never a valid first byte of a length-encoded integer.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 # "Sending More Than 16Mb": the largest payload one packet carries.
 MAX_PACKET_PAYLOAD = 0xFFFFFF
@@ -68,16 +68,57 @@ class Packet(NamedTuple):
     raw: bytes
 
 
+# From this size on a logical packet is assembled as its bytes arrive, each read's worth at
+# a time, and handed out as the bytearrays it was built in: copying a 64 MiB statement out
+# of the buffer in one go would hold the event loop (and every other session) for tens of
+# milliseconds (docs/performance.md, "Huge statements and bystanders").
+LARGE_PACKET = 1 << 20
+
+
+def copy_from(data: bytes, start: int) -> bytes:
+    """``data[start:]``, copied a MiB at a time when large: one copy of a huge statement in a
+    single call holds the interpreter lock throughout (worker threads run these).
+
+    Like a large packet's payload, a large result is a bytearray: it has every method of
+    bytes the SQL code uses, and that code converts the slices it hashes (keywords).
+    """
+    if len(data) - start <= LARGE_PACKET:
+        return data[start:]
+    out = bytearray()
+    with memoryview(data) as view:
+        for pos in range(start, len(data), LARGE_PACKET):
+            out += view[pos : pos + LARGE_PACKET]
+    return cast(bytes, out)
+
+
+class _Assembly:
+    """A large logical packet on its way in."""
+
+    __slots__ = ("done", "header", "last", "left", "next_seq", "payload", "raw", "seq")
+
+    def __init__(self) -> None:
+        self.raw = bytearray()
+        self.payload = bytearray()
+        self.seq = -1
+        self.next_seq = -1
+        self.left = 0  # payload bytes of the current wire packet still to come
+        self.last = False  # the current wire packet is the logical packet's last
+        self.header = bytearray()  # a wire packet header arriving in pieces
+        self.done = False
+
+
 class PacketBuffer:
     """Turns a byte stream into logical packets (h11-style: bytes in, packets out).
 
     ``max_payload`` bounds how much one logical packet may buffer, so a peer cannot make the
-    gateway allocate without limit; exceeding it raises ``ProtocolError``.
+    gateway allocate without limit; exceeding it raises ``ProtocolError``. A packet of
+    ``LARGE_PACKET`` bytes or more comes out with ``payload`` and ``raw`` as bytearrays.
     """
 
     def __init__(self, max_payload: int) -> None:
         self._buf = bytearray()
         self._max_payload = max_payload
+        self._big: _Assembly | None = None
 
     @property
     def max_payload(self) -> int:
@@ -89,69 +130,88 @@ class PacketBuffer:
         self._max_payload = value
 
     def feed(self, data: bytes) -> None:
-        self._buf += data
+        if self._big is None:
+            self._buf += data
+        else:
+            self._assemble(data)
 
     @property
     def buffered(self) -> int:
-        return len(self._buf)
+        big = self._big
+        return len(self._buf) + (0 if big is None else len(big.raw) + len(big.header))
 
     def take_all(self) -> bytes:
-        data = bytes(self._buf)
+        big, self._big = self._big, None
+        data = bytes(self._buf) if big is None else bytes(big.raw + big.header + self._buf)
         self._buf.clear()
         return data
 
+    def _too_large(self) -> ProtocolError:
+        return ProtocolError(
+            f"packet of more than {self._max_payload} bytes exceeds the configured limit"
+        )
+
+    def _assemble(self, data: bytes | bytearray) -> None:
+        """Move ``data`` into the large packet arriving; what follows it stays buffered."""
+        big = self._big
+        assert big is not None
+        with memoryview(data) as view:
+            pos = 0
+            while pos < len(view) and not big.done:
+                if big.left:
+                    chunk = view[pos : pos + big.left]
+                    big.raw += chunk
+                    big.payload += chunk
+                    big.left -= len(chunk)
+                    pos += len(chunk)
+                else:
+                    piece = view[pos : pos + HEADER_SIZE - len(big.header)]
+                    big.header += piece
+                    pos += len(piece)
+                    if len(big.header) < HEADER_SIZE:
+                        break
+                    head = big.header
+                    length = head[0] | (head[1] << 8) | (head[2] << 16)
+                    if len(big.payload) + length > self._max_payload:
+                        raise self._too_large()
+                    if big.seq < 0:
+                        big.seq = head[3]
+                    big.next_seq = (head[3] + 1) & 0xFF
+                    big.raw += head
+                    big.header = bytearray()
+                    big.left = length
+                    big.last = length < MAX_PACKET_PAYLOAD
+                if not big.left and big.last:
+                    big.done = True
+            if pos < len(view):
+                self._buf += view[pos:]
+
     def next_packet(self) -> Packet | None:
         """Return the next complete logical packet, or None if more bytes are needed."""
+        big = self._big
+        if big is not None:
+            if not big.done:
+                return None
+            self._big = None
+            # bytes-like (see copy_from): never copied whole, so other sessions run meanwhile
+            return Packet(big.seq, big.next_seq, cast(bytes, big.payload), cast(bytes, big.raw))
         buf = self._buf
         if len(buf) >= HEADER_SIZE:
-            # Fast path: one wire packet, complete (every command under 16 MiB).
             length = buf[0] | (buf[1] << 8) | (buf[2] << 16)
+            if length > self._max_payload:
+                raise self._too_large()
+            if length >= LARGE_PACKET:
+                self._big, self._buf = _Assembly(), bytearray()
+                self._assemble(buf)
+                return self.next_packet()
+            # Fast path: one wire packet, complete (every command under LARGE_PACKET).
             end = HEADER_SIZE + length
-            if length < MAX_PACKET_PAYLOAD and len(buf) >= end:
-                if length > self._max_payload:
-                    raise ProtocolError(
-                        f"packet of more than {self._max_payload} bytes exceeds the configured "
-                        "limit"
-                    )
+            if len(buf) >= end:
                 raw = bytes(buf[:end])
                 del buf[:end]
                 seq = raw[3]
                 return Packet(seq, (seq + 1) & 0xFF, raw[HEADER_SIZE:], raw)
-        pos = 0
-        payload_size = 0
-        pieces: list[tuple[int, int]] = []
-        seq = next_seq = -1
-        while True:
-            if len(buf) - pos < HEADER_SIZE:
-                return None
-            length = buf[pos] | (buf[pos + 1] << 8) | (buf[pos + 2] << 16)
-            if seq < 0:
-                seq = buf[pos + 3]
-            next_seq = (buf[pos + 3] + 1) & 0xFF
-            payload_size += length
-            if payload_size > self._max_payload:
-                raise ProtocolError(
-                    f"packet of more than {self._max_payload} bytes exceeds the configured limit"
-                )
-            start = pos + HEADER_SIZE
-            if len(buf) - start < length:
-                return None
-            pieces.append((start, start + length))
-            pos = start + length
-            if length < MAX_PACKET_PAYLOAD:
-                break
-        # Multi-packet commands run to max_statement_bytes: copy each byte once into ``raw``
-        # and once into ``payload`` (slicing a bytearray or bytes copies; a memoryview
-        # does not), so a 64 MiB statement does not hold the event loop for extra copies.
-        with memoryview(buf) as view:
-            raw = bytes(view[:pos])
-        if len(pieces) == 1:
-            payload = raw[HEADER_SIZE:]
-        else:
-            with memoryview(raw) as view:
-                payload = b"".join(view[a:b] for a, b in pieces)
-        del buf[:pos]
-        return Packet(seq=seq, next_seq=next_seq, payload=payload, raw=raw)
+        return None
 
 
 def iter_packets(data: bytes, max_payload: int = 1 << 30) -> Iterator[Packet]:
@@ -217,14 +277,17 @@ class Reader:
         self.pos += size
         return value
 
+    # Values come out as bytes even from a large packet's bytearray payload (bytes(b) of a
+    # bytes object is that object: no copy).
+
     def fixed(self, size: int) -> bytes:
         self._need(size)
-        value = self.data[self.pos : self.pos + size]
+        value = bytes(self.data[self.pos : self.pos + size])
         self.pos += size
         return value
 
     def rest(self) -> bytes:
-        value = self.data[self.pos :]
+        value = bytes(self.data[self.pos :])
         self.pos = len(self.data)
         return value
 
@@ -232,7 +295,7 @@ class Reader:
         end = self.data.find(b"\x00", self.pos)
         if end < 0:
             raise ProtocolError("string is not NUL-terminated")
-        value = self.data[self.pos : end]
+        value = bytes(self.data[self.pos : end])
         self.pos = end + 1
         return value
 

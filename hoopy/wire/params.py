@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from hoopy.wire.handshake import CLIENT_QUERY_ATTRIBUTES
-from hoopy.wire.packets import ProtocolError, Reader, lenenc_int, lenenc_str
+from hoopy.wire.packets import ProtocolError, Reader, copy_from, lenenc_int, lenenc_str
 from hoopy.wire.response import COM_QUERY, COM_STMT_EXECUTE
 
 # Column types ("enum_field_types" in field_types.h). Parameters only ever use some of them,
@@ -281,7 +281,7 @@ def decode_query_attributes(payload: bytes, capabilities: int) -> tuple[tuple[Pa
     if not payload or payload[0] != COM_QUERY:
         raise ProtocolError("not a COM_QUERY packet")
     if not capabilities & CLIENT_QUERY_ATTRIBUTES:
-        return (), payload[1:]
+        return (), copy_from(payload, 1)
     r = Reader(payload, 1)
     count = _read_count(r, "COM_QUERY")
     # "COM_QUERY": parameter_set_count, "Number of parameter sets. Currently always 1".
@@ -300,7 +300,7 @@ def decode_query_attributes(payload: bytes, capabilities: int) -> tuple[tuple[Pa
             if not null_bitmap[i >> 3] & (1 << (i & 7)):
                 value = _read_value(r, ptype, unsigned, i, "COM_QUERY")
             params.append(Param(ptype, unsigned, value, names[i]))
-    return tuple(params), r.rest()
+    return tuple(params), copy_from(payload, r.pos)
 
 
 def _lenenc(r: Reader, what: str) -> int:

@@ -550,3 +550,94 @@ def test_text_without_quotes_or_digits_is_unchanged(sql: str) -> None:
 def test_redaction_is_idempotent(sql: str, backslash_escapes: bool) -> None:
     once, _ = redact_sql_literals(sql, backslash_escapes=backslash_escapes)
     assert redact_sql_literals(once, backslash_escapes=backslash_escapes) == (once, [])
+
+
+# -- size limits: literals too long to scan, text too long to record ----------------------------
+
+_LONG_LITERALS = st.sampled_from(
+    [
+        ("'", "'"),  # a string
+        ('"', '"'),  # a string without ANSI_QUOTES
+        ("N'", "'"),  # a national string
+        ("X'", "'"),  # a hex string
+        ("0x", ""),  # a hex number
+        ("", ""),  # a number
+    ]
+)
+
+
+@given(
+    _LONG_LITERALS,
+    st.integers(65, 400),
+    st.sampled_from(["SELECT {} AS x", "/*!50000 SELECT {} */", "INSERT INTO t VALUES (1, {})"]),
+)
+def test_a_literal_over_the_limit_is_recorded_as_oversize(
+    shape: tuple[str, str], size: int, template: str
+) -> None:
+    from hoopy.audit.redact import redact_statement
+
+    opener, closer = shape
+    body = (
+        "7" * size if opener in ("", "0x") else "4f" * (size // 2) if opener == "X'" else "a" * size
+    )
+    sql = template.format(opener + body + closer)
+    recorded = redact_statement(sql.encode(), (), max_literal_bytes=64)
+    assert body not in recorded.sql
+    assert "<redacted:oversize>" in recorded.sql
+    assert recorded.kinds == ["oversize"]
+    # Under the limit, nothing happens to it.
+    assert redact_statement(sql.encode(), (), max_literal_bytes=size + 10).sql == sql
+
+
+def test_an_oversize_literal_is_not_scanned_and_what_follows_still_is() -> None:
+    from hoopy.audit.redact import redact_statement
+
+    key = "AKIA" + "A" * 16  # an AWS key id, after a literal too long to scan
+    sql = f"SELECT '{'z' * 1000}', '{key}'"
+    recorded = redact_statement(sql.encode(), detectors_named(["secrets"]), max_literal_bytes=100)
+    assert recorded.sql == "SELECT '<redacted:oversize>', '<redacted:aws_key>'"
+    assert recorded.kinds == ["aws_key", "oversize"]
+
+
+@given(
+    st.text(min_size=0, max_size=200),
+    st.integers(1, 120),
+    st.booleans(),
+)
+def test_text_is_cut_on_a_character_boundary(text: str, limit: int, with_secret: bool) -> None:
+    from hoopy.audit.redact import redact_statement
+
+    key = "AKIA" + "B" * 16
+    sql = f"SELECT '{key}', {text!r}" if with_secret else text
+    data = sql.encode("utf-8", "surrogatepass")
+    detectors = detectors_named(["secrets"])
+    full = redact_statement(data, detectors)
+    cut = redact_statement(data, detectors, max_text_bytes=limit)
+    encoded = full.sql.encode("utf-8", "surrogatepass")
+    assert cut.truncated == (len(encoded) > limit)
+    assert len(cut.sql.encode("utf-8", "surrogatepass")) <= limit
+    assert full.sql.startswith(cut.sql)
+    if not cut.truncated:
+        assert cut.sql == full.sql
+    else:
+        # As much as fits: the next character would not have.
+        rest = full.sql[len(cut.sql) :]
+        assert (
+            len(cut.sql.encode("utf-8", "surrogatepass"))
+            + len(rest[0].encode("utf-8", "surrogatepass"))
+            > limit
+        )
+    assert key not in cut.sql
+    assert cut.kinds == full.kinds
+
+
+def test_a_huge_statement_stays_cheap_to_record() -> None:
+    # One 8 MiB literal: not decoded, not scanned, not copied into the record.
+    from hoopy.audit.redact import redact_statement
+
+    data = b"SELECT LENGTH('" + b"a" * (8 << 20) + b"')"
+    recorded = redact_statement(
+        data, detectors_named(["secrets", "personal"]), max_literal_bytes=16384, max_text_bytes=4096
+    )
+    assert recorded.sql == "SELECT LENGTH('<redacted:oversize>')"
+    assert not recorded.truncated

@@ -213,6 +213,7 @@ def test_audit_is_on_by_default_in_the_state_directory(tmp_path: Path) -> None:
     assert cfg.audit.directory == tmp_path / ".hoopy" / "audit"
     assert (cfg.audit.durability, cfg.audit.redact) == ("os", ("secrets",))
     assert cfg.audit.max_value_bytes == 16 * 1024
+    assert cfg.audit.max_sql_bytes == 256 * 1024
 
 
 def test_audit_settings_and_switching_it_off(tmp_path: Path) -> None:
@@ -222,10 +223,11 @@ def test_audit_settings_and_switching_it_off(tmp_path: Path) -> None:
             tmp_path,
             base
             + '\n[audit]\ndirectory = "trail"\ndurability = "strict"\n'
-            + 'redact = ["personal", "jwt"]\nmax_value_bytes = 100\n',
+            + 'redact = ["personal", "jwt"]\nmax_value_bytes = 100\nmax_sql_bytes = 5000\n',
         )
     )
     assert cfg.audit is not None
+    assert cfg.audit.max_sql_bytes == 5000
     assert cfg.audit.directory == tmp_path / "trail"
     assert (cfg.audit.durability, cfg.audit.redact, cfg.audit.max_value_bytes) == (
         "strict",

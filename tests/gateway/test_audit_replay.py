@@ -473,3 +473,59 @@ def test_a_read_only_audit_directory_refuses_statements(
     hoopy.stop()
     assert verify(directory).ok
     assert any(r.get("sql") == "SELECT 'recovered'" for r in iter_records(directory))
+
+
+def test_long_literals_and_long_text_are_recorded_cut_and_not_replayed(
+    hoopy_factory: Start, tmp_path: Path, fresh_db: str
+) -> None:
+    hoopy, directory = audited(hoopy_factory, tmp_path, max_value_bytes=100, max_sql_bytes=200)
+    conn = connector(hoopy, fresh_db)
+    cur = conn.cursor()
+    # What the client sees is untouched: only the record is cut.
+    cur.execute("SELECT LENGTH('" + "a" * 300 + "')")
+    assert cur.fetchall() == [(300,)]
+    many = "SELECT " + ", ".join(f"'v{i}'" for i in range(150))
+    cur.execute(many)
+    assert len(cur.fetchall()[0]) == 150
+    prepared = conn.cursor(prepared=True)
+    long_prepared = "SELECT ? + " + " + ".join(str(i) for i in range(100))
+    prepared.execute(long_prepared, (1,))
+    assert prepared.fetchall() == [(1 + sum(range(100)),)]
+    conn.close()
+    hoopy.stop()
+
+    statements = [r for r in iter_records(directory) if r["kind"] == "statement"]
+    oversize = next(s for s in statements if s.get("sql", "").startswith("SELECT LENGTH("))
+    assert oversize["sql"] == "SELECT LENGTH('<redacted:oversize>')"
+    assert oversize["redacted"] == ["oversize"]
+    assert "sql_truncated" not in oversize
+    cut = next(s for s in statements if s.get("sql", "").startswith("SELECT 'v0'"))
+    assert cut["sql_truncated"] is True and cut["sql_length"] == len(many)
+    assert many.startswith(cut["sql"]) and 190 < len(cut["sql"].encode()) <= 200
+    prepare = next(s for s in statements if s["command"] == "COM_STMT_PREPARE")
+    execute = next(s for s in statements if s["command"] == "COM_STMT_EXECUTE")
+    for record in (prepare, execute):
+        assert record["sql_truncated"] is True and record["sql_length"] == len(long_prepared)
+        assert long_prepared.startswith(record["sql"]) and len(record["sql"]) <= 200
+    assert execute["params"][0]["value"] == 1
+    assert verify(directory).ok
+
+    session = oversize["session"]
+    config = replay_config(hoopy, tmp_path)
+    plan = cli_json(
+        "replay", session, "--audit-dir", str(directory), "--config", str(config), "--dry-run"
+    )
+    reasons = {
+        (p["statement"]["command"], p["statement"].get("sql", "")[:14]): p["reason"]
+        for p in plan
+        if not p["run"]
+    }
+    assert reasons[("COM_QUERY", "SELECT LENGTH(")] == (
+        "a literal was too long to record (max_value_bytes)"
+    )
+    cut_text = "its text was recorded cut (max_sql_bytes)"
+    assert reasons[("COM_QUERY", "SELECT 'v0', '")] == cut_text
+    assert reasons[("COM_STMT_PREPARE", "SELECT ? + 0 +")] == cut_text
+    assert reasons[("COM_STMT_EXECUTE", "SELECT ? + 0 +")].startswith(
+        "its statement was not prepared"
+    )
