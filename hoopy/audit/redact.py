@@ -403,12 +403,20 @@ def _replacement(data: bytes, span: credentials.Span) -> str:
     return "'" + marker(span.kind) + "'"
 
 
+_MARKER_GROWTH = 32  # '<redacted:password_hash>' for a 13-digit number is 14 bytes longer
+
+
 def _render(
     data: bytes, spans: Sequence[credentials.Span], errors: str, limit: int | None = None
 ) -> tuple[str, bool]:
     """The text with ``spans`` replaced; with ``limit``, cut to at most that many bytes of
     UTF-8 (on a character boundary), and whether it was cut. Only the part kept is decoded."""
-    if limit is None:
+    # A marker is at most _MARKER_GROWTH bytes longer than what it replaces: most statements
+    # are short enough never to need the cutting path. (Rewritten nested SQL may grow more.)
+    if limit is None or (
+        len(data) + _MARKER_GROWTH * len(spans) <= limit
+        and all(span.replacement is None for span in spans)
+    ):
         pieces: list[str] = []
         done = 0
         for span in spans:

@@ -641,3 +641,18 @@ def test_a_huge_statement_stays_cheap_to_record() -> None:
     )
     assert recorded.sql == "SELECT LENGTH('<redacted:oversize>')"
     assert not recorded.truncated
+
+
+@pytest.mark.parametrize("slack", [-37, -20, -1, 0, 1, 40])
+def test_cutting_nested_sql_rewrites_agrees_with_the_full_text(slack: int) -> None:
+    # A literal holding SQL is rewritten (its credential replaced inside it, requoted): that
+    # can grow the text by more than a marker, so it always takes the measuring path.
+    from hoopy.audit.redact import redact_statement
+
+    sql = b"PREPARE s FROM 'CREATE USER u IDENTIFIED BY \\'Secret-1\\''"
+    full = redact_statement(sql, ())
+    limit = len(full.sql.encode()) + slack
+    cut = redact_statement(sql, (), max_text_bytes=limit)
+    assert "Secret-1" not in cut.sql
+    assert cut.truncated == (slack < 0)
+    assert full.sql.startswith(cut.sql) and len(cut.sql.encode()) <= limit
