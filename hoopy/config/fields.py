@@ -171,10 +171,36 @@ def positive(ctx: Ctx, keys: tuple[str | int, ...], key: str, value: T) -> T:
     return value
 
 
+def positive_value(
+    ctx: Ctx,
+    table: dict[str, Any],
+    keys: tuple[str | int, ...],
+    key: str,
+    kind: type[T],
+    default: T,
+) -> T:
+    """``table[key]`` (or ``default``), of ``kind`` and greater than zero."""
+    value: T = get_value(ctx, table, keys, key, kind, default)
+    return positive(ctx, keys, key, value)
+
+
 def non_negative(ctx: Ctx, keys: tuple[str | int, ...], key: str, value: T) -> T:
     if value < 0:  # type: ignore[operator]
         raise ctx.error((*keys, key), "must not be negative")
     return value
+
+
+def non_negative_value(
+    ctx: Ctx,
+    table: dict[str, Any],
+    keys: tuple[str | int, ...],
+    key: str,
+    kind: type[T],
+    default: T,
+) -> T:
+    """``table[key]`` (or ``default``), of ``kind`` and not negative."""
+    value: T = get_value(ctx, table, keys, key, kind, default)
+    return non_negative(ctx, keys, key, value)
 
 
 def one_of(*choices: str) -> Callable[[str], str]:

@@ -20,9 +20,11 @@ from hoopy.config.fields import (
     log_level_value,
     name_ok,
     non_negative,
+    non_negative_value,
     one_of,
     parse_hostport,
     positive,
+    positive_value,
     resolve_path,
     secret_source,
     str_list,
@@ -119,23 +121,12 @@ def build_config(
     gk: tuple[str | int, ...] = ("gateway",)
     gateway = GatewaySettings(
         state_dir=resolve_path(base, get_value(ctx, g, gk, "state_dir", str, ".hoopy")),
-        max_connections=positive(
-            ctx, gk, "max_connections", get_value(ctx, g, gk, "max_connections", int, 1024)
-        ),
-        handshake_timeout=positive(
-            ctx, gk, "handshake_timeout", get_value(ctx, g, gk, "handshake_timeout", float, 10.0)
-        ),
-        idle_timeout=non_negative(
-            ctx, gk, "idle_timeout", get_value(ctx, g, gk, "idle_timeout", float, 28800.0)
-        ),
-        shutdown_grace=non_negative(
-            ctx, gk, "shutdown_grace", get_value(ctx, g, gk, "shutdown_grace", float, 30.0)
-        ),
-        max_statement_bytes=positive(
-            ctx,
-            gk,
-            "max_statement_bytes",
-            get_value(ctx, g, gk, "max_statement_bytes", int, 64 * 1024 * 1024),
+        max_connections=positive_value(ctx, g, gk, "max_connections", int, 1024),
+        handshake_timeout=positive_value(ctx, g, gk, "handshake_timeout", float, 10.0),
+        idle_timeout=non_negative_value(ctx, g, gk, "idle_timeout", float, 28800.0),
+        shutdown_grace=non_negative_value(ctx, g, gk, "shutdown_grace", float, 30.0),
+        max_statement_bytes=positive_value(
+            ctx, g, gk, "max_statement_bytes", int, 64 * 1024 * 1024
         ),
         log_level=enum_value(
             ctx,
@@ -144,32 +135,15 @@ def build_config(
             log_level_value,
             ["debug", "info", "warning", "error"],
         ),
-        login_delay_after_failures=positive(
-            ctx,
-            gk,
-            "login_delay_after_failures",
-            get_value(ctx, g, gk, "login_delay_after_failures", int, 3),
+        login_delay_after_failures=positive_value(ctx, g, gk, "login_delay_after_failures", int, 3),
+        login_delay=positive_value(ctx, g, gk, "login_delay", float, 1.0),
+        login_delay_max=positive_value(ctx, g, gk, "login_delay_max", float, 30.0),
+        login_failures_forget_after=positive_value(
+            ctx, g, gk, "login_failures_forget_after", float, 3600.0
         ),
-        login_delay=positive(
-            ctx, gk, "login_delay", get_value(ctx, g, gk, "login_delay", float, 1.0)
-        ),
-        login_delay_max=positive(
-            ctx, gk, "login_delay_max", get_value(ctx, g, gk, "login_delay_max", float, 30.0)
-        ),
-        login_failures_forget_after=positive(
-            ctx,
-            gk,
-            "login_failures_forget_after",
-            get_value(ctx, g, gk, "login_failures_forget_after", float, 3600.0),
-        ),
-        max_pending_logins=positive(
-            ctx, gk, "max_pending_logins", get_value(ctx, g, gk, "max_pending_logins", int, 64)
-        ),
-        max_pending_logins_per_address=positive(
-            ctx,
-            gk,
-            "max_pending_logins_per_address",
-            get_value(ctx, g, gk, "max_pending_logins_per_address", int, 32),
+        max_pending_logins=positive_value(ctx, g, gk, "max_pending_logins", int, 64),
+        max_pending_logins_per_address=positive_value(
+            ctx, g, gk, "max_pending_logins_per_address", int, 32
         ),
         on_token_expiry=enum_value(
             ctx,
@@ -239,9 +213,7 @@ def build_config(
                 [m.value for m in LoginMode],
             ),
             database=get_value(ctx, t, keys, "database", str, None),
-            connect_timeout=positive(
-                ctx, keys, "connect_timeout", get_value(ctx, t, keys, "connect_timeout", float, 5.0)
-            ),
+            connect_timeout=positive_value(ctx, t, keys, "connect_timeout", float, 5.0),
             tls=tls,
             tls_ca=resolve_path(base, tls_ca) if tls_ca else None,
             server_public_key=_server_public_key(ctx, t, keys, base),
@@ -467,29 +439,14 @@ def _audit(ctx: Ctx, data: dict[str, Any], base: Path, state_dir: Path) -> Audit
             one_of("os", "strict"),
             ["os", "strict"],
         ),
-        fsync_interval=positive(
-            ctx, keys, "fsync_interval", get_value(ctx, a, keys, "fsync_interval", float, 1.0)
-        ),
-        rotate_bytes=positive(
-            ctx,
-            keys,
-            "rotate_bytes",
-            get_value(ctx, a, keys, "rotate_bytes", int, 256 * 1024 * 1024),
-        ),
+        fsync_interval=positive_value(ctx, a, keys, "fsync_interval", float, 1.0),
+        rotate_bytes=positive_value(ctx, a, keys, "rotate_bytes", int, 256 * 1024 * 1024),
         rotate_daily=get_value(ctx, a, keys, "rotate_daily", bool, True),
         redact=_redaction_kinds(ctx, keys, a),
-        max_value_bytes=positive(
-            ctx,
-            keys,
-            "max_value_bytes",
-            get_value(ctx, a, keys, "max_value_bytes", int, DEFAULT_MAX_VALUE_BYTES),
+        max_value_bytes=positive_value(
+            ctx, a, keys, "max_value_bytes", int, DEFAULT_MAX_VALUE_BYTES
         ),
-        max_sql_bytes=positive(
-            ctx,
-            keys,
-            "max_sql_bytes",
-            get_value(ctx, a, keys, "max_sql_bytes", int, DEFAULT_MAX_SQL_BYTES),
-        ),
+        max_sql_bytes=positive_value(ctx, a, keys, "max_sql_bytes", int, DEFAULT_MAX_SQL_BYTES),
         key=Secret(env=key_env, file=resolve_path(base, key_file) if key_file else None)
         if key_env or key_file
         else None,
