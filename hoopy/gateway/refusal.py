@@ -31,6 +31,7 @@ from __future__ import annotations
 from hoopy.wire.errors import ErrorKind
 from hoopy.wire.messages import build_err
 from hoopy.wire.packets import Packet, frame
+from hoopy.wire.params import named_statement
 from hoopy.wire.response import (
     COM_STMT_CLOSE,
     COM_STMT_EXECUTE,
@@ -38,13 +39,6 @@ from hoopy.wire.response import (
     COM_STMT_SEND_LONG_DATA,
     NO_RESPONSE_COMMANDS,
 )
-
-# MariaDB reads statement id 0xFFFFFFFF as "the statement last prepared on this connection"
-# (sql_prepare.cc, LAST_STMT_ID; used by libmariadb's mariadb_stmt_execute_direct).
-LAST_STATEMENT_ID = 0xFFFFFFFF
-
-# Statement-id commands carry the id in payload bytes 1-4 (COM_STMT_* in the protocol docs).
-_STATEMENT_ID_END = 5
 
 
 def refusal_reply(packet: Packet, kind: ErrorKind, message: str) -> bytes | None:
@@ -76,12 +70,7 @@ class LongData:
         return bool(self._held or self._broken)
 
     def _statement_id(self, payload: bytes) -> int | None:
-        if len(payload) < _STATEMENT_ID_END:
-            return None
-        statement_id = int.from_bytes(payload[1:_STATEMENT_ID_END], "little")
-        if statement_id == LAST_STATEMENT_ID and self.last_prepared is not None:
-            return self.last_prepared
-        return statement_id
+        return named_statement(payload, self.last_prepared)
 
     def refused(self, payload: bytes, kind: ErrorKind, message: str) -> None:
         """hoopy refused this command (answered with an ERR, or dropped it silently)."""

@@ -45,7 +45,7 @@ from hoopy.sql.lexer import ServerVersion
 from hoopy.wire.errors import ErrorKind
 from hoopy.wire.messages import ErrPacket
 from hoopy.wire.packets import ProtocolError, copy_from
-from hoopy.wire.params import Param, decode_execute, decode_query_attributes
+from hoopy.wire.params import Param, decode_execute, decode_query_attributes, named_statement
 from hoopy.wire.response import (
     COM_CHANGE_USER,
     COM_QUERY,
@@ -195,11 +195,9 @@ class SessionAudit:
                 statement.long_data.add(int.from_bytes(payload[5:7], "little"))
 
     def _statement_id(self, payload: bytes) -> int:
-        """The statement a command names. MariaDB reads 0xFFFFFFFF as "the statement last
-        prepared on this connection" (used by its COM_STMT_BULK / direct execution)."""
-        statement_id = int.from_bytes(payload[1:5], "little")
-        if statement_id == 0xFFFFFFFF and self._last_prepared is not None:
-            return self._last_prepared
+        """The statement a command names (callers check that the payload names one)."""
+        statement_id = named_statement(payload, self._last_prepared)
+        assert statement_id is not None
         return statement_id
 
     def reset(self) -> None:

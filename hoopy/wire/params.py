@@ -273,6 +273,25 @@ def decode_execute(
     return ExecuteRequest(statement_id, flags, iteration_count, tuple(params), remembered, bound)
 
 
+# MariaDB reads statement id 0xFFFFFFFF as "the statement last prepared on this connection"
+# (sql_prepare.cc, LAST_STMT_ID; used by libmariadb's mariadb_stmt_execute_direct and
+# COM_STMT_BULK_EXECUTE).
+LAST_STATEMENT_ID = 0xFFFFFFFF
+# Statement-id commands carry the id in payload bytes 1-4 (COM_STMT_* in the protocol docs).
+STATEMENT_ID_END = 5
+
+
+def named_statement(payload: bytes, last_prepared: int | None) -> int | None:
+    """The prepared statement a COM_STMT_* payload names (``last_prepared`` for
+    LAST_STATEMENT_ID, when there is one), or None for a payload too short to name one."""
+    if len(payload) < STATEMENT_ID_END:
+        return None
+    statement_id = int.from_bytes(payload[1:STATEMENT_ID_END], "little")
+    if statement_id == LAST_STATEMENT_ID and last_prepared is not None:
+        return last_prepared
+    return statement_id
+
+
 def decode_query_attributes(payload: bytes, capabilities: int) -> tuple[tuple[Param, ...], bytes]:
     """Split a COM_QUERY payload into its query attributes and its SQL text (bytes).
 

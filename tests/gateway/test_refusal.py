@@ -5,10 +5,11 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hoopy.gateway.refusal import LAST_STATEMENT_ID, LongData, refusal_reply
+from hoopy.gateway.refusal import LongData, refusal_reply
 from hoopy.wire import errors
 from hoopy.wire.messages import parse_err
 from hoopy.wire.packets import Packet, PacketBuffer, frame, iter_packets
+from hoopy.wire.params import LAST_STATEMENT_ID
 from hoopy.wire.response import COMMAND_NAMES, NO_RESPONSE_COMMANDS
 
 AUDIT = errors.AUDIT_UNAVAILABLE
