@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import Any
 
 import pymysql
+import pytest
 
 from tests.rig import MariaDBServer, spawn
 
@@ -41,6 +42,26 @@ APP_USER = "app"  # hoopy's vaulted upstream credentials
 APP_PASSWORD = "app-secret"
 ALICE_USER = "alice"  # a real MariaDB user, for passthrough mode
 ALICE_PASSWORD = "alice-pw"
+NODE_DIR = Path(__file__).resolve().parent / "node"  # the Node mysql2 scripts
+
+
+def require_node_mysql2() -> Path:
+    """tests/node with mysql2 installed (``npm ci`` if scripts/test's bootstrap has not run);
+    skips the test where node or npm is missing."""
+    for tool in ("node", "npm"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not on PATH: the Node mysql2 client cannot run")
+    if not (NODE_DIR / "node_modules" / "mysql2").is_dir():
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund"],
+            cwd=NODE_DIR,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+    return NODE_DIR
+
+
 DEV_USER = "dev"  # a gateway user (login = "gateway_users")
 DEV_PASSWORD = "dev-pw"
 DB_PASSWORD_ENV = "HOOPY_TEST_DB_PASSWORD"
@@ -265,6 +286,24 @@ class HoopyProcess:
         }
         params.update(kw)
         return pymysql.connect(**params)
+
+    def connect_connector(
+        self,
+        database: str,
+        user: str = DEV_USER,
+        password: str = DEV_PASSWORD,
+        *,
+        listener: str = "app",
+        **kw: Any,
+    ) -> Any:
+        """mysql-connector (pure Python, no TLS unless kw says) through the listener's port."""
+        import mysql.connector
+
+        host, port = self.tcp[listener]
+        params: dict[str, Any] = {"use_pure": True, "ssl_disabled": True, **kw}
+        return mysql.connector.connect(
+            host=host, port=port, user=user, password=password, database=database, **params
+        )
 
     def send_signal(self, sig: int) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -281,20 +281,36 @@ async def log_in(
     except BaseException:
         await upstream.packets.aclose()
         raise
-    result = LoginResult(
+    result = _login_result(
+        response, principal, negotiated, client_tls, database, upstream_caps, nonce, connection_id
+    )
+    return result, upstream
+
+
+def _login_result(
+    response: HandshakeResponse,
+    principal: Principal,
+    negotiated: int,
+    client_tls: bool,
+    database: str | None,
+    upstream_caps: int,
+    front_nonce: bytes,
+    connection_id: int,
+) -> LoginResult:
+    """What both login paths hand the session; the rest comes from the client's response."""
+    return LoginResult(
         principal=principal,
-        username=username,
+        username=response.username.decode("utf-8", "replace"),
         capabilities=negotiated,
         client_tls=client_tls,
         connect_attrs=response.attrs_dict(),
         database=database,
-        front_nonce=nonce,
+        front_nonce=front_nonce,
         charset=response.charset,
         upstream_capabilities=upstream_caps,
         connection_id=connection_id,
         compression=negotiate(response.capabilities, response.zstd_level),
     )
-    return result, upstream
 
 
 async def _log_in_passthrough(
@@ -316,18 +332,15 @@ async def _log_in_passthrough(
         exc.user = username
         raise
     database = response.database.decode("utf-8", "replace") if response.database else None
-    result = LoginResult(
-        principal=principal,
-        username=username,
-        capabilities=negotiated,
-        client_tls=client_tls,
-        connect_attrs=response.attrs_dict(),
-        database=database,
-        front_nonce=g.auth_data,
-        charset=response.charset,
-        upstream_capabilities=upstream_caps,
-        connection_id=g.connection_id,
-        compression=negotiate(response.capabilities, response.zstd_level),
+    result = _login_result(
+        response,
+        principal,
+        negotiated,
+        client_tls,
+        database,
+        upstream_caps,
+        g.auth_data,
+        g.connection_id,
     )
     return result, upstream
 

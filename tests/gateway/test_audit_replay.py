@@ -16,14 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import mysql.connector
 import pymysql
 import pytest
 
 from hoopy.audit.reader import iter_records, verify
 from tests.gateway_rig import (
     DEFAULT_ENV,
-    DEV_PASSWORD,
     DEV_USER,
     HoopyProcess,
     write_toml,
@@ -55,17 +53,7 @@ def audited(hoopy_factory: Start, tmp_path: Path, **audit: Any) -> tuple[HoopyPr
 
 
 def connector(hoopy: HoopyProcess, database: str) -> Any:
-    host, port = hoopy.tcp["app"]
-    return mysql.connector.connect(
-        host=host,
-        port=port,
-        user=DEV_USER,
-        password=DEV_PASSWORD,
-        database=database,
-        use_pure=True,
-        ssl_disabled=True,
-        autocommit=True,
-    )
+    return hoopy.connect_connector(database, autocommit=True)
 
 
 def session_of(directory: Path, program: str) -> str:

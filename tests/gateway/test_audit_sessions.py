@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import mysql.connector
 import pymysql
 import pytest
 
@@ -81,16 +80,7 @@ def test_prepared_statements_are_recorded_with_their_ids(
     hoopy_factory: Start, tmp_path: Path
 ) -> None:
     hoopy, directory = audited(hoopy_factory, tmp_path)
-    host, port = hoopy.tcp["app"]
-    conn = mysql.connector.connect(
-        host=host,
-        port=port,
-        user=DEV_USER,
-        password=DEV_PASSWORD,
-        database=TEST_DB,
-        use_pure=True,
-        ssl_disabled=True,
-    )
+    conn = hoopy.connect_connector(TEST_DB)
     cur = conn.cursor(prepared=True)
     cur.execute("SELECT ? + 1", (41,))
     assert cur.fetchall() == [(42,)]
@@ -168,16 +158,7 @@ def test_prepared_credential_parameters_are_redacted_mysql_connector(
     """SELECT PASSWORD(?) through a real server-side prepared statement: the parameter of
     each execution is recorded as a credential."""
     hoopy, directory = audited(hoopy_factory, tmp_path)
-    host, port = hoopy.tcp["app"]
-    conn = mysql.connector.connect(
-        host=host,
-        port=port,
-        user=DEV_USER,
-        password=DEV_PASSWORD,
-        database=TEST_DB,
-        use_pure=True,
-        ssl_disabled=True,
-    )
+    conn = hoopy.connect_connector(TEST_DB)
     cur = conn.cursor(prepared=True)
     cur.execute("SELECT PASSWORD(?)", ("Sup3r-S3cret-20",))
     assert cur.fetchall()[0][0]  # the server ran it

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import shutil
 import struct
 import subprocess
 import zlib
@@ -40,11 +39,17 @@ from tests.gateway.clients import (
 )
 from tests.gateway.fidelity import MODES, HoopyPool, Leg, Pair, hoopy_pool
 from tests.gateway.test_raw_protocol import BASE_CAPS, RawClient, count_response
-from tests.gateway_rig import DEV_PASSWORD, DEV_USER, TEST_DB, HoopyProcess
+from tests.gateway_rig import (
+    DEV_PASSWORD,
+    DEV_USER,
+    NODE_DIR,
+    TEST_DB,
+    HoopyProcess,
+    require_node_mysql2,
+)
 from tests.rig import MariaDBServer
 
 Start = Any
-NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 
 # More than 16 MiB in many rows (frames carrying many packets), and one value of 20 MiB
 # (a logical packet of two wire packets, each spread over frames).
@@ -246,17 +251,7 @@ def test_mariadb_cli_compress_over_tls_and_a_big_value(
 
 
 def run_node(leg: Leg) -> dict[str, Any]:
-    for tool in ("node", "npm"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not on PATH: the Node mysql2 client cannot run")
-    if not (NODE_DIR / "node_modules" / "mysql2").is_dir():
-        subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund"],
-            cwd=NODE_DIR,
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
+    require_node_mysql2()
     result = subprocess.run(
         [
             "node",

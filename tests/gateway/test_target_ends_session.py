@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import select
-import shutil
 import socket
 import ssl
 import subprocess
@@ -29,12 +28,19 @@ import pytest
 from hoopy.audit.reader import iter_records
 from hoopy.wire.messages import build_err, build_ok
 from hoopy.wire.packets import frame
-from tests.gateway_rig import APP_PASSWORD, APP_USER, DEV_PASSWORD, DEV_USER, HoopyProcess
+from tests.gateway_rig import (
+    APP_PASSWORD,
+    APP_USER,
+    DEV_PASSWORD,
+    DEV_USER,
+    NODE_DIR,
+    HoopyProcess,
+    require_node_mysql2,
+)
 from tests.rig import MariaDBServer
 
 Start = Any
 
-NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 # Generous bounds for something that should happen at once (a failing run waits this long).
 PROMPT = 15.0
 # MySQL 8.0.24+'s ER_CLIENT_INTERACTION_TIMEOUT, framed with sequence id 1 as MariaDB frames
@@ -286,10 +292,7 @@ def test_pymysql_pool_that_checks_before_reuse_never_hands_out_a_dead_one(
 def node_pool(
     mode: str, endpoint: tuple[str, int], user: str, password: str, mariadb: MariaDBServer
 ) -> dict[str, Any]:
-    if shutil.which("node") is None:
-        pytest.skip("node is not on PATH: the Node mysql2 pool cannot run")
-    if not (NODE_DIR / "node_modules" / "mysql2").is_dir():
-        pytest.skip("tests/node/node_modules is missing (npm ci in tests/node)")
+    require_node_mysql2()
     env = {
         **os.environ,
         "HOOPY_HOST": endpoint[0],

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import socket
 import ssl
 import subprocess
@@ -40,11 +39,11 @@ from hoopy.wire.handshake import (
 )
 from hoopy.wire.packets import frame, lenenc_str
 from tests.gateway.test_tokens import mint, token_config
+from tests.gateway_rig import NODE_DIR, require_node_mysql2
 from tests.rig import MariaDBServer
 
 Start = Any
 NEEDS_TLS = "token logins need an encrypted connection"
-NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 
 
 @pytest.fixture
@@ -253,17 +252,7 @@ class AsyncClient:
 
 class NodeMysql2:
     def run(self, token: str, *args: str) -> dict[str, Any]:
-        for tool in ("node", "npm"):
-            if shutil.which(tool) is None:
-                pytest.skip(f"{tool} is not on PATH: the Node mysql2 client cannot run")
-        if not (NODE_DIR / "node_modules" / "mysql2").is_dir():
-            subprocess.run(
-                ["npm", "ci", "--no-audit", "--no-fund"],
-                cwd=NODE_DIR,
-                check=True,
-                capture_output=True,
-                timeout=120,
-            )
+        require_node_mysql2()
         result = subprocess.run(
             ["node", str(NODE_DIR / "token_login.js"), *args],
             env={**os.environ, "HOOPY_TOKEN": token},
