@@ -413,6 +413,8 @@ def _render(
     UTF-8 (on a character boundary), and whether it was cut. Only the part kept is decoded."""
     # A marker is at most _MARKER_GROWTH bytes longer than what it replaces: most statements
     # are short enough never to need the cutting path. (Rewritten nested SQL may grow more.)
+    if not spans and (limit is None or len(data) <= limit):
+        return data.decode("utf-8", errors), False
     if limit is None or (
         len(data) + _MARKER_GROWTH * len(spans) <= limit
         and all(span.replacement is None for span in spans)

@@ -112,7 +112,11 @@ class SessionAudit:
 
         Raises ``AuditUnavailable`` (the caller refuses the statement)."""
         try:
-            record = await self._build(seq, principal, payload)
+            record = (
+                self._statement(seq, principal, payload)
+                if len(payload) < offload.OFF_LOOP_BYTES  # most: no coroutine, no closure
+                else await self._build(seq, principal, payload)
+            )
         except Exception as exc:  # a bug here must refuse the statement, not end the session
             log.exception("session %s: cannot build the audit record", self.session)
             raise AuditUnavailable(

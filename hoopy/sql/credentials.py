@@ -52,6 +52,7 @@ data).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -115,6 +116,10 @@ _SQL_HOLDERS = frozenset((b"PREPARE", b"EXECUTE", b"SET"))
 # Case-folding a huge literal is done in slices of this size (bounded time per C call).
 _FOLD_STEP = 1 << 18
 _LONGEST_TRIGGER = max(len(t) for t in _NESTED_TRIGGERS)
+# One scan for all of them: nine substring tests cost 0.3 us each on a short statement (the
+# search's set-up), the alternation 0.9 us in all; on lower-cased bytes (a case-insensitive
+# pattern is four times slower).
+_TRIGGER = re.compile(b"|".join(re.escape(t) for t in _NESTED_TRIGGERS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,11 +417,7 @@ def may_carry_credentials(data: bytes) -> bool:
 def _mentions(chunk: bytes) -> bool:
     if b"\\" in chunk:
         chunk = chunk.replace(b"\\", b"")
-    chunk = chunk.lower()
-    for trigger in _NESTED_TRIGGERS:  # noqa: SIM110 (no generator per statement)
-        if trigger in chunk:
-            return True
-    return False
+    return _TRIGGER.search(chunk.lower()) is not None
 
 
 def _sql_value(data: bytes, token: Token, reading: Reading) -> bytes | None:
