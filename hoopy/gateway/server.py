@@ -24,6 +24,7 @@ from typing import Any
 import trio
 
 from hoopy.config.model import Config, Listener, LoginMode
+from hoopy.gateway import memory
 from hoopy.gateway.admission import FrontConnectionIds, PendingLogins, TargetGreetings
 from hoopy.gateway.audit_log import AuditLog
 from hoopy.gateway.idle import TargetWatcher
@@ -296,6 +297,7 @@ async def run_gateway(
     ready_file: Path | None = None,
     on_ready: Callable[[GatewayServer], None] | None = None,
 ) -> None:
+    memory.map_large_blocks()
     server = GatewayServer(config)
 
     def ready(srv: GatewayServer) -> None:

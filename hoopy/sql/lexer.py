@@ -137,8 +137,26 @@ def readings_for(data: bytes, server: ServerVersion | None = None) -> tuple[Read
     are read as code, as comments, and as ``server`` runs them. Only readings that can differ
     for these bytes are returned (most statements have one).
     """
-    has_exec = b"/*" in data and (b"/*!" in data or b"/*M!" in data or b"/*+" in data)
-    return _readings(b"\\" in data, b'"' in data, has_exec, server)
+    has_exec = contains(data, b"/*") and (
+        contains(data, b"/*!") or contains(data, b"/*M!") or contains(data, b"/*+")
+    )
+    return _readings(contains(data, b"\\"), contains(data, b'"'), has_exec, server)
+
+
+SCAN_STEP = 256 * 1024
+
+
+def contains(data: bytes, needle: bytes) -> bool:
+    """``needle in data``, in calls over at most ``SCAN_STEP`` bytes: a huge statement is
+    read in a worker thread, and one substring search over 20 MiB holds the interpreter
+    lock (so the event loop) for 20 ms (gateway/offload.py)."""
+    if len(data) <= SCAN_STEP:
+        return needle in data
+    overlap = len(needle) - 1
+    return any(
+        data.find(needle, start, start + SCAN_STEP + overlap) >= 0
+        for start in range(0, len(data), SCAN_STEP)
+    )
 
 
 @functools.lru_cache(maxsize=64)
