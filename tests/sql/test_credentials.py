@@ -3,11 +3,14 @@ executable-comment, case and quoting variants of each, read as the audit records
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hoopy.audit.redact import redact_statement
+from hoopy.sql.credentials import _NESTED_TRIGGERS as _TRIGGERS
 from hoopy.sql.credentials import find_credentials, may_carry_credentials
 from hoopy.sql.lexer import ServerVersion
 
@@ -259,3 +262,31 @@ def test_generated_secrets_never_reach_the_record(
 def test_redaction_is_idempotent(case: tuple[str, list[str]], server: ServerVersion | None) -> None:
     once = redact_statement(case[0].encode(), (), server).sql
     assert redact_statement(once.encode(), (), server).sql == once
+
+
+@given(
+    st.text(alphabet="aeidntfpswrcyhlgu_ \\'", max_size=2000),
+    st.one_of(st.none(), st.sampled_from(sorted(t.decode() for t in _TRIGGERS))),
+    st.integers(0, 2000),
+    st.randoms(use_true_random=False),
+)
+def test_the_keyword_test_reads_short_and_long_text_alike(
+    text: str, keyword: str | None, at: int, rnd: Any
+) -> None:
+    # Short text is scanned with one regular expression, long text with substring tests;
+    # a keyword goes in with random case and a backslash inside it now and then.
+    from hoopy.sql import credentials
+
+    if keyword is not None:
+        word = "".join(c.upper() if rnd.random() < 0.5 else c for c in keyword)
+        if rnd.random() < 0.3:
+            cut = rnd.randrange(1, len(word))
+            word = word[:cut] + "\\" + word[cut:]
+        text = text[:at] + word + text[at:]
+    data = text.encode()
+    folded = data.replace(b"\\", b"").lower()
+    expected = any(t in folded for t in credentials._NESTED_TRIGGERS)
+    assert keyword is None or expected
+    assert credentials.may_carry_credentials(data) == expected
+    padded = data + b" " * (credentials._SHORT + 1)  # the same, past the threshold
+    assert credentials.may_carry_credentials(padded) == expected

@@ -273,3 +273,25 @@ def test_hostile_input_completes(data: bytes) -> None:
         for token in tokenize(data, reading):
             end = token.end
         assert data[end:].strip() == b""
+
+
+@given(
+    st.binary(max_size=64),
+    st.sampled_from([b"/*", b"/*!", b"/*M!", b"\\", b'"']),
+    st.integers(0, 64),
+    st.integers(1, 8),
+)
+def test_contains_finds_a_needle_across_step_boundaries(
+    data: bytes, needle: bytes, at: int, step: int
+) -> None:
+    # With a step of a few bytes every placement straddles some boundary.
+    from hoopy.sql import lexer
+
+    placed = data[:at] + needle + data[at:]
+    old = lexer.SCAN_STEP
+    lexer.SCAN_STEP = step
+    try:
+        assert lexer.contains(placed, needle)
+        assert lexer.contains(data, needle) == (needle in data)
+    finally:
+        lexer.SCAN_STEP = old
