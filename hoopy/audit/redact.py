@@ -268,7 +268,8 @@ def _contains_email(value: str) -> bool:
 
 # ITU-T E.164: a country code (never starting with 0) and at most 15 digits in all. Groups may
 # be separated by one space, dash or dot, or parenthesised: "+1 (415) 555-2671".
-_PHONE = re.compile(r"(?<![\w+])\+[1-9][0-9]*+(?:[ .-]?+(?:\([0-9]++\)|[0-9]++))*+(?!\w)")
+# An atomic group, not a possessive repeat of the group: see hoopy/sql/lexer.py, _BORING.
+_PHONE = re.compile(r"(?<![\w+])\+[1-9][0-9]*+(?>(?:[ .-]?+(?:\([0-9]++\)|[0-9]++))*)(?!\w)")
 
 
 def _contains_phone(value: str) -> bool:

@@ -206,9 +206,13 @@ _TOKEN = re.compile(
 # For callers that only look at literals: words not followed by a quote (an introducer or
 # N'...' must still be seen) and punctuation that starts nothing are skipped inside the
 # regular-expression engine, so a statement costs a Python step per literal, not per token.
+# A repeated group that must not give back is written as an atomic group, (?>(?:...)*),
+# never as a possessive repeat (?:...)*+: before 3.11.5 (Debian 12 ships 3.11.2) CPython
+# matched possessive repeats of a group that backtracks inside wrongly (gh-106052,
+# gh-100061). Possessive repeats of a single character class are not affected.
 _BORING = (
-    rb"(?:[ \t\n\x0b\x0c\r]++|[A-Za-z_$\x80-\xff][" + _IDENT_CHARS + rb"]*+(?!')"
-    rb"|[(),;=<>+!%&|^~.@?:{}\[\]]++)*+"
+    rb"(?>(?:[ \t\n\x0b\x0c\r]++|[A-Za-z_$\x80-\xff][" + _IDENT_CHARS + rb"]*+(?!')"
+    rb"|[(),;=<>+!%&|^~.@?:{}\[\]]++)*)"
 )
 _LITERALS_TOKEN = re.compile(_BORING + _TOKEN.pattern, re.DOTALL)
 _HEX_WORD = re.compile(rb"0x[0-9A-Fa-f]++")
@@ -221,9 +225,9 @@ _SPACE = frozenset(b" \t\n\x0b\x0c\r")
 BODY_STEP = 64 * 1024
 _BODY = {
     (quote, backslash): re.compile(
-        (rb"(?:[^" + q + rb"\\]++|\\.|" + q + q + rb")*+")
+        (rb"(?>(?:[^" + q + rb"\\]++|\\.|" + q + q + rb")*)")
         if backslash
-        else (rb"(?:[^" + q + rb"]++|" + q + q + rb")*+"),
+        else (rb"(?>(?:[^" + q + rb"]++|" + q + q + rb")*)"),
         re.DOTALL,
     )
     for quote, q in ((b"'"[0], b"'"), (b'"'[0], b'"'), (b"`"[0], b"`"))

@@ -295,3 +295,25 @@ def test_contains_finds_a_needle_across_step_boundaries(
         assert lexer.contains(data, needle) == (needle in data)
     finally:
         lexer.SCAN_STEP = old
+
+
+def test_no_pattern_repeats_a_group_possessively() -> None:
+    # CPython before 3.11.5 (Debian 12's python3 is 3.11.2) matched a possessive repeat of a
+    # group that backtracks inside wrongly (gh-106052, gh-100061): the lexer could misread a
+    # literal's end there. Such groups are written as atomic groups, (?>(?:...)*). CI runs a
+    # newer Python, where both forms agree, so this looks at the source instead.
+    import io
+    import pathlib
+    import re
+    import tokenize
+
+    import hoopy
+
+    possessive_group = re.compile(r"\)(?:\*|\+|\?|\{[0-9,]*\})\+")
+    found = []
+    for path in pathlib.Path(hoopy.__file__).parent.rglob("*.py"):
+        source = path.read_text()
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            if token.type == tokenize.STRING and possessive_group.search(token.string):
+                found.append(f"{path.name}:{token.start[0]}: {token.string}")
+    assert not found, found
