@@ -466,19 +466,6 @@ def _cut_utf8(data: bytearray, limit: int) -> bytes:
 _QUOTES_OR_DIGITS = re.compile(rb"['\"]|[0-9]{%d}" % MIN_CHECKED_INTEGER_DIGITS)
 # Literals without quotes that can be long: 0x4142..., 0b0101... (X'..' and B'..' have quotes).
 _HEX_OR_BIT = re.compile(rb"0[xXbB]")
-_SEARCH_STEP = 1 << 18
-
-
-def _search(pattern: re.Pattern[bytes], data: bytes, longest: int) -> bool:
-    """Whether ``pattern`` (whose matches are at most ``longest`` bytes) occurs in ``data``,
-    in calls over at most 256 KiB each: a regular expression holds the interpreter lock for the
-    whole of one call, and a huge statement is scanned in a worker thread (offload.py)."""
-    if len(data) <= _SEARCH_STEP:
-        return pattern.search(data) is not None
-    return any(
-        pattern.search(data, start, start + _SEARCH_STEP + longest) is not None
-        for start in range(0, len(data), _SEARCH_STEP)
-    )
 
 
 def redact_statement(
@@ -505,9 +492,9 @@ def redact_statement(
         mentions
         or (
             (detectors or long_literals)
-            and _search(_QUOTES_OR_DIGITS, data, MIN_CHECKED_INTEGER_DIGITS)
+            and lexer.search(_QUOTES_OR_DIGITS, data, MIN_CHECKED_INTEGER_DIGITS)
         )
-        or (long_literals and _search(_HEX_OR_BIT, data, 2))
+        or (long_literals and lexer.search(_HEX_OR_BIT, data, 2))
     ):
         text, truncated = _render(data, (), "replace", max_text_bytes)
         return RedactedStatement(text, [], False, truncated)

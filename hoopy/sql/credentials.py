@@ -70,6 +70,7 @@ from hoopy.sql.lexer import (
     ServerVersion,
     Token,
     readings_for,
+    slices,
     string_value,
     tokenize,
 )
@@ -113,8 +114,6 @@ _NESTED_TRIGGERS = (
 )
 # Statements whose literals may be SQL for a later PREPARE (or hold it themselves).
 _SQL_HOLDERS = frozenset((b"PREPARE", b"EXECUTE", b"SET"))
-# Case-folding a huge literal is done in slices of this size (bounded time per C call).
-_FOLD_STEP = 1 << 18
 _LONGEST_TRIGGER = max(len(t) for t in _NESTED_TRIGGERS)
 # A short statement is scanned once for all of them: nine substring tests cost 0.3 us each
 # there (the search's set-up), the alternation 0.9 us in all (on lower-cased bytes: a case-
@@ -407,13 +406,8 @@ def may_carry_credentials(data: bytes) -> bool:
     A keyword is one token, never split by a comment; inside a string literal a backslash
     may split it (``'IDENT\\IFIED'`` is ``IDENTIFIED``), so backslashes are ignored.
     """
-    if len(data) <= _FOLD_STEP:
-        return _mentions(data)
-    overlap = _LONGEST_TRIGGER * 2  # a keyword across a slice boundary, with backslashes
-    return any(
-        _mentions(data[start : start + _FOLD_STEP + overlap])
-        for start in range(0, len(data), _FOLD_STEP)
-    )
+    # A keyword across a slice boundary, with a backslash in every gap.
+    return any(_mentions(piece) for piece in slices(data, _LONGEST_TRIGGER * 2))
 
 
 def _mentions(chunk: bytes) -> bool:

@@ -143,18 +143,39 @@ def readings_for(data: bytes, server: ServerVersion | None = None) -> tuple[Read
     return _readings(contains(data, b"\\"), contains(data, b'"'), has_exec, server)
 
 
+# Scans of a whole statement go at most this many bytes per call into C: a huge statement is
+# read in a worker thread (gateway/offload.py), and one search over 20 MiB holds the
+# interpreter lock, so the event loop and every other session, for 20 ms or more.
 SCAN_STEP = 256 * 1024
 
 
+def slices(data: bytes, overlap: int) -> Iterator[bytes]:
+    """``data`` in ``SCAN_STEP`` slices, each running ``overlap`` bytes into the next (so
+    that a match of up to ``overlap + 1`` bytes lies whole in one of them)."""
+    if len(data) <= SCAN_STEP:
+        yield data
+        return
+    for start in range(0, len(data), SCAN_STEP):
+        yield data[start : start + SCAN_STEP + overlap]
+
+
 def contains(data: bytes, needle: bytes) -> bool:
-    """``needle in data``, in calls over at most ``SCAN_STEP`` bytes: a huge statement is
-    read in a worker thread, and one substring search over 20 MiB holds the interpreter
-    lock (so the event loop) for 20 ms (gateway/offload.py)."""
+    """``needle in data``, ``SCAN_STEP`` bytes per call."""
     if len(data) <= SCAN_STEP:
         return needle in data
-    overlap = len(needle) - 1
     return any(
-        data.find(needle, start, start + SCAN_STEP + overlap) >= 0
+        data.find(needle, start, start + SCAN_STEP + len(needle) - 1) >= 0
+        for start in range(0, len(data), SCAN_STEP)
+    )
+
+
+def search(pattern: re.Pattern[bytes], data: bytes, longest: int) -> bool:
+    """Whether ``pattern`` (whose matches are at most ``longest`` bytes) occurs in ``data``,
+    ``SCAN_STEP`` bytes per call."""
+    if len(data) <= SCAN_STEP:
+        return pattern.search(data) is not None
+    return any(
+        pattern.search(data, start, start + SCAN_STEP + longest) is not None
         for start in range(0, len(data), SCAN_STEP)
     )
 

@@ -317,3 +317,20 @@ def test_no_pattern_repeats_a_group_possessively() -> None:
             if token.type == tokenize.STRING and possessive_group.search(token.string):
                 found.append(f"{path.name}:{token.start[0]}: {token.string}")
     assert not found, found
+
+
+@given(st.integers(1, 12), st.integers(0, 40))
+def test_sliced_scans_find_keywords_across_every_boundary(step: int, pad: int) -> None:
+    # The keyword tests of checks.py and credentials.py scan huge text in slices; with a
+    # step of a few bytes the keyword always crosses boundaries (a backslash inside too).
+    from hoopy.sql import checks, credentials, lexer
+
+    old = lexer.SCAN_STEP
+    lexer.SCAN_STEP = step
+    try:
+        text = b" " * pad + b"LOAD DATA LOCAL INFILE '/x' INTO TABLE t"
+        assert checks.loads_local_file(text)
+        assert credentials.may_carry_credentials(b"x" * pad + b"'IDEN\\TIFIED'")
+        assert not credentials.may_carry_credentials(b"x" * pad + b"'IDEN TIFIED'")
+    finally:
+        lexer.SCAN_STEP = old
