@@ -34,6 +34,7 @@ from tests.gateway_rig import (
     DEV_PASSWORD,
     DEV_USER,
     NODE_DIR,
+    TEST_DB,
     HoopyProcess,
     require_node_mysql2,
 )
@@ -330,3 +331,48 @@ def test_node_mysql2_pool_drops_the_connection_the_server_ended(
     assert out["error"] is None, out
     assert out["event"] is not None, "the pool never heard that the server ended the session"
     assert out["second"] != out["first"], out
+
+
+# --- the server shuts down -----------------------------------------------------------------
+
+
+@pytest.fixture
+def doomed_server() -> Iterator[MariaDBServer]:
+    """A MariaDB of this test's own, to shut down (the session's server stays up)."""
+    server = MariaDBServer(tls=False)
+    try:
+        server.start()
+        server.admin_sql(f"CREATE DATABASE {TEST_DB}")
+        server.create_user(APP_USER, APP_PASSWORD, grants=[f"ALL ON {TEST_DB}.*"])
+        yield server
+    finally:
+        server.close()
+
+
+def test_a_server_shutdown_reaches_the_client_as_it_reaches_a_direct_one(
+    hoopy_factory: Start, doomed_server: MariaDBServer, tmp_path: Path
+) -> None:
+    hoopy = hoopy_factory(
+        targets={"app": {"host": doomed_server.host, "port": doomed_server.port}},
+        audit={"directory": str(tmp_path / "audit")},
+    )
+    through = hoopy.connect()
+    direct = doomed_server.connect(APP_USER, APP_PASSWORD, database=TEST_DB)
+    thread_id(through)
+    thread_id(direct)
+    doomed_server.admin_sql("SHUTDOWN")
+    seen = {}
+    for name, conn in (("direct", direct), ("hoopy", through)):
+        sock = conn._sock
+        assert sock is not None
+        assert readable_within(sock, PROMPT), f"{name}: the shutdown never reached the client"
+        seen[name] = read_to_eof(sock)
+        conn._sock = None
+    # Whatever the server says on the way down, byte for byte (MariaDB 10.11 says nothing to
+    # an idle session; MySQL's ERR 1053 would be relayed as the KILL case above relays 4031).
+    assert seen["hoopy"] == seen["direct"]
+    # hoopy stays up for its other targets, and the record says why the session ended.
+    assert hoopy.running
+    hoopy.stop()
+    reasons = session_end_reasons(tmp_path / "audit")
+    assert reasons == ["target 'app' closed the connection while the session was idle"]
