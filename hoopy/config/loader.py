@@ -29,6 +29,7 @@ from hoopy.config.fields import (
     secret_source,
     str_list,
 )
+from hoopy.config.guardrails import builtin_sets, parse_rule_sets, role_set_names, set_names
 from hoopy.config.model import (
     DEFAULT_MAX_SQL_BYTES,
     DEFAULT_MAX_VALUE_BYTES,
@@ -84,8 +85,15 @@ def build_config(
     ctx = Ctx(path, text, read_secrets=read_secrets)
     base = path.parent.resolve()
     check_keys(
-        ctx, data, (), {"gateway", "listeners", "targets", "users", "roles", "issuers", "audit"}
+        ctx,
+        data,
+        (),
+        {"gateway", "listeners", "targets", "users", "roles", "issuers", "audit", "guardrails"},
     )
+    rule_sets = {
+        **builtin_sets(),
+        **parse_rule_sets(ctx, get_value(ctx, data, (), "guardrails", dict, {})),
+    }
 
     g = get_value(ctx, data, (), "gateway", dict, {})
     for old_key in ("max_failed_logins", "failed_login_window"):
@@ -179,6 +187,7 @@ def build_config(
                 "tls_ca",
                 "server_public_key",
                 "allow_local_infile",
+                "guardrails",
             },
         )
         host = get_value(ctx, t, keys, "host", str, "127.0.0.1")
@@ -218,6 +227,7 @@ def build_config(
             tls_ca=resolve_path(base, tls_ca) if tls_ca else None,
             server_public_key=_server_public_key(ctx, t, keys, base),
             allow_local_infile=get_value(ctx, t, keys, "allow_local_infile", bool, False),
+            guardrails=set_names(ctx, t, keys, rule_sets),
         )
         if targets[name].login is not LoginMode.PASSTHROUGH and not targets[name].user:
             raise ctx.error(
@@ -308,7 +318,7 @@ def build_config(
         keys = ("roles", name)
         if not isinstance(r, dict):
             raise ctx.error(keys, "must be a table")
-        check_keys(ctx, r, keys, {"groups", "targets", "claims", "issuers"})
+        check_keys(ctx, r, keys, {"groups", "targets", "claims", "issuers", "guardrails"})
         role_targets = tuple(
             str_list(ctx, keys, "targets", get_value(ctx, r, keys, "targets", list))
         )
@@ -342,6 +352,7 @@ def build_config(
             targets=role_targets,
             claims=tuple(claims),
             issuers=role_issuers,
+            guardrails=role_set_names(ctx, r, keys, rule_sets, role_targets),
         )
 
     if any(t.login is LoginMode.TOKENS for t in targets.values()) and not issuers:
@@ -360,6 +371,7 @@ def build_config(
         users=users,
         roles=roles,
         issuers=issuers,
+        guardrails=rule_sets,
     )
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hoopy.identity.tokens import IssuerConfig
+from hoopy.policy.rules import RuleSet
 
 
 class LoginMode(enum.Enum):
@@ -80,6 +81,8 @@ class Target:
     # an unencrypted leg; without it hoopy refuses to send its password there.
     server_public_key: Path | None = None
     allow_local_infile: bool = False
+    # Guardrail sets applied to every session on this target (docs/guardrails.md).
+    guardrails: tuple[str, ...] = ()
 
     def address(self) -> str:
         return str(self.unix_socket) if self.unix_socket else f"{self.host}:{self.port}"
@@ -123,6 +126,8 @@ class Role:
     targets: tuple[str, ...]
     claims: tuple[tuple[str, tuple[str, ...]], ...] = ()
     issuers: tuple[str, ...] = ()
+    # Guardrail sets the role's members get, per target (docs/guardrails.md).
+    guardrails: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,3 +202,5 @@ class Config:
     roles: dict[str, Role] = field(default_factory=dict)
     issuers: dict[str, IssuerConfig] = field(default_factory=dict)
     audit: AuditSettings | None = None
+    # Guardrail rule sets by name, the built-in "default" included (hoopy.config.guardrails).
+    guardrails: dict[str, RuleSet] = field(default_factory=dict)

@@ -27,6 +27,7 @@ from hoopy.config.model import Config, Listener, LoginMode
 from hoopy.gateway import memory
 from hoopy.gateway.admission import FrontConnectionIds, PendingLogins, TargetGreetings
 from hoopy.gateway.audit_log import AuditLog
+from hoopy.gateway.guardrails import Policies
 from hoopy.gateway.idle import TargetWatcher
 from hoopy.gateway.session import Session
 from hoopy.gateway.throttle import LoginDelays
@@ -63,6 +64,7 @@ class GatewayServer:
         # with before hoopy connects upstream, and what a refusal imitates when it is down.
         self.greetings = TargetGreetings()
         self.connection_ids = FrontConnectionIds()
+        self.policies = Policies(config)  # guardrail rule sets and the shared analysis cache
         gw = config.gateway
         self.pending_logins = PendingLogins(
             gw.max_pending_logins, gw.max_pending_logins_per_address

@@ -36,6 +36,7 @@ from hoopy.gateway.frontdoor import (
     target_login_failed,
     users_plugins,
 )
+from hoopy.gateway.guardrails import SessionGuardrails
 from hoopy.gateway.idle import IdleWatch, TargetEnded
 from hoopy.gateway.refusal import LongData, refusal_reply
 from hoopy.gateway.session_audit import SessionAudit
@@ -43,8 +44,10 @@ from hoopy.gateway.stream import ConnectionClosed, PacketStream
 from hoopy.gateway.upstream import UpstreamConnection, UpstreamError, UpstreamRefused
 from hoopy.identity.principal import Principal
 from hoopy.identity.static import FastAuthSuccess
+from hoopy.policy.rules import Action, GuardrailVerdict
 from hoopy.sql.lexer import ServerVersion
 from hoopy.wire import errors
+from hoopy.wire.command import ClientCommand
 from hoopy.wire.compress import CompressionError
 from hoopy.wire.errors import ErrorKind
 from hoopy.wire.handshake import (
@@ -147,6 +150,7 @@ class Session:
         # The target's flavour and version, for reading executable comments (set at login).
         self.server_version: ServerVersion | None = None
         self.long_data = LongData()  # prepared statements' long data (gateway/refusal.py)
+        self.guardrails: SessionGuardrails | None = None  # when rule sets apply (set at login)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -186,6 +190,7 @@ class Session:
                     database=self.login.database,
                     connect_attrs=self.login.connect_attrs,
                 )
+            self._set_guardrails(self.login.database)
             await self._command_loop()
         except SessionEnded:
             pass
@@ -216,6 +221,17 @@ class Session:
                     self.stats.statements,
                     time.monotonic() - self.stats.started,
                 )
+
+    def _set_guardrails(self, database: str | None) -> None:
+        """The rule sets for this target and principal (none: no analysis at all)."""
+        assert self.login is not None
+        policies = self.server.policies
+        policy = policies.for_session(self.target, self.login.principal)
+        self.guardrails = (
+            None
+            if policy is None
+            else SessionGuardrails(policies, policy, self.server_version, database)
+        )
 
     def _login_context(self, deadline: trio.CancelScope | None) -> LoginContext:
         return LoginContext(
@@ -437,6 +453,20 @@ class Session:
                 f"hoopy does not relay command 0x{command:02x}",
             )
             return
+        decoded = ClientCommand(packet.payload, self.login.capabilities)
+        verdict: GuardrailVerdict | None = None
+        if self.guardrails is not None:
+            verdict = await self.guardrails.judge(decoded)
+            if verdict is not None and verdict.refused:
+                await self._deny(
+                    packet,
+                    verdict.rule or "guardrail",
+                    errors.GUARDRAIL,
+                    _refusal_message(verdict),
+                    verdict=verdict.action.word,
+                    command=decoded,
+                )
+                return
         if (
             command == COM_QUERY
             and not self.target.allow_local_infile
@@ -458,7 +488,15 @@ class Session:
         audit = self.audit if command != COM_PING else None
         if audit is not None:
             try:
-                await audit.before(self.stats.statements, self.login.principal, packet.payload)
+                flagged = verdict is not None and verdict.action is Action.LOG
+                await audit.before(
+                    self.stats.statements,
+                    self.login.principal,
+                    packet.payload,
+                    command=decoded,
+                    verdict="log" if flagged else "allow",
+                    rule=verdict.rule if flagged and verdict is not None else None,
+                )
             except AuditUnavailable as exc:
                 log.error("session %s: %s; statement refused", self.id, exc)
                 self.stats.errors += 1
@@ -495,6 +533,8 @@ class Session:
         summary = await self._relay_response(tracker)
         if summary.error is not None:
             self.stats.errors += 1
+        if self.guardrails is not None:
+            self.guardrails.completed(decoded, summary)
         if command == COM_STMT_PREPARE and summary.prepared is not None:
             self.long_data.last_prepared = summary.prepared.statement_id
         elif self.long_data:
@@ -546,13 +586,29 @@ class Session:
         raw, _ = frame(new_payload, packet.seq)
         return Packet(packet.seq, packet.next_seq, new_payload, raw)
 
-    async def _deny(self, packet: Packet, rule: str, kind: ErrorKind, message: str) -> bool:
+    async def _deny(
+        self,
+        packet: Packet,
+        rule: str,
+        kind: ErrorKind,
+        message: str,
+        *,
+        verdict: str = "deny",
+        command: ClientCommand | None = None,
+    ) -> bool:
         """Refuse a statement hoopy will not forward, and record why (see ``_refuse``)."""
         assert self.login is not None
         self.stats.errors += 1
         if self.audit is not None:
             await self.audit.refused(
-                self.stats.statements, self.login.principal, packet.payload, rule, kind, message
+                self.stats.statements,
+                self.login.principal,
+                packet.payload,
+                rule,
+                kind,
+                message,
+                verdict=verdict,
+                command=command,
             )
         return await self._refuse(packet, kind, message)
 
@@ -685,6 +741,8 @@ class Session:
         from dataclasses import replace
 
         self.login = replace(self.login, principal=principal)
+        database = request.database.decode("utf-8", "replace") if request.database else None
+        self._set_guardrails(database or self.target.database)
 
     async def _change_gateway_user(self, request: ChangeUser, name: str) -> Principal:
         """Verify the new gateway user, then reset the upstream session as hoopy's account."""
@@ -749,3 +807,14 @@ class Session:
         del password
         await self.client.send_payload(logged_in.payload, seq)
         return principal
+
+
+def _refusal_message(verdict: GuardrailVerdict) -> str:
+    """What the client reads when a guardrail stops its statement."""
+    reason = f": {verdict.message}" if verdict.message else ""
+    if verdict.action is Action.REVIEW:
+        return (
+            f"hoopy guardrail {verdict.rule} holds this statement for a human's approval"
+            f"{reason}; approvals are not available in this version of hoopy, so it was not run"
+        )
+    return f"hoopy guardrail {verdict.rule} denied this statement{reason}"

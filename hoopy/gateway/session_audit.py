@@ -42,10 +42,11 @@ from hoopy.gateway import offload
 from hoopy.gateway.audit_log import AuditLog
 from hoopy.identity.principal import Principal
 from hoopy.sql.lexer import ServerVersion
+from hoopy.wire.command import ClientCommand
 from hoopy.wire.errors import ErrorKind
 from hoopy.wire.messages import ErrPacket
-from hoopy.wire.packets import ProtocolError, copy_from
-from hoopy.wire.params import Param, decode_execute, decode_query_attributes, named_statement
+from hoopy.wire.packets import ProtocolError
+from hoopy.wire.params import Param, decode_execute, named_statement
 from hoopy.wire.response import (
     COM_CHANGE_USER,
     COM_QUERY,
@@ -107,15 +108,30 @@ class SessionAudit:
     def session_end(self, reason: str, statements: int, errors: int, duration: float) -> None:
         self._best_effort(events.session_end(self.session, reason, statements, errors, duration))
 
-    async def before(self, seq: int, principal: Principal, payload: bytes) -> None:
+    async def before(
+        self,
+        seq: int,
+        principal: Principal,
+        payload: bytes,
+        *,
+        command: ClientCommand | None = None,
+        verdict: str = "allow",
+        rule: str | None = None,
+    ) -> None:
         """Write the statement's record, durably as configured, before it is forwarded.
+        ``command``: the session's decoded command (decoded here when not given); ``verdict``
+        and ``rule``: the guardrails' (``log`` flags an allowed statement).
 
         Raises ``AuditUnavailable`` (the caller refuses the statement)."""
         try:
             record = (
-                self._statement(seq, principal, payload)
+                self._statement(
+                    seq, principal, payload, decoded=command, verdict=verdict, rule=rule
+                )
                 if len(payload) < offload.OFF_LOOP_BYTES  # most: no coroutine, no closure
-                else await self._build(seq, principal, payload)
+                else await self._build(
+                    seq, principal, payload, decoded=command, verdict=verdict, rule=rule
+                )
             )
         except Exception as exc:  # a bug here must refuse the statement, not end the session
             log.exception("session %s: cannot build the audit record", self.session)
@@ -126,10 +142,10 @@ class SessionAudit:
         self._started = time.monotonic()
 
     async def _build(
-        self, seq: int, principal: Principal, payload: bytes, **verdict: Any
+        self, seq: int, principal: Principal, payload: bytes, **options: Any
     ) -> dict[str, Any]:
         return await offload.run(
-            len(payload), lambda: self._statement(seq, principal, payload, **verdict)
+            len(payload), lambda: self._statement(seq, principal, payload, **options)
         )
 
     async def refused(
@@ -140,14 +156,20 @@ class SessionAudit:
         rule: str,
         kind: ErrorKind,
         message: str,
+        *,
+        verdict: str = "deny",
+        command: ClientCommand | None = None,
     ) -> None:
-        """A statement hoopy refused without forwarding: its record and its error outcome."""
+        """A statement hoopy refused without forwarding: its record and its error outcome
+        (``verdict``: ``deny``, or ``review`` for a statement held for approval)."""
         try:
-            record = await self._build(seq, principal, payload, verdict="deny", rule=rule)
+            record = await self._build(
+                seq, principal, payload, verdict=verdict, rule=rule, decoded=command
+            )
         except Exception:  # the refusal stands; record what is certain
             log.exception("session %s: cannot build the audit record", self.session)
             record = events.statement(
-                self.session, seq, principal, payload[0], verdict="deny", rule=rule
+                self.session, seq, principal, payload[0], verdict=verdict, rule=rule
             )
         self._best_effort(record)
         # The client got exactly this error, and nothing else: the outcome of a response
@@ -218,17 +240,22 @@ class SessionAudit:
         *,
         verdict: str = "allow",
         rule: str | None = None,
+        decoded: ClientCommand | None = None,
     ) -> dict[str, Any]:
+        if decoded is None:
+            decoded = ClientCommand(payload, self.capabilities)
         command = payload[0]
         record = events.statement(self.session, seq, principal, command, verdict=verdict, rule=rule)
         redacted: list[str] = []
         if command == COM_QUERY:
-            attributes, sql = self._query(payload)
+            attributes, sql = self._query(decoded)
             _set_sql(record, self._sql(sql, redacted), len(sql))
             if attributes:
                 record["attributes"] = self._params(attributes, redacted)
         elif command == COM_STMT_PREPARE:
-            prepared = self._sql(copy_from(payload, 1), redacted)
+            text = decoded.sql()
+            assert text is not None
+            prepared = self._sql(text, redacted)
             cut_from = _set_sql(record, prepared, len(payload) - 1)
             self._pending_prepare = prepared, cut_from
         elif command == COM_STMT_EXECUTE:
@@ -258,11 +285,13 @@ class SessionAudit:
         self._hide_error = bool(redacted) or "<redacted:" in record.get("sql", "")
         return record
 
-    def _query(self, payload: bytes) -> tuple[tuple[Param, ...], bytes]:
+    def _query(self, command: ClientCommand) -> tuple[tuple[Param, ...], bytes]:
         try:
-            return decode_query_attributes(payload, self.capabilities)
+            return command.query()
         except ProtocolError:
-            return (), payload[1:]  # the server will reject it; record what was sent
+            sql = command.sql()  # the server will reject it; record what was sent
+            assert sql is not None
+            return (), sql
 
     def _sql(self, raw: bytes, redacted: list[str]) -> RedactedStatement:
         """The text to record (redacted, cut at ``max_sql_bytes``)."""

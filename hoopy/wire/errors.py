@@ -33,5 +33,9 @@ SECURE_TRANSPORT_REQUIRED = ErrorKind(3159, "HY000")  # ER_SECURE_TRANSPORT_REQU
 # libmariadb rejects client error numbers coming from a server as a malformed packet.)
 TARGET_UNAVAILABLE = ErrorKind(1429, "HY000")
 SERVER_LOST = ErrorKind(2013, "HY000")  # CR_SERVER_LOST
+# ER_OPTION_PREVENTS_STATEMENT ("... is running with the %s option so it cannot execute this
+# statement"): a setting of the server's, here hoopy's guardrails, forbids the statement. Its
+# SQLSTATE HY000 is not a privilege error, so clients do not retry it with other credentials.
+GUARDRAIL = ErrorKind(1290, "HY000")
 # ER_AUDIT_API_ABORT (MySQL 5.7+): the statement was stopped because it could not be audited.
 AUDIT_UNAVAILABLE = ErrorKind(3164, "HY000")

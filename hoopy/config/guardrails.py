@@ -1,0 +1,167 @@
+"""``[guardrails.NAME]`` rule sets, and which sets targets and roles apply (docs/guardrails.md).
+
+The built-in set ``default`` is read from ``hoopy/policy/default_guardrails.toml`` with this
+same parser, so what the docs show is what runs.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from hoopy.config.fields import Ctx, check_keys, get_value, name_ok, str_list
+from hoopy.policy.rules import ACTIONS, WHERE_VALUES, Action, Rule, RuleSet
+
+BUILTIN_SET = "default"
+_DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "policy" / "default_guardrails.toml"
+
+_SET_KEYS = {"default", "unparsed", "dynamic_sql", "rules", "description"}
+_RULE_KEYS = {
+    "name", "action", "message", "kinds", "tables", "where", "limit", "functions",
+    "variables", "into_file", "local", "pattern",
+}
+
+
+def _action(
+    ctx: Ctx, table: dict[str, Any], keys: tuple[str | int, ...], key: str, default: Any = ...
+) -> Action:
+    word = get_value(ctx, table, keys, key, str, default)
+    if isinstance(word, Action):
+        return word
+    if word not in ACTIONS:
+        raise ctx.error((*keys, key), f"must be one of {', '.join(ACTIONS)}, got {word!r}")
+    return ACTIONS[word]
+
+
+def _strings(
+    ctx: Ctx, table: dict[str, Any], keys: tuple[str | int, ...], key: str
+) -> tuple[str, ...]:
+    value = get_value(ctx, table, keys, key, (list, str), [])
+    items = [value] if isinstance(value, str) else value
+    return tuple(str_list(ctx, keys, key, items))
+
+
+def parse_rule_sets(
+    ctx: Ctx, table: dict[str, Any], *, builtin: bool = False
+) -> dict[str, RuleSet]:
+    sets: dict[str, RuleSet] = {}
+    for name, body in table.items():
+        keys: tuple[str | int, ...] = ("guardrails", name)
+        name_ok(ctx, keys, name)
+        if name == BUILTIN_SET and not builtin:
+            raise ctx.error(
+                keys,
+                f"the name {BUILTIN_SET!r} is the built-in set (docs/guardrails.md); give "
+                "yours another name and list both where they apply",
+            )
+        if not isinstance(body, dict):
+            raise ctx.error(keys, "must be a table ([guardrails.NAME])")
+        check_keys(ctx, body, keys, _SET_KEYS)
+        rules = []
+        seen: set[str] = set()
+        for i, r in enumerate(get_value(ctx, body, keys, "rules", list, [])):
+            rkeys: tuple[str | int, ...] = (*keys, "rules", i)
+            if not isinstance(r, dict):
+                raise ctx.error(rkeys, f"must be a table ([[guardrails.{name}.rules]])")
+            rule = _rule(ctx, r, (*keys, "rules"))
+            if rule.name in seen:
+                raise ctx.error((*keys, "rules", "name"), f"two rules are named {rule.name!r}")
+            seen.add(rule.name)
+            rules.append(rule)
+        sets[name] = RuleSet(
+            name=name,
+            rules=tuple(rules),
+            default=_action(ctx, body, keys, "default", Action.ALLOW),
+            unparsed=_action(ctx, body, keys, "unparsed", Action.DENY),
+            dynamic_sql=_action(ctx, body, keys, "dynamic_sql", Action.DENY),
+        )
+    return sets
+
+
+def _rule(ctx: Ctx, r: dict[str, Any], keys: tuple[str | int, ...]) -> Rule:
+    check_keys(ctx, r, keys, _RULE_KEYS)
+    name = get_value(ctx, r, keys, "name", str)
+    name_ok(ctx, (*keys, "name"), name)
+    where = get_value(ctx, r, keys, "where", str, None)
+    if where is not None and where not in WHERE_VALUES:
+        raise ctx.error((*keys, "where"), f"must be one of {', '.join(WHERE_VALUES)}")
+    pattern_text = get_value(ctx, r, keys, "pattern", str, None)
+    pattern = None
+    if pattern_text is not None:
+        try:
+            pattern = re.compile(pattern_text, re.IGNORECASE)
+        except re.error as exc:
+            raise ctx.error(
+                (*keys, "pattern"), f"is not a valid regular expression: {exc}"
+            ) from None
+    kinds = tuple(k.lower() for k in _strings(ctx, r, keys, "kinds"))
+    rule = Rule(
+        name=name,
+        action=_action(ctx, r, keys, "action"),
+        message=get_value(ctx, r, keys, "message", str, ""),
+        kinds=kinds,
+        tables=tuple(t.lower() for t in _strings(ctx, r, keys, "tables")),
+        where=where,
+        limit=get_value(ctx, r, keys, "limit", bool, None),
+        functions=tuple(f.upper() for f in _strings(ctx, r, keys, "functions")),
+        variables=tuple(v.lower() for v in _strings(ctx, r, keys, "variables")),
+        into_file=get_value(ctx, r, keys, "into_file", bool, None),
+        local=get_value(ctx, r, keys, "local", bool, None),
+        pattern=pattern,
+    )
+    conditions = (rule.kinds, rule.tables, rule.functions, rule.variables, rule.pattern)
+    flags = (rule.where, rule.limit, rule.into_file, rule.local)
+    if not any(conditions) and all(f is None for f in flags):
+        raise ctx.error(
+            keys,
+            f"rule {name!r} has no condition, so it matches every statement (use the set's "
+            "default for that)",
+        )
+    return rule
+
+
+@cache
+def builtin_sets() -> dict[str, RuleSet]:
+    text = _DEFAULTS_FILE.read_text()
+    ctx = Ctx(_DEFAULTS_FILE, text)
+    data = tomllib.loads(text)
+    return parse_rule_sets(ctx, data["guardrails"], builtin=True)
+
+
+def set_names(
+    ctx: Ctx, table: dict[str, Any], keys: tuple[str | int, ...], sets: dict[str, RuleSet]
+) -> tuple[str, ...]:
+    """A ``guardrails = [...]`` list naming sets that exist."""
+    names = _strings(ctx, table, keys, "guardrails")
+    for n in names:
+        if n not in sets:
+            known = ", ".join(sorted(sets))
+            raise ctx.error((*keys, "guardrails"), f"no rule set named {n!r} (known: {known})")
+    return names
+
+
+def role_set_names(
+    ctx: Ctx,
+    table: dict[str, Any],
+    keys: tuple[str | int, ...],
+    sets: dict[str, RuleSet],
+    targets: tuple[str, ...],
+) -> dict[str, tuple[str, ...]]:
+    """A role's ``guardrails``: a list (for each of its targets) or a table target -> list."""
+    value = table.get("guardrails")
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        out = {}
+        for target, names in value.items():
+            if target not in targets:
+                raise ctx.error(
+                    (*keys, "guardrails", target), "is not one of this role's targets"
+                )
+            out[target] = set_names(ctx, {"guardrails": names}, (*keys, "guardrails"), sets)
+        return out
+    names_for_all = set_names(ctx, table, keys, sets)
+    return {t: names_for_all for t in targets}

@@ -1,0 +1,101 @@
+"""A session's guardrails: which rule sets apply to it, and the verdict on each statement.
+
+The decisions are ``hoopy.policy``'s (sans-IO); this module picks the sets for the session's
+target and principal, runs the analysis (in a worker thread for a huge statement:
+``offload``) and keeps the one piece of session state the rules need, the current database
+that unqualified table names resolve against.
+"""
+
+from __future__ import annotations
+
+from hoopy.config.model import Config, Target
+from hoopy.gateway import offload
+from hoopy.identity.principal import Principal
+from hoopy.policy.analysis import Analyser, Analysis
+from hoopy.policy.rules import GuardrailVerdict, Policy
+from hoopy.sql.lexer import ServerVersion
+from hoopy.wire.command import ClientCommand
+from hoopy.wire.response import COM_INIT_DB, COM_QUERY, COM_STMT_PREPARE, ResponseSummary
+
+
+def set_names_for(config: Config, target: Target, principal: Principal) -> tuple[str, ...]:
+    """The target's sets, then each of the principal's roles' sets for this target."""
+    names = dict.fromkeys(target.guardrails)
+    for role in principal.roles:
+        r = config.roles.get(role)
+        if r is not None:
+            names.update(dict.fromkeys(r.guardrails.get(target.name, ())))
+    return tuple(names)
+
+
+class Policies:
+    """One ``Policy`` per combination of sets, shared by every session that has it (so its
+    cached verdicts are too), and the gateway's shared ``Analyser``."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.analyser = Analyser()
+        self._policies: dict[tuple[str, ...], Policy] = {}
+
+    def for_session(self, target: Target, principal: Principal) -> Policy | None:
+        names = set_names_for(self.config, target, principal)
+        if not names:
+            return None
+        policy = self._policies.get(names)
+        if policy is None:
+            policy = Policy(tuple(self.config.guardrails[n] for n in names))
+            self._policies[names] = policy
+        return policy
+
+
+class SessionGuardrails:
+    def __init__(
+        self,
+        policies: Policies,
+        policy: Policy,
+        server: ServerVersion | None,
+        database: str | None,
+    ) -> None:
+        self.policies = policies
+        self.policy = policy
+        self.server = server
+        self.database = database or None
+        self._pending_use: str | None = None
+
+    async def judge(self, command: ClientCommand) -> GuardrailVerdict | None:
+        """The verdict on a COM_QUERY or COM_STMT_PREPARE (None for other commands: the
+        statements they run were judged when they were prepared)."""
+        if command.kind not in (COM_QUERY, COM_STMT_PREPARE):
+            return None
+        analyser = self.policies.analyser
+        server = self.server
+        analysis: Analysis = await offload.run(
+            len(command.payload), lambda: analyser(_sql(command), server)
+        )
+        self._pending_use = None
+        if command.kind == COM_QUERY:
+            for facts in analysis.primary:
+                if facts.kind == "use" and facts.database:
+                    self._pending_use = facts.database
+        database = self.database
+        if self._pending_use is not None and len(analysis.statements) > 1:
+            # USE a; DELETE FROM t: which database "t" is in depends on where the USE falls.
+            database = None
+        return self.policy.judge(analysis, database)
+
+    def completed(self, command: ClientCommand, summary: ResponseSummary) -> None:
+        """After the response: a successful USE or COM_INIT_DB changes the database."""
+        if summary.error is not None:
+            self._pending_use = None
+            return
+        if command.kind == COM_INIT_DB:
+            self.database = bytes(command.payload[1:]).decode("utf-8", "replace") or None
+        elif command.kind == COM_QUERY and self._pending_use is not None:
+            self.database = self._pending_use
+        self._pending_use = None
+
+
+def _sql(command: ClientCommand) -> bytes:
+    sql = command.sql()
+    assert sql is not None
+    return sql
