@@ -499,7 +499,7 @@ def _trivial(condition: object) -> bool:
     if isinstance(condition, exp.And):
         return _trivial(condition.this) and _trivial(condition.expression)
     if isinstance(condition, (exp.EQ, exp.NullSafeEQ, exp.GTE, exp.LTE, exp.Like)):
-        return bool(condition.this == condition.expression)
+        return _same(condition.this, condition.expression)
     if isinstance(condition, exp.Is) and isinstance(condition.expression, exp.Null):
         return False
     return False
@@ -514,6 +514,21 @@ class _Common:
 
     def fields(self) -> dict[str, Any]:
         return {"functions": self.functions, "text": self.text}
+
+
+def _same(a: object, b: object) -> bool:
+    """Whether two expressions are the same column or expression, as the server compares
+    names: column, table and schema names case-insensitively (``id = ID``), and a column
+    one side leaves unqualified as the same as the other side's (``t.id = id``)."""
+    from sqlglot import exp
+
+    assert isinstance(a, exp.Expression) and isinstance(b, exp.Expression)
+    if isinstance(a, exp.Column) and isinstance(b, exp.Column):
+        if a.name.lower() != b.name.lower():
+            return False
+        qa, qb = a.table.lower(), b.table.lower()
+        return not qa or not qb or qa == qb
+    return bool(a.sql(dialect="mysql").lower() == b.sql(dialect="mysql").lower())
 
 
 def _statement(data: bytes, tokens: list[Token], reading: Reading, depth: int) -> StatementFacts:
