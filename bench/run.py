@@ -251,7 +251,12 @@ def gateway_config(
 
 @contextlib.contextmanager
 def bench_stack(
-    *, tables: int, table_size: int, hoopy_log_level: str = "info", audit: str | None = None
+    *,
+    tables: int,
+    table_size: int,
+    hoopy_log_level: str = "info",
+    audit: str | None = None,
+    guardrails: Sequence[str] = (),
 ) -> Iterator[Stack]:
     """MariaDB with prepared sysbench tables, hoopy and the relay in front; all torn down after."""
     with sysbench_database(tables=tables, table_size=table_size) as (db, direct):
@@ -265,6 +270,7 @@ def bench_stack(
             else {"enabled": False},
             hoopy_log_level,
         )
+        config["targets"]["app"]["guardrails"] = list(guardrails)
 
         relay_dir = Path(tempfile.mkdtemp(prefix="hoopy-relay-"))
         relay: subprocess.Popen[bytes] | None = None
@@ -669,6 +675,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="run hoopy with its audit trail on, in this durability mode (default: off)",
     )
+    p.add_argument(
+        "--guardrails",
+        default="",
+        help="comma-separated rule sets on hoopy's target, e.g. default (default: none)",
+    )
     return parse_rounds(p, argv, WORKLOADS)
 
 
@@ -678,7 +689,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     info = machine_info()
     runs: list[dict[str, Any]] = []
-    with bench_stack(tables=args.tables, table_size=args.table_size, audit=args.audit) as stack:
+    guardrails = [g for g in args.guardrails.split(",") if g]
+    with bench_stack(
+        tables=args.tables, table_size=args.table_size, audit=args.audit, guardrails=guardrails
+    ) as stack:
         info["mariadb_server"] = stack.db.admin_sql("SELECT VERSION()")[0][0]
         _log("warming up ...")
         warm_up(stack, workloads, args)

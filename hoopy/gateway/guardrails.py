@@ -34,8 +34,15 @@ class Policies:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.analyser = Analyser()
+        self._analysers: dict[ServerVersion | None, Analyser] = {}
         self._policies: dict[tuple[str, ...], Policy] = {}
+
+    def analyser(self, server: ServerVersion | None) -> Analyser:
+        """The shared analysis cache for targets of this flavour and version."""
+        analyser = self._analysers.get(server)
+        if analyser is None:
+            analyser = self._analysers[server] = Analyser(server)
+        return analyser
 
     def for_session(self, target: Target, principal: Principal) -> Policy | None:
         names = set_names_for(self.config, target, principal)
@@ -56,29 +63,34 @@ class SessionGuardrails:
         server: ServerVersion | None,
         database: str | None,
     ) -> None:
-        self.policies = policies
         self.policy = policy
-        self.server = server
+        self.analyser = policies.analyser(server)
         self.database = database or None
         self._pending_use: str | None = None
 
-    async def judge(self, command: ClientCommand) -> GuardrailVerdict | None:
+    def judge_now(self, command: ClientCommand) -> GuardrailVerdict | None:
         """The verdict on a COM_QUERY or COM_STMT_PREPARE (None for other commands: the
-        statements they run were judged when they were prepared)."""
-        if command.kind not in (COM_QUERY, COM_STMT_PREPARE):
+        statements they run were judged when they were prepared), in the event loop: for
+        statements under ``offload.OFF_LOOP_BYTES`` (``judge`` takes any)."""
+        if command.kind not in JUDGED:
             return None
-        analyser = self.policies.analyser
-        server = self.server
-        analysis: Analysis = await offload.run(
-            len(command.payload), lambda: analyser(_sql(command), server)
-        )
-        self._pending_use = None
-        if command.kind == COM_QUERY:
-            for facts in analysis.primary:
-                if facts.kind == "use" and facts.database:
-                    self._pending_use = facts.database
+        sql = command.sql()
+        assert sql is not None
+        return self._verdict(command, self.analyser(sql))
+
+    async def judge(self, command: ClientCommand) -> GuardrailVerdict | None:
+        """``judge_now``, with the analysis of a huge statement in a worker thread."""
+        if command.kind not in JUDGED:
+            return None
+        analyser = self.analyser
+        analysis = await offload.run(len(command.payload), lambda: analyser(_sql(command)))
+        return self._verdict(command, analysis)
+
+    def _verdict(self, command: ClientCommand, analysis: Analysis) -> GuardrailVerdict:
         database = self.database
-        if self._pending_use is not None and len(analysis.statements) > 1:
+        use = analysis.use_database if command.kind == COM_QUERY else None
+        self._pending_use = use
+        if use is not None and len(analysis.statements) > 1:
             # USE a; DELETE FROM t: which database "t" is in depends on where the USE falls.
             database = None
         return self.policy.judge(analysis, database)
@@ -93,6 +105,9 @@ class SessionGuardrails:
         elif command.kind == COM_QUERY and self._pending_use is not None:
             self.database = self._pending_use
         self._pending_use = None
+
+
+JUDGED = frozenset((COM_QUERY, COM_STMT_PREPARE))
 
 
 def _sql(command: ClientCommand) -> bytes:

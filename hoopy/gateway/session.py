@@ -20,7 +20,7 @@ from mysql_mimic.auth import Forbidden
 
 from hoopy.audit.writer import AuditUnavailable
 from hoopy.config.model import Listener, LoginMode, SecretUnavailable, Target
-from hoopy.gateway import sql_checks
+from hoopy.gateway import offload, sql_checks
 from hoopy.gateway.admission import PRE_AUTH_MAX_PAYLOAD, kill_target
 from hoopy.gateway.compressed import CompressedPacketStream
 from hoopy.gateway.frontdoor import (
@@ -456,7 +456,11 @@ class Session:
         decoded = ClientCommand(packet.payload, self.login.capabilities)
         verdict: GuardrailVerdict | None = None
         if self.guardrails is not None:
-            verdict = await self.guardrails.judge(decoded)
+            verdict = (
+                self.guardrails.judge_now(decoded)
+                if len(packet.payload) < offload.OFF_LOOP_BYTES  # most: no coroutine
+                else await self.guardrails.judge(decoded)
+            )
             if verdict is not None and verdict.refused:
                 await self._deny(
                     packet,

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -108,6 +107,8 @@ class Analysis:
     # The text's statements under the first reading (the one the server most likely takes),
     # for callers that need their order, such as tracking ``USE``.
     primary: tuple[StatementFacts, ...] = field(default=())
+    # The database the text's last USE switches to (under the first reading), if any.
+    use_database: str | None = None
     # Verdicts already given (hoopy.policy.rules.Policy.judge): by (policy, database).
     verdicts: dict[tuple[int, str | None], Any] = field(
         default_factory=dict, compare=False, hash=False, repr=False
@@ -647,7 +648,11 @@ def _analyse(text: bytes, server: ServerVersion | None, depth: int) -> Analysis:
     if not seen:
         empty = StatementFacts("empty", tables_known=True)
         return Analysis((empty,), (empty,))
-    return Analysis(tuple(seen), primary)
+    use = None
+    for statement in primary:
+        if statement.kind == "use" and statement.database:
+            use = statement.database
+    return Analysis(tuple(seen), primary, use)
 
 
 # -- the cache ---------------------------------------------------------------------------------
@@ -657,6 +662,8 @@ def _analyse(text: bytes, server: ServerVersion | None, depth: int) -> Analysis:
 # nothing whose string literal is itself SQL (PREPARE ... FROM '...', EXECUTE IMMEDIATE).
 _QUOTED = re.compile(rb"'(?>(?:[^']|'')*)'|`(?>(?:[^`]|``)*)`")
 _OUTSIDE_UNSAFE = re.compile(rb"['`#]|--|/\*")
+# Any of these sends shape() down its careful path (quotes) or out (backslash, ", comments).
+_MAYBE_UNSAFE = re.compile(rb"[\"\\\\'`#]|--|/\*")
 _NUMBER = rb"(?<![0-9A-Za-z_$.\x80-\xff])[0-9]++(?:\.[0-9]++)?(?![0-9A-Za-z_$\x80-\xff])"
 _NUMBERS = re.compile(_NUMBER)
 _LITERALS = re.compile(rb"`(?>(?:[^`]|``)*)`|'(?>(?:[^']|'')*)'|" + _NUMBER)
@@ -674,6 +681,11 @@ def shape(text: bytes) -> bytes | None:
     a single reading (no backslash: escapes differ between readings; no double quote:
     ANSI_QUOTES; no comment: executable ones differ by server), and nothing in it is SQL
     inside a string (PREPARE ... FROM '...', EXECUTE IMMEDIATE '...')."""
+    if _MAYBE_UNSAFE.search(text) is None:  # most statements: one scan, then the numbers
+        low = text.lower()
+        if b"prepare" in low or b"immediate" in low:
+            return None
+        return _NUMBERS.sub(b"?", text)
     if b'"' in text or b"\\" in text:
         return None
     low = text.lower()
@@ -685,39 +697,44 @@ def shape(text: bytes) -> bytes | None:
         if _OUTSIDE_UNSAFE.search(_QUOTED.sub(b" ", text)) is not None:
             return None
         return _LITERALS.sub(_literal_out, text)
-    if b"#" in text or b"--" in text or b"/*" in text:
-        return None
-    return _NUMBERS.sub(b"?", text)
+    return None  # a comment
 
 
 class Analyser:
-    """``analyse`` with a cache: by shape when the text has one, else by the exact text
-    (short texts only). Shared by every session of a gateway (analyses are immutable)."""
+    """``analyse`` for one target's server version, with a cache: by shape when the text has
+    one, else by the exact text (short texts only). Shared by every session on targets of
+    that version (analyses are immutable). Full, the oldest entry makes room (first in,
+    first out: no bookkeeping on a hit)."""
 
-    def __init__(self, size: int = 4096, max_text: int = 4096) -> None:
+    def __init__(
+        self, server: ServerVersion | None = None, size: int = 4096, max_text: int = 4096
+    ) -> None:
+        self.server = server
         self.size = size
         self.max_text = max_text
-        self._cache: OrderedDict[tuple[bytes, ServerVersion | None], Analysis] = OrderedDict()
+        self._shapes: dict[bytes, Analysis] = {}
+        self._texts: dict[bytes, Analysis] = {}
         self.hits = 0
         self.misses = 0
 
-    def __call__(self, text: bytes, server: ServerVersion | None = None) -> Analysis:
+    def __call__(self, text: bytes) -> Analysis:
         if len(text) > self.max_text:
             self.misses += 1
-            return analyse(text, server)
-        key_text = shape(text)
-        key = (b"s" + key_text if key_text is not None else b"t" + bytes(text), server)
-        cache = self._cache
+            return analyse(text, self.server)
+        key = shape(text)
+        cache = self._shapes
+        if key is None:
+            key = bytes(text)
+            cache = self._texts
         found = cache.get(key)
         if found is not None:
-            cache.move_to_end(key)
             self.hits += 1
             return found
         self.misses += 1
-        result = analyse(text, server)
+        result = analyse(text, self.server)
+        if len(cache) >= self.size:
+            del cache[next(iter(cache))]
         cache[key] = result
-        if len(cache) > self.size:
-            cache.popitem(last=False)
         return result
 
 
