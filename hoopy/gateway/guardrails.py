@@ -2,8 +2,8 @@
 
 The decisions are ``hoopy.policy``'s (sans-IO); this module picks the sets for the session's
 target and principal, runs the analysis (in a worker thread for a huge statement:
-``offload``) and keeps the one piece of session state the rules need, the current database
-that unqualified table names resolve against.
+``offload``); the current database that unqualified table names resolve against is the
+session's ``SessionCommands``'.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from hoopy.identity.principal import Principal
 from hoopy.policy.analysis import Analyser, Analysis
 from hoopy.policy.rules import GuardrailVerdict, Policy
 from hoopy.sql.lexer import ServerVersion
-from hoopy.wire.command import ClientCommand
-from hoopy.wire.response import COM_INIT_DB, COM_QUERY, COM_STMT_PREPARE, ResponseSummary
+from hoopy.wire.command import ClientCommand, SessionCommands
+from hoopy.wire.response import COM_QUERY, COM_STMT_PREPARE
 
 
 def set_names_for(config: Config, target: Target, principal: Principal) -> tuple[str, ...]:
@@ -56,22 +56,24 @@ class Policies:
 
 
 class SessionGuardrails:
+    """The session's policy; the current database comes from its ``SessionCommands``."""
+
     def __init__(
         self,
         policies: Policies,
         policy: Policy,
         server: ServerVersion | None,
-        database: str | None,
+        commands: SessionCommands,
     ) -> None:
         self.policy = policy
         self.analyser = policies.analyser(server)
-        self.database = database or None
-        self._pending_use: str | None = None
+        self.commands = commands
 
     def judge_now(self, command: ClientCommand) -> GuardrailVerdict | None:
         """The verdict on a COM_QUERY or COM_STMT_PREPARE (None for other commands: the
         statements they run were judged when they were prepared), in the event loop: for
-        statements under ``offload.OFF_LOOP_BYTES`` (``judge`` takes any)."""
+        statements under ``offload.OFF_LOOP_BYTES`` (``judge`` takes any). The verdict is
+        noted on the command (a prepared statement keeps its PREPARE's)."""
         if command.kind not in JUDGED:
             return None
         sql = command.sql()
@@ -87,24 +89,16 @@ class SessionGuardrails:
         return self._verdict(command, analysis)
 
     def _verdict(self, command: ClientCommand, analysis: Analysis) -> GuardrailVerdict:
-        database = self.database
-        use = analysis.use_database if command.kind == COM_QUERY else None
-        self._pending_use = use
-        if use is not None and len(analysis.statements) > 1:
-            # USE a; DELETE FROM t: which database "t" is in depends on where the USE falls.
-            database = None
-        return self.policy.judge(analysis, database)
-
-    def completed(self, command: ClientCommand, summary: ResponseSummary) -> None:
-        """After the response: a successful USE or COM_INIT_DB changes the database."""
-        if summary.error is not None:
-            self._pending_use = None
-            return
-        if command.kind == COM_INIT_DB:
-            self.database = bytes(command.payload[1:]).decode("utf-8", "replace") or None
-        elif command.kind == COM_QUERY and self._pending_use is not None:
-            self.database = self._pending_use
-        self._pending_use = None
+        database = self.commands.database
+        if command.kind == COM_QUERY:
+            command.use_database = analysis.use_database
+            if analysis.use_database is not None and len(analysis.statements) > 1:
+                # USE a; DELETE FROM t: which database "t" is in depends on where the USE
+                # falls, so unqualified names count as unknown.
+                database = None
+        verdict = self.policy.judge(analysis, database)
+        command.verdict = verdict
+        return verdict
 
 
 JUDGED = frozenset((COM_QUERY, COM_STMT_PREPARE))

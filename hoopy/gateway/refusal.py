@@ -28,6 +28,7 @@ the server's part ways; the session carries the difference:
 
 from __future__ import annotations
 
+from hoopy.wire.command import SessionCommands
 from hoopy.wire.errors import ErrorKind
 from hoopy.wire.messages import build_err
 from hoopy.wire.packets import Packet, frame
@@ -61,10 +62,19 @@ class LongData:
     the per-statement cost there is one truth test.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, commands: SessionCommands | None = None) -> None:
         self._held: set[int] = set()  # long data forwarded since the last EXECUTE / RESET
         self._broken: dict[int, tuple[ErrorKind, str]] = {}  # statement -> the refusal
-        self.last_prepared: int | None = None  # for LAST_STATEMENT_ID
+        # The session's command state: what LAST_STATEMENT_ID names.
+        self.commands = commands if commands is not None else SessionCommands(0)
+
+    @property
+    def last_prepared(self) -> int | None:
+        return self.commands.last_prepared
+
+    @last_prepared.setter
+    def last_prepared(self, statement_id: int | None) -> None:
+        self.commands.last_prepared = statement_id
 
     def __bool__(self) -> bool:
         return bool(self._held or self._broken)

@@ -47,7 +47,7 @@ from hoopy.identity.static import FastAuthSuccess
 from hoopy.policy.rules import Action, GuardrailVerdict
 from hoopy.sql.lexer import ServerVersion
 from hoopy.wire import errors
-from hoopy.wire.command import ClientCommand
+from hoopy.wire.command import ClientCommand, SessionCommands
 from hoopy.wire.compress import CompressionError
 from hoopy.wire.errors import ErrorKind
 from hoopy.wire.handshake import (
@@ -149,7 +149,10 @@ class Session:
         self._query_attributes = False  # CLIENT_QUERY_ATTRIBUTES: SQL starts after them
         # The target's flavour and version, for reading executable comments (set at login).
         self.server_version: ServerVersion | None = None
-        self.long_data = LongData()  # prepared statements' long data (gateway/refusal.py)
+        # Every command decoded once, and the state that needs (wire/command.py); set up at
+        # login with the negotiated capabilities.
+        self.command_state = SessionCommands(0)
+        self.long_data = LongData(self.command_state)  # long data hoopy broke (gateway/refusal.py)
         self.guardrails: SessionGuardrails | None = None  # when rule sets apply (set at login)
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -172,6 +175,8 @@ class Session:
                 self.target.name,
                 " over TLS" if self.login.client_tls else "",
             )
+            self.command_state.capabilities = self.login.capabilities
+            self.command_state.database = self.login.database or None
             audit_settings = self.server.config.audit
             if self.server.audit is not None and audit_settings is not None:
                 self.audit = SessionAudit(
@@ -180,6 +185,7 @@ class Session:
                     audit_settings,
                     self.login.capabilities,
                     self.server_version,
+                    self.command_state,
                 )
                 self.audit.session_start(
                     principal,
@@ -190,7 +196,7 @@ class Session:
                     database=self.login.database,
                     connect_attrs=self.login.connect_attrs,
                 )
-            self._set_guardrails(self.login.database)
+            self._set_guardrails()
             await self._command_loop()
         except SessionEnded:
             pass
@@ -222,7 +228,7 @@ class Session:
                     time.monotonic() - self.stats.started,
                 )
 
-    def _set_guardrails(self, database: str | None) -> None:
+    def _set_guardrails(self) -> None:
         """The rule sets for this target and principal (none: no analysis at all)."""
         assert self.login is not None
         policies = self.server.policies
@@ -230,7 +236,7 @@ class Session:
         self.guardrails = (
             None
             if policy is None
-            else SessionGuardrails(policies, policy, self.server_version, database)
+            else SessionGuardrails(policies, policy, self.server_version, self.command_state)
         )
 
     def _login_context(self, deadline: trio.CancelScope | None) -> LoginContext:
@@ -453,7 +459,7 @@ class Session:
                 f"hoopy does not relay command 0x{command:02x}",
             )
             return
-        decoded = ClientCommand(packet.payload, self.login.capabilities)
+        decoded = self.command_state.decode(packet.payload)
         verdict: GuardrailVerdict | None = None
         if self.guardrails is not None:
             verdict = (
@@ -512,6 +518,7 @@ class Session:
                 return
         if command == COM_CHANGE_USER:
             await self._change_user(packet)
+            self.command_state.reset()
             self.long_data.reset()
             if audit is not None:
                 audit.changed_user(self.stats.statements, self.login.principal)
@@ -529,19 +536,15 @@ class Session:
             await self._upstream_lost(None, reply=command not in NO_RESPONSE_COMMANDS)
         if command in NO_RESPONSE_COMMANDS:
             self.long_data.forwarded(packet.payload, True)
-            if audit is not None:
-                audit.no_response(command, packet.payload)
+            self.command_state.no_response(decoded)
             return
         digest = audit.new_digest() if audit is not None else None
         tracker = ResponseTracker(command, self.login.capabilities, digest)
         summary = await self._relay_response(tracker)
         if summary.error is not None:
             self.stats.errors += 1
-        if self.guardrails is not None:
-            self.guardrails.completed(decoded, summary)
-        if command == COM_STMT_PREPARE and summary.prepared is not None:
-            self.long_data.last_prepared = summary.prepared.statement_id
-        elif self.long_data:
+        self.command_state.completed(decoded, summary)
+        if self.long_data and command != COM_STMT_PREPARE:
             if command == COM_RESET_CONNECTION and summary.error is None:
                 self.long_data.reset()
             else:
@@ -746,7 +749,8 @@ class Session:
 
         self.login = replace(self.login, principal=principal)
         database = request.database.decode("utf-8", "replace") if request.database else None
-        self._set_guardrails(database or self.target.database)
+        self.command_state.database = database or self.target.database
+        self._set_guardrails()
 
     async def _change_gateway_user(self, request: ChangeUser, name: str) -> Principal:
         """Verify the new gateway user, then reset the upstream session as hoopy's account."""

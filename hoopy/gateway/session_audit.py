@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from hoopy.audit import events
@@ -42,15 +42,13 @@ from hoopy.gateway import offload
 from hoopy.gateway.audit_log import AuditLog
 from hoopy.identity.principal import Principal
 from hoopy.sql.lexer import ServerVersion
-from hoopy.wire.command import ClientCommand
+from hoopy.wire.command import ClientCommand, PreparedStatement, SessionCommands
 from hoopy.wire.errors import ErrorKind
 from hoopy.wire.messages import ErrPacket
 from hoopy.wire.packets import ProtocolError
-from hoopy.wire.params import Param, decode_execute, named_statement
+from hoopy.wire.params import Param, decode_execute
 from hoopy.wire.response import (
-    COM_CHANGE_USER,
     COM_QUERY,
-    COM_RESET_CONNECTION,
     COM_STMT_CLOSE,
     COM_STMT_EXECUTE,
     COM_STMT_FETCH,
@@ -67,14 +65,17 @@ log = logging.getLogger("hoopy.audit")
 _LONG_DATA_TYPE = 0xFC  # BLOB
 
 
-@dataclass
-class PreparedStatement:
+@dataclass(frozen=True, slots=True)
+class RecordedPrepare:
+    """What the audit notes on a prepared statement (``PreparedStatement.recorded``)."""
+
     sql: str | None  # as recorded (redacted when the prepare's SQL was)
-    num_params: int
     credential: bool = False  # credential-bearing text: its parameters are credentials
     cut_from: int | None = None  # sql is cut ([audit] max_sql_bytes) from this many bytes
-    types: list[tuple[int, bool]] | None = None  # bound by the last EXECUTE that sent them
-    long_data: set[int] = field(default_factory=set)  # params sent by SEND_LONG_DATA
+
+
+# A statement whose PREPARE was not recorded: nothing of its text, its parameters secret.
+_UNRECORDED = RecordedPrepare(None, credential=True)
 
 
 class SessionAudit:
@@ -85,17 +86,15 @@ class SessionAudit:
         settings: AuditSettings,
         capabilities: int,
         server: ServerVersion | None = None,
+        commands: SessionCommands | None = None,
     ) -> None:
         self.audit = audit
         self.session = session
         self.settings = settings
         self.capabilities = capabilities
         self.server = server  # the target's version: which executable comments run
-        self.prepared: dict[int, PreparedStatement] = {}
-        # Recorded SQL of a PREPARE in flight (with whether it is credential-bearing), and
-        # the length of the text sent when the record cut it.
-        self._pending_prepare: tuple[RedactedStatement, int | None] | None = None
-        self._last_prepared: int | None = None
+        # The session's decoder and prepared-statement table (its own when not given).
+        self.commands = commands if commands is not None else SessionCommands(capabilities)
         self._hide_error = False  # the current statement's error may quote redacted text
         self._detectors = detectors_named(settings.redact)  # validated when the config loaded
         self._started = 0.0
@@ -179,7 +178,6 @@ class SessionAudit:
 
     def changed_user(self, seq: int, principal: Principal) -> None:
         """COM_CHANGE_USER succeeded: the session now acts for ``principal``."""
-        self.reset()
         self._best_effort(
             {
                 "kind": "outcome",
@@ -194,9 +192,8 @@ class SessionAudit:
         return hashlib.sha256()
 
     def after(self, seq: int, command: int, summary: ResponseSummary, digest: Any) -> None:
-        """The outcome record (held back until the next write), and prepared-statement state."""
+        """The outcome record (held back until the next write)."""
         duration = time.monotonic() - self._started
-        self._track(command, summary)
         record = events.outcome(self.session, seq, summary, duration)
         if digest is not None and has_rows(command, summary):
             record["digest"] = digest.hexdigest()
@@ -211,25 +208,6 @@ class SessionAudit:
                 "session %s: outcome of statement %d not recorded: %s", self.session, seq, exc
             )
 
-    def no_response(self, command: int, payload: bytes) -> None:
-        """State changes of the commands the server does not answer."""
-        if command == COM_STMT_CLOSE and len(payload) >= 5:
-            self.prepared.pop(self._statement_id(payload), None)
-        elif command == COM_STMT_SEND_LONG_DATA and len(payload) >= 7:
-            statement = self.prepared.get(self._statement_id(payload))
-            if statement is not None:
-                statement.long_data.add(int.from_bytes(payload[5:7], "little"))
-
-    def _statement_id(self, payload: bytes) -> int:
-        """The statement a command names (callers check that the payload names one)."""
-        statement_id = named_statement(payload, self._last_prepared)
-        assert statement_id is not None
-        return statement_id
-
-    def reset(self) -> None:
-        """COM_CHANGE_USER / COM_RESET_CONNECTION: the server closed every statement."""
-        self.prepared.clear()
-
     # --- building the statement record ------------------------------------------------------
 
     def _statement(
@@ -243,7 +221,7 @@ class SessionAudit:
         decoded: ClientCommand | None = None,
     ) -> dict[str, Any]:
         if decoded is None:
-            decoded = ClientCommand(payload, self.capabilities)
+            decoded = self.commands.decode(payload)
         command = payload[0]
         record = events.statement(self.session, seq, principal, command, verdict=verdict, rule=rule)
         redacted: list[str] = []
@@ -257,23 +235,21 @@ class SessionAudit:
             assert text is not None
             prepared = self._sql(text, redacted)
             cut_from = _set_sql(record, prepared, len(payload) - 1)
-            self._pending_prepare = prepared, cut_from
+            decoded.recorded = RecordedPrepare(
+                prepared.sql, prepared.credential_bearing, cut_from
+            )
         elif command == COM_STMT_EXECUTE:
-            self._execute(payload, record, redacted)
+            self._execute(decoded, record, redacted)
         elif command in (COM_STMT_FETCH, COM_STMT_CLOSE, COM_STMT_RESET) and len(payload) >= 5:
-            statement_id = self._statement_id(payload)
-            record["statement_id"] = statement_id
+            record["statement_id"] = decoded.statement_id
             if command == COM_STMT_FETCH and len(payload) >= 9:
                 record["fetch_rows"] = int.from_bytes(payload[5:9], "little")
-            if command == COM_STMT_RESET and statement_id in self.prepared:
-                self.prepared[statement_id].long_data.clear()
         elif command == COM_STMT_SEND_LONG_DATA and len(payload) >= 7:
-            statement_id = self._statement_id(payload)
-            record["statement_id"] = statement_id
+            record["statement_id"] = decoded.statement_id
             record["param"] = int.from_bytes(payload[5:7], "little")
             chunk = Param(_LONG_DATA_TYPE, False, _text_or_bytes(payload[7:]))
-            statement = self.prepared.get(statement_id)
-            secret = statement is not None and statement.credential
+            statement = decoded.prepared
+            secret = statement is not None and _recorded(statement).credential
             record["data"] = self._params((chunk,), redacted, secret=secret)[0]
         else:
             argument = events.argument(command, payload)
@@ -328,20 +304,23 @@ class SessionAudit:
             out.append(data)
         return out
 
-    def _execute(self, payload: bytes, record: dict[str, Any], redacted: list[str]) -> None:
+    def _execute(
+        self, decoded: ClientCommand, record: dict[str, Any], redacted: list[str]
+    ) -> None:
+        payload = decoded.payload
         if len(payload) < 5:
             return
-        statement_id = self._statement_id(payload)
-        record["statement_id"] = statement_id
-        statement = self.prepared.get(statement_id)
+        record["statement_id"] = decoded.statement_id
+        statement = decoded.prepared
         if statement is None:
             record["params_error"] = "unknown statement id (the server will refuse it)"
             return
-        if statement.sql is not None:
-            record["sql"] = statement.sql
-            if statement.cut_from is not None:
+        recorded = _recorded(statement)
+        if recorded.sql is not None:
+            record["sql"] = recorded.sql
+            if recorded.cut_from is not None:
                 record["sql_truncated"] = True
-                record["sql_length"] = statement.cut_from
+                record["sql_length"] = recorded.cut_from
         try:
             request = decode_execute(
                 payload,
@@ -353,36 +332,22 @@ class SessionAudit:
         except ProtocolError as exc:
             record["params_error"] = str(exc)
             return
-        statement.types = list(request.types)
-        statement.long_data.clear()  # consumed by this execution
+        self.commands.executed(decoded, list(request.types))
         if request.params:
-            record["params"] = self._params(request.params, redacted, secret=statement.credential)
+            record["params"] = self._params(request.params, redacted, secret=recorded.credential)
         if request.flags:
             record["cursor"] = request.flags
-
-    def _track(self, command: int, summary: ResponseSummary) -> None:
-        if command == COM_STMT_PREPARE:
-            pending, self._pending_prepare = self._pending_prepare, None
-            if summary.prepared is not None:
-                self._last_prepared = summary.prepared.statement_id
-                self.prepared[summary.prepared.statement_id] = (
-                    PreparedStatement(None, summary.prepared.num_params, True)
-                    if pending is None
-                    else PreparedStatement(
-                        pending[0].sql,
-                        summary.prepared.num_params,
-                        pending[0].credential_bearing,
-                        cut_from=pending[1],
-                    )
-                )
-        elif command in (COM_CHANGE_USER, COM_RESET_CONNECTION) and summary.error is None:
-            self.reset()
 
     def _best_effort(self, record: dict[str, Any]) -> None:
         try:
             self.audit.write(record)
         except AuditUnavailable as exc:
             log.error("session %s: %s record not written: %s", self.session, record["kind"], exc)
+
+
+def _recorded(statement: PreparedStatement) -> RecordedPrepare:
+    recorded = statement.recorded
+    return recorded if isinstance(recorded, RecordedPrepare) else _UNRECORDED
 
 
 def _set_sql(record: dict[str, Any], statement: RedactedStatement, length: int) -> int | None:

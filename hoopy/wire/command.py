@@ -1,25 +1,99 @@
-"""A client command, decoded once for every stage that reads it (DESIGN.md, "The command
-pipeline"): the guardrails, the audit and the KILL mapping share one ``ClientCommand``.
+"""Client commands, decoded once for every stage that reads them (DESIGN.md, "The command
+pipeline"), and the session state that decoding needs.
 
-Sans-IO. Decoding is lazy and cached: the relay of a command no stage reads costs nothing, and
-the first stage that asks for the SQL text (in a worker thread for a huge statement:
+Sans-IO. ``SessionCommands.decode(payload)`` gives a ``ClientCommand``: its kind, lazily its
+SQL text (COM_QUERY after its query attributes, COM_STMT_PREPARE), and for the COM_STMT_*
+commands the prepared statement it names (``LAST_STATEMENT_ID`` resolved). The guardrails,
+the audit and the KILL mapping share that one object. ``completed`` and ``no_response`` keep
+the state current from what the server did: the prepared-statement table (each statement's
+SQL, parameter count, the types its last EXECUTE bound, the parameters sent as long data, and
+what the stages noted about it at PREPARE), the current database (COM_INIT_DB), and the
+resets (COM_RESET_CONNECTION, COM_CHANGE_USER).
+
+Decoding is lazy and cached: the relay of a command no stage reads costs nothing, and the
+first stage that asks for the SQL text (in a worker thread for a huge statement:
 ``copy_from`` copies it a MiB at a time) decodes it for all the others.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 from hoopy.wire.packets import ProtocolError, copy_from
-from hoopy.wire.params import Param, decode_query_attributes
-from hoopy.wire.response import COM_QUERY, COM_STMT_PREPARE
+from hoopy.wire.params import (
+    STATEMENT_ID_END,
+    Param,
+    decode_query_attributes,
+    named_statement,
+)
+from hoopy.wire.response import (
+    COM_CHANGE_USER,
+    COM_INIT_DB,
+    COM_QUERY,
+    COM_RESET_CONNECTION,
+    COM_STMT_CLOSE,
+    COM_STMT_EXECUTE,
+    COM_STMT_FETCH,
+    COM_STMT_PREPARE,
+    COM_STMT_RESET,
+    COM_STMT_SEND_LONG_DATA,
+    ResponseSummary,
+)
+
+# Commands whose payload names a prepared statement in bytes 1-4.
+STATEMENT_COMMANDS = frozenset(
+    (COM_STMT_EXECUTE, COM_STMT_FETCH, COM_STMT_CLOSE, COM_STMT_RESET, COM_STMT_SEND_LONG_DATA)
+)
+
+
+@dataclass(slots=True)
+class PreparedStatement:
+    """A statement the server prepared for this session."""
+
+    statement_id: int
+    num_params: int
+    sql: bytes | None  # the text the client prepared (None: not known)
+    types: list[tuple[int, bool]] | None = None  # bound by the last EXECUTE that sent them
+    long_data: set[int] = field(default_factory=set)  # params sent by SEND_LONG_DATA
+    # What stages noted at PREPARE, kept for its executions: the audit's recorded text
+    # (hoopy.gateway.session_audit), the guardrails' verdict (hoopy.policy.rules).
+    recorded: Any = None
+    verdict: Any = None
 
 
 class ClientCommand:
-    __slots__ = ("_query", "_sql", "capabilities", "kind", "payload")
+    """One command from the client. Stages may note facts on it for later stages and for the
+    prepared statement a PREPARE creates (``recorded``, ``verdict``)."""
 
-    def __init__(self, payload: bytes, capabilities: int) -> None:
+    __slots__ = (
+        "_query",
+        "_sql",
+        "capabilities",
+        "kind",
+        "payload",
+        "prepared",
+        "recorded",
+        "statement_id",
+        "use_database",
+        "verdict",
+    )
+
+    def __init__(
+        self,
+        payload: bytes,
+        capabilities: int,
+        statement_id: int | None = None,
+        prepared: PreparedStatement | None = None,
+    ) -> None:
         self.payload = payload
         self.kind = payload[0]
         self.capabilities = capabilities
+        self.statement_id = statement_id  # COM_STMT_*: the statement named, if any
+        self.prepared = prepared  # and the session's record of it, if it has one
+        self.recorded: Any = None
+        self.verdict: Any = None
+        self.use_database: str | None = None  # a COM_QUERY's USE (noted by its analysis)
         self._query: tuple[tuple[Param, ...], bytes] | ProtocolError | None = None
         self._sql: bytes | None = None
 
@@ -48,3 +122,74 @@ class ClientCommand:
             elif self.kind == COM_STMT_PREPARE:
                 self._sql = copy_from(self.payload, 1)
         return self._sql
+
+
+class SessionCommands:
+    """The session's decoder and the state it keeps (see the module docstring)."""
+
+    def __init__(self, capabilities: int, database: str | None = None) -> None:
+        self.capabilities = capabilities
+        self.database = database or None
+        self.prepared: dict[int, PreparedStatement] = {}
+        self.last_prepared: int | None = None  # what LAST_STATEMENT_ID names
+
+    def decode(self, payload: bytes) -> ClientCommand:
+        if payload[0] in STATEMENT_COMMANDS and len(payload) >= STATEMENT_ID_END:
+            statement_id = named_statement(payload, self.last_prepared)
+            prepared = self.prepared.get(statement_id) if statement_id is not None else None
+            return ClientCommand(payload, self.capabilities, statement_id, prepared)
+        return ClientCommand(payload, self.capabilities)
+
+    def completed(self, command: ClientCommand, summary: ResponseSummary) -> None:
+        """A command's response has been relayed: what the server did changes the state."""
+        kind = command.kind
+        if kind == COM_STMT_PREPARE:
+            info = summary.prepared
+            if info is not None:
+                self.last_prepared = info.statement_id
+                self.prepared[info.statement_id] = PreparedStatement(
+                    info.statement_id,
+                    info.num_params,
+                    command.sql(),
+                    recorded=command.recorded,
+                    verdict=command.verdict,
+                )
+        elif summary.error is not None:
+            return
+        elif kind == COM_INIT_DB:
+            self.database = bytes(command.payload[1:]).decode("utf-8", "replace") or None
+        elif kind == COM_QUERY and command.use_database is not None:
+            self.database = command.use_database
+        elif kind == COM_STMT_RESET:
+            self.statement_reset(command)
+        elif kind in (COM_RESET_CONNECTION, COM_CHANGE_USER):
+            self.reset()
+
+    def executed(self, command: ClientCommand, types: list[tuple[int, bool]]) -> None:
+        """An EXECUTE was decoded with these parameter types: later ones without types
+        reuse them, and the long data it carried is consumed."""
+        if command.prepared is not None:
+            command.prepared.types = types
+            command.prepared.long_data.clear()
+
+    def statement_reset(self, command: ClientCommand) -> None:
+        """COM_STMT_RESET: the server discards the statement's long data."""
+        if command.prepared is not None:
+            command.prepared.long_data.clear()
+
+    def no_response(self, command: ClientCommand) -> None:
+        """A command the server does not answer reached it."""
+        if command.kind == COM_STMT_CLOSE and command.statement_id is not None:
+            self.prepared.pop(command.statement_id, None)
+        elif (
+            command.kind == COM_STMT_SEND_LONG_DATA
+            and command.prepared is not None
+            and len(command.payload) >= STATEMENT_ID_END + 2
+        ):
+            param = int.from_bytes(command.payload[5:7], "little")
+            command.prepared.long_data.add(param)
+
+    def reset(self) -> None:
+        """COM_CHANGE_USER / COM_RESET_CONNECTION: the server closed every statement."""
+        self.prepared.clear()
+        self.last_prepared = None

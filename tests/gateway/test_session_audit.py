@@ -29,11 +29,18 @@ def session_audit(redact: bool = False, max_value_bytes: int = 16384) -> Session
 
 
 def prepared(audit: SessionAudit, sql: bytes, statement_id: int, params: int) -> None:
-    audit._statement(1, PRINCIPAL, b"\x16" + sql)
+    """A COM_STMT_PREPARE recorded, then its response, as the session passes them on."""
+    command = audit.commands.decode(b"\x16" + sql)
+    audit._statement(1, PRINCIPAL, command.payload, decoded=command)
     summary = ResponseSummary(
         results=[ResultInfo()], prepared=PreparedInfo(statement_id, 1, params, 0)
     )
-    audit._track(0x16, summary)
+    audit.commands.completed(command, summary)
+
+
+def reached_server(audit: SessionAudit, payload: bytes) -> None:
+    """A command without a response was forwarded (the session reports it)."""
+    audit.commands.no_response(audit.commands.decode(payload))
 
 
 def test_execute_records_sql_params_and_reuses_bound_types() -> None:
@@ -67,11 +74,11 @@ def test_long_data_and_closing_and_unknown_statements() -> None:
     chunk = b"\x18" + (3).to_bytes(4, "little") + (0).to_bytes(2, "little") + b"abcdefgh"
     record = audit._statement(2, PRINCIPAL, chunk)
     assert record["data"] == {"type": "BLOB", "value": "abcd", "truncated": True, "length": 8}
-    audit.no_response(0x18, chunk)
+    reached_server(audit, chunk)
     execute = audit._statement(3, PRINCIPAL, encode_execute(3, [Param(0xFC, False, LONG_DATA)]))
     assert execute["statement_id"] == 3
     assert execute["params"] == [{"type": "BLOB", "long_data": True}]
-    audit.no_response(0x19, b"\x19" + (3).to_bytes(4, "little"))
+    reached_server(audit, b"\x19" + (3).to_bytes(4, "little"))
     gone = audit._statement(4, PRINCIPAL, encode_execute(3, [Param(8, False, 1)]))
     assert "unknown statement id" in gone["params_error"]
 
@@ -125,7 +132,7 @@ def test_parameters_of_credential_bearing_statements_are_redacted() -> None:
     chunk = b"\x18" + (4).to_bytes(4, "little") + (0).to_bytes(2, "little") + b"hunter2"
     long_data = audit._statement(2, PRINCIPAL, chunk)
     assert long_data["data"] == {"type": "BLOB", "value": "<redacted:credential>", "redacted": True}
-    audit.no_response(0x18, chunk)
+    reached_server(audit, chunk)
     execute = audit._statement(
         3, PRINCIPAL, encode_execute(4, [Param(0xFC, False, LONG_DATA), Param(8, False, 7)])
     )
@@ -147,4 +154,5 @@ def test_credential_literals_are_redacted_in_queries_and_prepares() -> None:
     assert query["sql"] == "CREATE USER u IDENTIFIED /**/ BY '<redacted:credential>'"
     assert query["redacted"] == ["credential"]
     prepared(audit, b"SELECT 1 FROM t WHERE k = AES_ENCRYPT('x', 'hunter2')", 5, 0)
-    assert audit.prepared[5].credential and "hunter2" not in str(audit.prepared[5].sql)
+    recorded = audit.commands.prepared[5].recorded
+    assert recorded.credential and "hunter2" not in str(recorded.sql)
