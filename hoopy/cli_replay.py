@@ -54,6 +54,22 @@ def replay(
     skip_writes: Annotated[
         bool, typer.Option("--skip-writes", help="Re-run only the read-only statements.")
     ] = False,
+    policy: Annotated[
+        bool,
+        typer.Option(
+            "--policy",
+            help="Judge every statement again under today's guardrails (runs nothing) and "
+            "mark those whose verdict would differ.",
+        ),
+    ] = False,
+    sets: Annotated[
+        str | None,
+        typer.Option(
+            "--sets",
+            help="With --policy: comma-separated rule sets to judge with, instead of the "
+            "ones the session would get today.",
+        ),
+    ] = None,
 ) -> None:
     """Show a recorded session as a timeline, or re-run it against a target and compare."""
     from hoopy.audit.index import AuditIndex, SessionNotFound
@@ -69,6 +85,11 @@ def replay(
     feed = SessionFeed(directory, summary, index)
     timeline = Timeline(summary.session)
     timeline.extend(feed.poll())
+    if policy or sets is not None:
+        if execute or dry_run or follow:
+            raise typer.BadParameter("--policy judges a recorded session; it runs nothing")
+        _policy(timeline, config, sets, as_json)
+        return
     if execute or dry_run:
         if follow:
             raise typer.BadParameter(
@@ -186,6 +207,54 @@ def _print_footer(timeline: Any) -> None:
     out.print(
         f"ended    {short_ts(end.get('ts'))} UTC: {escape(str(end.get('reason')))}; "
         f"{end.get('statements')} statements, {end.get('errors')} errors, {end.get('duration_s')}s"
+    )
+
+
+def _policy(timeline: Any, config_path: Path, sets: str | None, as_json: bool) -> None:
+    """``--policy``: the session under today's guardrails (hoopy/policy/rejudge.py)."""
+    from hoopy.policy.rejudge import rejudge
+
+    config = load_cli_config(config_path, required=True)
+    assert config is not None
+    names = None
+    if sets is not None:
+        names = [n for n in (x.strip() for x in sets.split(",")) if n]
+        unknown = [n for n in names if n not in config.guardrails]
+        if unknown:
+            fail(
+                f"no rule set named {', '.join(map(repr, unknown))} in {config_path} "
+                f"(known: {', '.join(sorted(config.guardrails))})"
+            )
+    results = rejudge(timeline.start, timeline.steps, config, names)
+    changed = [r for r in results if r.changed]
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "session": timeline.session,
+                    "statements": [r.to_json() for r in results],
+                    "changed": len(changed),
+                },
+                indent=1,
+            )
+        )
+        return
+    _print_header(timeline)
+    for r in results:
+        if r.verdict is None and not r.note:
+            continue
+        was = r.recorded + (f" ({r.recorded_rule})" if r.recorded_rule else "")
+        now = "-" if r.verdict is None else r.verdict + (f" ({r.rule})" if r.rule else "")
+        mark = "[bold yellow]CHANGED[/] " if r.changed else ""
+        text = escape((r.sql or "")[:200])
+        line = f"[bold]#{r.seq}[/] {mark}{escape(was)} → {escape(now)}  {text}"
+        if r.note:
+            line += f"\n{'':>6}[dim]{escape(r.note)}[/]"
+        out.print(line)
+    out.print()
+    judged = sum(1 for r in results if r.verdict is not None)
+    out.print(
+        f"{len(changed)} of {judged} judged statements would now get a different verdict"
     )
 
 

@@ -9,6 +9,7 @@ and checks that it stays denied.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -379,3 +380,56 @@ def test_serve_refuses_a_config_naming_an_unknown_set(
     )
     assert result.returncode != 0
     assert "targets.app.guardrails: no rule set named 'defualt'" in result.stderr
+
+
+# --- hoopy replay --policy ---------------------------------------------------------------
+
+
+def replay_policy(gateway: HoopyProcess, session: str, *extra: str) -> dict[str, Any]:
+    result = subprocess.run(
+        [sys.executable, "-m", "hoopy", "replay", session, "--policy", "--json",
+         "--config", str(gateway.config_path), *extra],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "OPS_PW": OPS_PASSWORD, "GUARD_PW": GUARD_PASSWORD},
+    )
+    assert result.returncode == 0, result.stderr
+    out: dict[str, Any] = json.loads(result.stdout)
+    return out
+
+
+def test_replay_policy_marks_what_todays_rules_would_judge_differently(
+    gateway: HoopyProcess, mariadb: MariaDBServer, table: str
+) -> None:
+    name = f"customers_{secrets.token_hex(3)}"
+    mariadb.admin_sql(f"CREATE TABLE {TEST_DB}.{name} (id INT PRIMARY KEY)")
+    try:
+        conn = connect(gateway)
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT * FROM {name}")
+            cur.execute(f"DELETE FROM {table} WHERE id = 1")
+        denied(conn, f"DELETE FROM {table}")
+        with conn.cursor() as cur:
+            cur.execute("SELECT CONNECTION_ID()")  # the last statement reaches the log
+        conn.close()
+    finally:
+        mariadb.admin_sql(f"DROP TABLE {TEST_DB}.{name}")
+    session = records(gateway, f"SELECT * FROM {name}")[0]["session"]
+    # The session's own sets: nothing would change.
+    same = replay_policy(gateway, session)
+    assert same["changed"] == 0
+    by_sql = {s["sql"]: s for s in same["statements"]}
+    assert by_sql[f"DELETE FROM {table}"]["now"]["rule"] == "default/unbounded-write"
+    # With the ops role's set too, the customers table would now be refused.
+    stricter = replay_policy(gateway, session, "--sets", "default,no-customers")
+    changed = [s for s in stricter["statements"] if s["changed"]]
+    assert [s["sql"] for s in changed] == [f"SELECT * FROM {name}"]
+    assert changed[0]["recorded"]["verdict"] == "allow"
+    assert changed[0]["now"] == {
+        "verdict": "deny",
+        "rule": "no-customers/customers",
+        "message": "ops may not touch customers",
+    }
+    # Nothing ran: the table is as the session left it.
+    assert rows(mariadb, table) == 2
