@@ -93,6 +93,7 @@ def demo_config(server: MariaDBServer, workdir: Path) -> dict[str, Any]:
                 "tls": "verify-ca",
                 "tls_ca": server.ca_path,
                 "allow_local_infile": False,
+                "guardrails": ["default"],
             }
         },
         "users": {DEMO_USER: {"password_env": "HOOPY_DEMO_USER_PASSWORD", "groups": ["analysts"]}},
@@ -125,6 +126,10 @@ def print_banner(info: Any, server: MariaDBServer, config_path: Path, user_pw: s
             lines.append(
                 f"  mariadb -h {host} -P {port} -u {DEMO_USER} -p{user_pw} demo"
                 " -e 'SELECT * FROM customers'"
+            )
+            lines.append(
+                f"  mariadb -h {host} -P {port} -u {DEMO_USER} -p{user_pw} demo"
+                " -e 'DELETE FROM customers'   # denied by the default guardrails"
             )
         if listener.get("unix_socket"):
             lines.append(f"  mariadb -S {listener['unix_socket']} -u {DEMO_USER} -p{user_pw} demo")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -136,6 +137,9 @@ def test_the_shipped_example_config_loads(monkeypatch: pytest.MonkeyPatch) -> No
     assert set(cfg.issuers) == {"dev", "github"}
     assert cfg.users["alice"].sha2_hash == caching_sha2_hash(b"change-me")
     assert cfg.targets["legacy"].login is LoginMode.PASSTHROUGH
+    assert cfg.targets["app"].guardrails == ("default",)
+    assert cfg.roles["ci"].guardrails == {"app": ("ci-writes",)}
+    assert [r.name for r in cfg.guardrails["ci-writes"].rules] == ["no-payments", "flag-bulk-updates"]
 
 
 TOKENS = """\
@@ -324,3 +328,57 @@ def test_max_token_lifetime(tmp_path: Path) -> None:
         text = TOKENS.replace(edit[0], f"max_token_lifetime = {bad}", 1)
         with pytest.raises(ConfigError, match=message):
             load_config(write(tmp_path, text))
+
+
+GUARDED = MINIMAL.format(hash=format_password_hash(b"pw")).replace(
+    "[targets.app]", '[targets.app]\nguardrails = ["mine", "default"]'
+)
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        ("", "targets.app.guardrails: no rule set named 'mine'"),
+        ("[guardrails.default]\n", "guardrails.default: the name 'default' is the built-in set"),
+        (
+            '[guardrails.mine]\ndefault = "block"\n',
+            "guardrails.mine.default: must be one of allow, log, review, deny, got 'block'",
+        ),
+        (
+            '[[guardrails.mine.rules]]\nname = "r"\naction = "deny"\n',
+            "rule 'r' has no condition, so it matches every statement",
+        ),
+        (
+            '[[guardrails.mine.rules]]\nname = "r"\naction = "deny"\npattern = "("\n',
+            "guardrails.mine.rules.pattern: is not a valid regular expression",
+        ),
+        (
+            '[[guardrails.mine.rules]]\nname = "r"\naction = "deny"\nwhere = "absent"\n',
+            "must be one of missing, trivial, missing_or_trivial, present",
+        ),
+        (
+            '[[guardrails.mine.rules]]\nname = "r"\naction = "deny"\nkinds = ["delete"]\n'
+            'tables = "x.y"\nlimt = true\n',
+            "guardrails.mine.rules.limt: unknown key",
+        ),
+    ],
+)
+def test_guardrail_config_errors_are_located_and_say_why(
+    tmp_path: Path, sets: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(write(tmp_path, GUARDED + "\n" + sets))
+
+
+def test_role_guardrails_per_target(tmp_path: Path) -> None:
+    text = (
+        GUARDED
+        + '\n[guardrails.mine]\ndefault = "log"\n'
+        + '[roles.r]\ngroups = ["g"]\ntargets = ["app"]\n[roles.r.guardrails]\napp = ["mine"]\n'
+    )
+    cfg = load_config(write(tmp_path, text))
+    assert cfg.roles["r"].guardrails == {"app": ("mine",)}
+    assert cfg.targets["app"].guardrails == ("mine", "default")
+    bad = text.replace('app = ["mine"]', 'other = ["mine"]')
+    with pytest.raises(ConfigError, match="is not one of this role's targets"):
+        load_config(write(tmp_path, bad))
