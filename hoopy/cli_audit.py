@@ -208,7 +208,12 @@ def audit_search(
         str | None, typer.Option("--regex", help="SQL text matches this regex.")
     ] = None,
     verdict: Annotated[
-        str | None, typer.Option("--verdict", help="allow or deny (statements hoopy refused).")
+        str | None,
+        typer.Option(
+            "--verdict",
+            help="allow, log (allowed and flagged by a guardrail), deny or review "
+            "(statements hoopy refused).",
+        ),
     ] = None,
     error: Annotated[bool, typer.Option("--error", help="Only statements that failed.")] = False,
     error_code: Annotated[
@@ -223,8 +228,8 @@ def audit_search(
     """Find statements by who, target, time, SQL text or regex, verdict and error."""
     from hoopy.audit.query import SessionFilter, StatementFilter, search
 
-    if verdict is not None and verdict not in ("allow", "deny"):
-        raise typer.BadParameter("--verdict is allow or deny")
+    if verdict is not None and verdict not in ("allow", "log", "deny", "review"):
+        raise typer.BadParameter("--verdict is allow, log, deny or review")
     try:
         pattern = re.compile(regex) if regex else None
     except re.error as exc:

@@ -186,11 +186,13 @@ def _print_header(timeline: Any) -> None:
 def _step_markup(step: Any, clock: _Clock) -> str:
     """Two lines of rich markup: the statement, then its outcome."""
     s = step.statement
-    verdict = (
-        ""
-        if s.get("verdict", "allow") == "allow"
-        else f" [bold red]DENIED ({escape(str(s.get('rule')))})[/]"
-    )
+    recorded = s.get("verdict", "allow")
+    rule = escape(str(s.get("rule")))
+    verdict = {
+        "allow": "",
+        "log": f" [bold yellow]FLAGGED ({rule})[/]",
+        "review": f" [bold red]HELD FOR REVIEW, NOT RUN ({rule})[/]",
+    }.get(recorded, f" [bold red]DENIED ({rule})[/]")
     return (
         f"[dim]{clock.offset(s.get('ts')):>10}[/] [bold]#{step.seq}[/] "
         f"{escape(describe_statement(s, width=0))}{verdict}\n"

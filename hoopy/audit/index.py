@@ -158,7 +158,7 @@ class FileIndex:
         kind = record.get("kind")
         if kind == "statement":
             span.statements += 1
-            if record.get("verdict") == "deny":
+            if record.get("verdict") in ("deny", "review"):  # refused: it did not run
                 span.denied += 1
         elif kind == "outcome":
             if record.get("error") is not None:

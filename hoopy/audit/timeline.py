@@ -207,7 +207,8 @@ def plan(steps: Iterable[Step], *, allow_writes: bool, skip_writes: bool) -> lis
         reason: str | None = None
         if isinstance(statement_id, int) and statement_id in not_prepared:
             reason = f"its statement was not prepared (#{not_prepared[statement_id]} is skipped)"
-        elif s.get("verdict") == "deny":
+        elif s.get("verdict") in ("deny", "review"):
+            # Refused (or held for a review that never let it through): it never ran.
             reason = f"refused when recorded ({s.get('rule')})"
         elif command not in REPLAYED_COMMANDS:
             reason = f"{command} is not re-run"

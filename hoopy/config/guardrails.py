@@ -6,6 +6,7 @@ same parser, so what the docs show is what runs.
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
 from functools import cache
@@ -13,7 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from hoopy.config.fields import Ctx, check_keys, get_value, name_ok, str_list
-from hoopy.policy.rules import ACTIONS, WHERE_VALUES, Action, Rule, RuleSet
+from hoopy.policy.analysis import KINDS
+from hoopy.policy.rules import (
+    ACTIONS,
+    KIND_GROUPS,
+    WHERE_VALUES,
+    Action,
+    Rule,
+    RuleSet,
+    kind_matches,
+)
 
 BUILTIN_SET = "default"
 _DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "policy" / "default_guardrails.toml"
@@ -98,6 +108,15 @@ def _rule(ctx: Ctx, r: dict[str, Any], keys: tuple[str | int, ...]) -> Rule:
                 (*keys, "pattern"), f"is not a valid regular expression: {exc}"
             ) from None
     kinds = tuple(k.lower() for k in _strings(ctx, r, keys, "kinds"))
+    for kind in kinds:
+        if not any(kind_matches(kind, known) for known in KINDS):
+            close = difflib.get_close_matches(kind, sorted(KINDS | set(KIND_GROUPS)), n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ctx.error(
+                (*keys, "kinds"),
+                f"{kind!r} is not a statement kind or group hoopy reports{hint}; "
+                "docs/guardrails.md lists them",
+            )
     rule = Rule(
         name=name,
         action=_action(ctx, r, keys, "action"),

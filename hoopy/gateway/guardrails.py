@@ -11,11 +11,22 @@ from __future__ import annotations
 from hoopy.config.model import Config, Target
 from hoopy.gateway import offload
 from hoopy.identity.principal import Principal
-from hoopy.policy.analysis import Analyser, Analysis
+from hoopy.policy.analysis import Analyser, Analysis, StatementFacts, TableRef
 from hoopy.policy.rules import GuardrailVerdict, Policy
 from hoopy.sql.lexer import ServerVersion
 from hoopy.wire.command import ClientCommand, SessionCommands
-from hoopy.wire.response import COM_QUERY, COM_STMT_PREPARE
+from hoopy.wire.response import (
+    COM_CREATE_DB,
+    COM_DEBUG,
+    COM_DROP_DB,
+    COM_FIELD_LIST,
+    COM_INIT_DB,
+    COM_PROCESS_KILL,
+    COM_QUERY,
+    COM_REFRESH,
+    COM_STMT_PREPARE,
+    COMMAND_NAMES,
+)
 
 
 def set_names_for(config: Config, target: Target, principal: Principal) -> tuple[str, ...]:
@@ -75,7 +86,17 @@ class SessionGuardrails:
         statements under ``offload.OFF_LOOP_BYTES`` (``judge`` takes any). The verdict is
         noted on the command (a prepared statement keeps its PREPARE's)."""
         if command.kind not in JUDGED:
-            return None
+            if command.prepared is not None:
+                # COM_STMT_EXECUTE and the rest: the PREPARE's verdict (allow or log: a
+                # refused prepare made no statement).
+                verdict_of_prepare: GuardrailVerdict | None = command.prepared.verdict
+                return verdict_of_prepare
+            facts = _command_facts(command)
+            if facts is None:
+                return None
+            verdict = self.policy.judge(Analysis((facts,), (facts,)), self.commands.database)
+            command.verdict = verdict
+            return verdict
         sql = command.sql()
         assert sql is not None
         return self._verdict(command, self.analyser(sql))
@@ -83,7 +104,7 @@ class SessionGuardrails:
     async def judge(self, command: ClientCommand) -> GuardrailVerdict | None:
         """``judge_now``, with the analysis of a huge statement in a worker thread."""
         if command.kind not in JUDGED:
-            return None
+            return self.judge_now(command)
         analyser = self.analyser
         analysis = await offload.run(len(command.payload), lambda: analyser(_sql(command)))
         return self._verdict(command, analysis)
@@ -92,6 +113,7 @@ class SessionGuardrails:
         database = self.commands.database
         if command.kind == COM_QUERY:
             command.use_database = analysis.use_database
+            command.use_in_several = len(analysis.primary) > 1
             if analysis.use_database is not None and len(analysis.statements) > 1:
                 # USE a; DELETE FROM t: which database "t" is in depends on where the USE
                 # falls, so unqualified names count as unknown.
@@ -102,6 +124,31 @@ class SessionGuardrails:
 
 
 JUDGED = frozenset((COM_QUERY, COM_STMT_PREPARE))
+# Commands that do what a statement does, judged as that statement's kind.
+_COMMAND_KINDS = {
+    COM_CREATE_DB: "create_database",
+    COM_DROP_DB: "drop_database",
+    COM_REFRESH: "flush",
+    COM_PROCESS_KILL: "kill",
+    COM_DEBUG: "debug",
+    COM_FIELD_LIST: "show",
+    COM_INIT_DB: "use",
+}
+
+
+def _command_facts(command: ClientCommand) -> StatementFacts | None:
+    """The facts of a command that is not SQL text but acts like a statement."""
+    kind = _COMMAND_KINDS.get(command.kind)
+    if kind is None:
+        return None
+    argument = bytes(command.payload[1:]).split(b"\x00", 1)[0].decode("utf-8", "replace")
+    name = COMMAND_NAMES[command.kind]
+    if command.kind == COM_FIELD_LIST:  # the columns of one table of the current database
+        table = frozenset((TableRef(None, argument),))
+        return StatementFacts(kind, tables=table, text=f"{name} {argument}")
+    if command.kind == COM_INIT_DB:
+        return StatementFacts(kind, database=argument or None, text=f"{name} {argument}")
+    return StatementFacts(kind, text=name)
 
 
 def _sql(command: ClientCommand) -> bytes:

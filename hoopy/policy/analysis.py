@@ -176,6 +176,19 @@ _NOT_CALLS = frozenset(
 )
 
 
+# Every kind ``analyse`` can report (and the gateway, for commands such as COM_DROP_DB):
+# what rules may name (hoopy.config.guardrails checks them).
+KINDS = frozenset(
+    {*_SIMPLE_KINDS.values(), *_SET_KINDS.values()}
+    | {f"{verb}_{obj}" for verb in ("create", "alter", "drop") for obj in
+       {*_DDL_OBJECTS.values(), "unknown"} if obj != "prepare"}
+    | {"rename_user", "rename_table", "load_data", "load_index", "set", "set_default_role",
+       "set_transaction", "transaction", "replication", "lock_tables", "execute",
+       "execute_immediate", "deallocate", "maintenance", "explain", "unknown", "empty",
+       "debug"}
+)
+
+
 class _Words:
     """A statement's code tokens as upper-case words (None for anything that is not a word)."""
 
@@ -210,6 +223,20 @@ def _ddl_kind(verb: str, w: _Words, i: int) -> str:
             continue
         break
     return f"{verb}_unknown"
+
+
+_EXPLAIN_FLAGS = frozenset((b"EXTENDED", b"PARTITIONS"))
+
+
+def _skip_explain_options(w: _Words, j: int) -> int:
+    """Past EXPLAIN's and ANALYZE's options: FORMAT = name, EXTENDED, PARTITIONS."""
+    while True:
+        if w.word(j) == b"FORMAT" and w.punct(j + 1) == b"=":
+            j += 3
+        elif w.word(j) in _EXPLAIN_FLAGS:
+            j += 1
+        else:
+            return j
 
 
 def _kind(w: _Words, start: int = 0) -> tuple[str, int]:
@@ -257,12 +284,19 @@ def _kind(w: _Words, start: int = 0) -> tuple[str, int]:
     if first == b"EXECUTE":
         return ("execute_immediate" if second == b"IMMEDIATE" else "execute"), i
     if first == b"ANALYZE":
-        if second in _ANALYZE_RUNS:  # MariaDB: ANALYZE <statement> runs it
-            return _kind(w, i + 1)
+        # MariaDB: ANALYZE [FORMAT=JSON] <statement> runs the statement.
+        j = _skip_explain_options(w, i + 1)
+        if w.word(j) in _ANALYZE_RUNS or w.punct(j) == b"(":
+            return _kind(w, j)
         return "maintenance", i
     if first in (b"EXPLAIN", b"DESCRIBE", b"DESC"):
-        if second == b"ANALYZE" and w.word(i + 2) in _ANALYZE_RUNS:  # MySQL runs it too
-            return _kind(w, i + 2)
+        # MySQL: EXPLAIN ANALYZE [FORMAT=TREE] <statement> runs it too (and MariaDB takes
+        # EXPLAIN ANALYZE for ANALYZE); plain EXPLAIN does not.
+        j = _skip_explain_options(w, i + 1)
+        if w.word(j) == b"ANALYZE":
+            j = _skip_explain_options(w, j + 1)
+            if w.word(j) in _ANALYZE_RUNS or w.punct(j) == b"(":
+                return _kind(w, j)
         return "explain", i
     kind = _SIMPLE_KINDS.get(first)
     if kind is None:
@@ -362,8 +396,9 @@ def _set_variables(w: _Words, i: int) -> frozenset[Variable]:
         elif p == b")":
             depth -= 1
         elif p == b"," and depth == 0:
+            # The scope carries on to the next assignments until another is named (the
+            # server's grammar keeps the option type across the list).
             expecting = True
-            scope = "session"
         elif expecting and depth == 0:
             word = w.word(j)
             if word in _SET_SCOPES and w.punct(j + 1) != b"=":
@@ -399,6 +434,30 @@ _MAY_NAME_TABLES = frozenset(
 _SHOW_TABLE_WORDS = frozenset(
     (b"FROM", b"IN", b"CREATE", b"COLUMNS", b"FIELDS", b"INDEX", b"INDEXES", b"KEYS", b"TABLE")
 )
+
+
+# Kinds that name tables only inside subqueries (SET is handled with its variables).
+_SUBQUERY_ONLY = frozenset(("do", "set_names", "set_password", "set_role", "set_default_role",
+                            "use", "kill", "transaction", "signal"))
+
+
+def _subquery_tables(
+    data: bytes, tokens: Sequence[Token], w: _Words
+) -> tuple[frozenset[TableRef], bool]:
+    """The tables a statement hoopy does not parse for them names in its subqueries (SET @x
+    = (SELECT ...), DO (SELECT ...)): (tables, whether that is all of them)."""
+    if not any(word in (b"SELECT", b"TABLE") for word in w.words):
+        return frozenset(), True
+    tree = _parse(_code_text(data, tokens, frozenset(), {}))
+    if tree is None:
+        return frozenset(), False
+    from sqlglot import exp
+
+    assert isinstance(tree, exp.Expression)
+    tables = frozenset(
+        TableRef(t.db or None, t.name) for t in tree.find_all(exp.Table) if t.name
+    )
+    return tables, bool(tables) or not any(word == b"FROM" for word in w.words)
 
 
 def _may_name_tables(kind: str, w: _Words) -> bool:
@@ -546,14 +605,27 @@ def _statement(data: bytes, tokens: list[Token], reading: Reading, depth: int) -
         if inner is None:
             return StatementFacts(kind, parsed=False, tables_known=False, **common.fields())
         return _statement(data, tokens[inner:], reading, depth)
+    if kind == "set_transaction":
+        scope = _SET_SCOPES.get(w.word(at + 1) or b"", "session")
+        variable = frozenset((Variable(scope, "transaction"),))
+        return StatementFacts(kind, variables=variable, **common.fields())
     if kind == "set":
-        return StatementFacts(kind, variables=_set_variables(w, at), **common.fields())
+        variables = _set_variables(w, at)
+        tables, known = _subquery_tables(data, tokens, w)
+        return StatementFacts(
+            kind, variables=variables, tables=tables, tables_known=known, **common.fields()
+        )
     if kind == "use":
         return StatementFacts(kind, database=_name_at(w, at + 1), **common.fields())
     if kind in ("prepare", "execute_immediate"):
         return _dynamic(data, w, kind, at, reading, depth, common)
     if kind not in _NEEDS_PARSE and kind != "with" and kind not in _TABLES_FROM_PARSE:
-        return StatementFacts(kind, tables_known=not _may_name_tables(kind, w), **common.fields())
+        if kind in _SUBQUERY_ONLY:  # DO (SELECT ...): its tables are its subqueries'
+            tables, known = _subquery_tables(data, tokens, w)
+            return StatementFacts(kind, tables=tables, tables_known=known, **common.fields())
+        if _may_name_tables(kind, w):  # SHOW COLUMNS FROM t, HANDLER t, LOCK TABLES t
+            return StatementFacts(kind, tables_known=False, **common.fields())
+        return StatementFacts(kind, **common.fields())
     begin = at
     while begin > 0 and w.punct(begin - 1) == b"(":  # ANALYZE (SELECT ...): keep the parens
         begin -= 1

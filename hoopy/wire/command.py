@@ -76,6 +76,7 @@ class ClientCommand:
         "recorded",
         "statement_id",
         "use_database",
+        "use_in_several",
         "verdict",
     )
 
@@ -94,6 +95,7 @@ class ClientCommand:
         self.recorded: Any = None
         self.verdict: Any = None
         self.use_database: str | None = None  # a COM_QUERY's USE (noted by its analysis)
+        self.use_in_several = False  # ... among other statements of the same COM_QUERY
         self._query: tuple[tuple[Param, ...], bytes] | ProtocolError | None = None
         self._sql: bytes | None = None
 
@@ -155,6 +157,10 @@ class SessionCommands:
                     verdict=command.verdict,
                 )
         elif summary.error is not None:
+            if kind == COM_QUERY and command.use_in_several:
+                # USE a; <statement that fails>: the server stopped somewhere in the text,
+                # so whether it switched is unknown (rules treat the database as unknown).
+                self.database = None
             return
         elif kind == COM_INIT_DB:
             self.database = bytes(command.payload[1:]).decode("utf-8", "replace") or None

@@ -144,3 +144,19 @@ def test_parse_time_accepts_iso_and_ages() -> None:
     assert parse_time("2026-11-26") == "2026-11-26T00:00:00.000000Z"
     with pytest.raises(ValueError, match="ISO 8601"):
         parse_time("yesterday")
+
+
+def test_plan_skips_statements_a_guardrail_refused_or_held_and_runs_flagged_ones() -> None:
+    planned = plan(
+        steps(
+            statement(1, sql="DELETE FROM t", verdict="deny", rule="default/unbounded-write"),
+            statement(2, sql="ALTER TABLE t ADD c INT", verdict="review", rule="default/x"),
+            statement(3, sql="SELECT 1", verdict="log", rule="mine/flag"),
+        ),
+        allow_writes=True,
+        skip_writes=False,
+    )
+    by_seq = {p.step.seq: p for p in planned}
+    assert by_seq[1].reason == "refused when recorded (default/unbounded-write)"
+    assert by_seq[2].reason == "refused when recorded (default/x)"  # it never ran
+    assert by_seq[3].run  # log: it ran, so it is re-run

@@ -361,6 +361,14 @@ GUARDED = MINIMAL.format(hash=format_password_hash(b"pw")).replace(
             'tables = "x.y"\nlimt = true\n',
             "guardrails.mine.rules.limt: unknown key",
         ),
+        (
+            '[[guardrails.mine.rules]]\nname = "r"\naction = "deny"\nkinds = ["delet"]\n',
+            "'delet' is not a statement kind or group hoopy reports (did you mean delete",
+        ),
+        (
+            '[[guardrails.mine.rules]]\nname = "r"\naction = "deny"\nkinds = ["creat_*"]\n',
+            "'creat_*' is not a statement kind",
+        ),
     ],
 )
 def test_guardrail_config_errors_are_located_and_say_why(

@@ -21,7 +21,7 @@ from typing import Any
 import pymysql
 import pytest
 import tomli_w
-from pymysql.constants import CLIENT
+from pymysql.constants import CLIENT, COMMAND
 
 from hoopy.audit.reader import iter_records
 from tests.gateway.clients import MARIADB_CLI, hoopy_endpoint, require_binary, run_mariadb
@@ -255,6 +255,23 @@ def test_mysql_connector_prepare_of_a_denied_statement_gets_an_err(
     assert rows(mariadb, table) == 2
 
 
+def test_mysql_connector_executions_of_a_flagged_prepare_are_flagged_too(
+    gateway: HoopyProcess, mariadb: MariaDBServer, table: str
+) -> None:
+    conn = gateway.connect_connector(TEST_DB, OPS_USER, OPS_PASSWORD, autocommit=True)
+    cur = conn.cursor(prepared=True)
+    sql = f"INSERT INTO {table} VALUES (?, ?)"
+    cur.execute(sql, (7, 70))
+    cur.execute(sql, (8, 80))
+    cur.close()
+    conn.close()
+    assert rows(mariadb, table) == 5
+    flagged = [(r["command"], r["verdict"], r["rule"]) for r in records(gateway, sql)]
+    assert ("COM_STMT_PREPARE", "log", "no-customers/flag-inserts") in flagged
+    executions = [f for f in flagged if f[0] == "COM_STMT_EXECUTE"]
+    assert executions == [("COM_STMT_EXECUTE", "log", "no-customers/flag-inserts")] * 2
+
+
 def test_mariadb_cli_prints_the_guardrail_error(
     gateway: HoopyProcess, mariadb: MariaDBServer, table: str
 ) -> None:
@@ -265,6 +282,31 @@ def test_mariadb_cli_prints_the_guardrail_error(
     assert "ERROR 1290 (HY000)" in err
     assert "default/drop-or-truncate" in err
     assert rows(mariadb, table) == 3
+
+
+def test_commands_that_act_like_statements_are_judged_too(
+    gateway: HoopyProcess, mariadb: MariaDBServer
+) -> None:
+    name = f"hoopy_gd_{secrets.token_hex(4)}"
+    mariadb.admin_sql(
+        f"CREATE DATABASE {name}", f"GRANT ALL ON `{name}`.* TO '{GUARD_USER}'@'%'"
+    )
+    try:
+        conn = connect(gateway)
+        conn._execute_command(COMMAND.COM_DROP_DB, name)  # what mysql_drop_db() sends
+        with pytest.raises(pymysql.err.OperationalError) as info:
+            conn._read_packet()
+        assert info.value.args[0] == 1290
+        assert "default/drop-or-truncate" in info.value.args[1]
+        assert mariadb.admin_sql(f"SHOW DATABASES LIKE '{name}'") == [(name,)]
+        with conn.cursor() as cur:  # still in step
+            cur.execute("SELECT 1")
+            assert cur.fetchall() == ((1,),)
+        conn.close()
+    finally:
+        mariadb.admin_sql(
+            f"DROP DATABASE IF EXISTS {name}", f"REVOKE ALL ON `{name}`.* FROM '{GUARD_USER}'@'%'"
+        )
 
 
 # --- evasions: each must stay denied, and the table stays whole ------------------------------
@@ -322,6 +364,10 @@ EVASIONS = [
     "DO SLEEP(0)",
     "DELETE FROM {t} WHERE id IN (SELECT 1) OR 1=1",
     "NOT A STATEMENT AT ALL",
+    "ANALYZE FORMAT=JSON DELETE FROM {t}",
+    "EXPLAIN ANALYZE DELETE FROM {t}",
+    "SET GLOBAL TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+    "SET GLOBAL max_connections = 1000, max_user_connections = 1",
 ]
 
 

@@ -8,7 +8,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from hoopy.config.guardrails import builtin_sets
-from hoopy.policy.analysis import Analyser, analyse, shape
+from hoopy.policy.analysis import KINDS, Analyser, analyse, shape
 from hoopy.policy.rules import Action, Policy, Rule, RuleSet
 from hoopy.sql.lexer import ServerVersion
 
@@ -77,6 +77,7 @@ def verdict(sql: str, server: ServerVersion | None = None, database: str | None 
 )
 def test_statement_kinds(sql: str, kind: str) -> None:
     assert [f.kind for f in analyse(sql.encode()).statements] == [kind]
+    assert kind in KINDS  # what rules may name
 
 
 @pytest.mark.parametrize(
@@ -125,8 +126,14 @@ def test_functions_are_found_through_comments_and_backquotes() -> None:
 
 def test_set_variables_and_scopes() -> None:
     (facts,) = analyse(b"SET @@global.a = 1, GLOBAL b = 2, @u = (SELECT 1), c = 3, @@d = 4").statements
+    # GLOBAL carries on through the list until another scope keyword (as the server's
+    # grammar keeps its option type), so c and @@d are global too.
     assert {(v.scope, v.name) for v in facts.variables} == {
-        ("global", "a"), ("global", "b"), ("user", "u"), ("session", "c"), ("session", "d")
+        ("global", "a"), ("global", "b"), ("user", "u"), ("global", "c"), ("global", "d")
+    }
+    (facts,) = analyse(b"SET GLOBAL a = 1, SESSION b = 2, c = 3").statements
+    assert {(v.scope, v.name) for v in facts.variables} == {
+        ("global", "a"), ("session", "b"), ("session", "c")
     }
 
 
@@ -173,6 +180,12 @@ def test_hostile_texts_give_an_analysis_never_an_exception() -> None:
         ("PREPARE s FROM 'DROP TABLE t'", "deny"),
         ("PREPARE s FROM 'SELECT 1'", "allow"),
         ("FROBNICATE", "deny"),
+        ("ANALYZE FORMAT=JSON DELETE FROM t", "deny"),
+        ("EXPLAIN ANALYZE FORMAT=TREE UPDATE t SET a = 1", "deny"),
+        ("EXPLAIN FORMAT=JSON DELETE FROM t", "allow"),  # does not run it
+        ("SET GLOBAL TRANSACTION ISOLATION LEVEL SERIALIZABLE", "deny"),
+        ("SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE", "allow"),
+        ("SET GLOBAL a = 1, b = 2", "deny"),
     ],
 )
 def test_default_set(sql: str, action: str) -> None:
@@ -285,6 +298,23 @@ def test_shape_is_refused_where_readings_could_differ() -> None:
 
 
 # --- rules ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT * FROM customers",
+        "SET @x = (SELECT email FROM customers LIMIT 1)",
+        "DO (SELECT COUNT(*) FROM customers)",
+        "SHOW COLUMNS FROM customers",
+        "CALL p((SELECT 1 FROM customers))",
+        "HANDLER customers OPEN",
+        "PREPARE s FROM 'SELECT * FROM customers'",
+    ],
+)
+def test_a_table_rule_sees_every_way_of_reading_a_table(sql: str) -> None:
+    deny = RuleSet("s", (Rule("c", Action.DENY, tables=("db.customers",)),))
+    assert Policy((deny,)).judge(analyse(sql.encode()), "db").action is Action.DENY
 
 
 def test_unknown_facts_never_let_a_statement_through_a_deny_rule() -> None:

@@ -66,6 +66,11 @@ def test_the_database_follows_init_db_and_use_that_succeed() -> None:
     query.use_database = "third"  # what the analysis notes
     commands.completed(query, OK)
     assert commands.database == "third"
+    # USE among other statements, and the text failed somewhere: the database is unknown.
+    several = commands.decode(b"\x03USE fourth; SELECT nope")
+    several.use_database, several.use_in_several = "fourth", True
+    commands.completed(several, ERR)
+    assert commands.database is None
 
 
 @given(st.binary(min_size=1, max_size=40))
