@@ -23,10 +23,11 @@ from collections.abc import Callable, Sequence
 import trio
 
 from hoopy.config.guardrails import builtin_sets
+from hoopy.config.model import LoginMode, Secret, Target
 from hoopy.gateway.guardrails import Policies, SessionGuardrails
 from hoopy.policy.analysis import Analyser
 from hoopy.policy.rules import Policy
-from hoopy.wire.command import ClientCommand
+from hoopy.wire.command import ClientCommand, SessionCommands
 
 
 class _Config:
@@ -71,7 +72,10 @@ async def main(argv: Sequence[str] | None = None) -> None:
     payloads = statements(args.statements)
     policies = Policies(_Config())  # type: ignore[arg-type]
     policy = Policy((builtin_sets()["default"],))
-    session = SessionGuardrails(policies, policy, None, "sbtest")
+    target = Target(
+        "bench", "127.0.0.1", 3306, "hoopy", Secret(), LoginMode.GATEWAY_USERS, database="sbtest"
+    )
+    session = SessionGuardrails(policies, policy, None, SessionCommands(0, "sbtest"), target)
     uncached_n = max(200, args.statements // 50)
 
     async def baseline() -> None:

@@ -31,7 +31,7 @@ _DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "policy" / "default_gu
 _SET_KEYS = {"default", "unparsed", "dynamic_sql", "rules", "description"}
 _RULE_KEYS = {
     "name", "action", "message", "kinds", "tables", "where", "limit", "functions",
-    "variables", "into_file", "local", "pattern",
+    "variables", "into_file", "local", "pattern", "rows_above",
 }
 
 
@@ -108,6 +108,9 @@ def _rule(ctx: Ctx, r: dict[str, Any], keys: tuple[str | int, ...]) -> Rule:
                 (*keys, "pattern"), f"is not a valid regular expression: {exc}"
             ) from None
     kinds = tuple(k.lower() for k in _strings(ctx, r, keys, "kinds"))
+    rows_above = get_value(ctx, r, keys, "rows_above", int, None)
+    if rows_above is not None and rows_above < 0:
+        raise ctx.error((*keys, "rows_above"), "must be 0 or more")
     for kind in kinds:
         if not any(kind_matches(kind, known) for known in KINDS):
             close = difflib.get_close_matches(kind, sorted(KINDS | set(KIND_GROUPS)), n=3)
@@ -130,9 +133,10 @@ def _rule(ctx: Ctx, r: dict[str, Any], keys: tuple[str | int, ...]) -> Rule:
         into_file=get_value(ctx, r, keys, "into_file", bool, None),
         local=get_value(ctx, r, keys, "local", bool, None),
         pattern=pattern,
+        rows_above=rows_above,
     )
     conditions = (rule.kinds, rule.tables, rule.functions, rule.variables, rule.pattern)
-    flags = (rule.where, rule.limit, rule.into_file, rule.local)
+    flags = (rule.where, rule.limit, rule.into_file, rule.local, rule.rows_above)
     if not any(conditions) and all(f is None for f in flags):
         raise ctx.error(
             keys,

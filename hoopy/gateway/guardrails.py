@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from hoopy.config.model import Config, Target
 from hoopy.gateway import offload
+from hoopy.gateway.estimates import RowEstimator, explainable
 from hoopy.identity.principal import Principal
 from hoopy.policy.analysis import Analyser, Analysis, StatementFacts, TableRef
 from hoopy.policy.rules import GuardrailVerdict, Policy
@@ -47,6 +48,18 @@ class Policies:
         self.config = config
         self._analysers: dict[ServerVersion | None, Analyser] = {}
         self._policies: dict[tuple[str, ...], Policy] = {}
+        self._estimators: dict[str, RowEstimator] = {}
+
+    def estimator(self, target: Target) -> RowEstimator:
+        """The row estimator for ``target`` (rows_above rules), shared by its sessions."""
+        estimator = self._estimators.get(target.name)
+        if estimator is None:
+            estimator = self._estimators[target.name] = RowEstimator(target)
+        return estimator
+
+    async def aclose(self) -> None:
+        for estimator in self._estimators.values():
+            await estimator.aclose()
 
     def analyser(self, server: ServerVersion | None) -> Analyser:
         """The shared analysis cache for targets of this flavour and version."""
@@ -75,10 +88,13 @@ class SessionGuardrails:
         policy: Policy,
         server: ServerVersion | None,
         commands: SessionCommands,
+        target: Target,
     ) -> None:
         self.policy = policy
         self.analyser = policies.analyser(server)
         self.commands = commands
+        # rows_above rules need EXPLAIN's estimate: those sessions always take ``judge``.
+        self.estimator = policies.estimator(target) if policy.estimates_rows else None
 
     def judge_now(self, command: ClientCommand) -> GuardrailVerdict | None:
         """The verdict on a COM_QUERY or COM_STMT_PREPARE (None for other commands: the
@@ -106,7 +122,19 @@ class SessionGuardrails:
         if command.kind not in JUDGED:
             return self.judge_now(command)
         analyser = self.analyser
-        analysis = await offload.run(len(command.payload), lambda: analyser(_sql(command)))
+        sql = _sql(command)
+        analysis = await offload.run(len(command.payload), lambda: analyser(sql))
+        if (
+            self.estimator is not None
+            and command.kind == COM_QUERY
+            and explainable(sql, analysis)
+            and self.policy.wants_estimate(analysis.statements[0].kind)
+        ):
+            database = self.commands.database
+            rows = await self.estimator.estimate(sql, database)
+            verdict = self.policy.judge(analysis, database, rows=rows)
+            command.verdict = verdict
+            return verdict
         return self._verdict(command, analysis)
 
     def _verdict(self, command: ClientCommand, analysis: Analysis) -> GuardrailVerdict:

@@ -146,6 +146,7 @@ class ReplayConnection:
         database: str | None,
         recorded_capabilities: int | None,
         session: str,
+        program: bytes = b"hoopy-replay",
     ) -> ReplayConnection:
         upstream = await UpstreamConnection.open(target, MAX_PAYLOAD)
         try:
@@ -178,9 +179,11 @@ class ReplayConnection:
                 database=database.encode() if database else None,
                 auth_plugin=plugin,
                 connect_attrs=(
-                    (b"program_name", b"hoopy-replay"),
+                    (b"program_name", program),
                     (b"_hoopy_replay_of", session.encode()),
-                ),
+                )
+                if program == b"hoopy-replay"
+                else ((b"program_name", program),),
             )
             await upstream.login(response, password, seq)
         except BaseException:
@@ -212,6 +215,31 @@ class ReplayConnection:
                 tracker.local_infile_sent()
         summary = tracker.summary
         return summary, digest.hexdigest() if has_rows(payload[0], summary) else None
+
+    async def request_raw(self, payload: bytes) -> tuple[ResponseSummary, bytes]:
+        """Send one command; its summary and the response's bytes as received."""
+        packets = self.upstream.packets
+        try:
+            await packets.send_payload(payload, 0)
+        except ConnectionClosed as exc:
+            raise UpstreamError(TARGET_UNAVAILABLE, f"lost the target: {exc}") from None
+        tracker = ResponseTracker(payload[0], self.capabilities, None)
+        received = bytearray()
+        first = True
+        while not tracker.done:
+            try:
+                data = await packets.receive_some(wait_first=first)
+            except ConnectionClosed as exc:
+                raise UpstreamError(TARGET_UNAVAILABLE, f"lost the target: {exc}") from None
+            first = False
+            used = tracker.feed(data)
+            if used < len(data):
+                packets.unread(data[used:])
+            received += data[:used]
+            if tracker.awaiting_local_infile:  # never asked for; answer with no file
+                await packets.send_payload(b"", (tracker.last_seq + 1) & 0xFF)
+                tracker.local_infile_sent()
+        return tracker.summary, bytes(received)
 
     async def send(self, payload: bytes) -> None:
         try:

@@ -174,6 +174,7 @@ class GatewayServer:
             for b in self.bound:
                 if b.unix_socket:
                     b.unix_socket.unlink(missing_ok=True)
+            await self.policies.aclose()
             if self.audit is not None:
                 await self.audit.close()
 

@@ -236,7 +236,9 @@ class Session:
         self.guardrails = (
             None
             if policy is None
-            else SessionGuardrails(policies, policy, self.server_version, self.command_state)
+            else SessionGuardrails(
+                policies, policy, self.server_version, self.command_state, self.target
+            )
         )
 
     def _login_context(self, deadline: trio.CancelScope | None) -> LoginContext:
@@ -465,6 +467,7 @@ class Session:
             verdict = (
                 self.guardrails.judge_now(decoded)
                 if len(packet.payload) < offload.OFF_LOOP_BYTES  # most: no coroutine
+                and self.guardrails.estimator is None
                 else await self.guardrails.judge(decoded)
             )
             if verdict is not None and verdict.refused:

@@ -121,6 +121,7 @@ def rejudge(
             judged_db = database
             if analysis.use_database is not None and len(analysis.statements) > 1:
                 judged_db = None
+            note = ""
             if policy is None:
                 verdict_word, rule, message = "allow", None, ""
             else:
@@ -128,9 +129,19 @@ def rejudge(
                 verdict_word = v.action.word
                 rule = v.rule if v.action is not Action.ALLOW else None
                 message = v.message
+                if any(policy.wants_estimate(f.kind) for f in analysis.statements):
+                    note = "rows_above rules judged without a row estimate (unknown)"
             out.append(
                 Rejudged(
-                    step.seq, command, sql, recorded, recorded_rule, verdict_word, rule, message
+                    step.seq,
+                    command,
+                    sql,
+                    recorded,
+                    recorded_rule,
+                    verdict_word,
+                    rule,
+                    message,
+                    note,
                 )
             )
             if ok and command == "COM_QUERY" and analysis.use_database is not None:

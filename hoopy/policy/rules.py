@@ -60,6 +60,8 @@ _DDL_PREFIXES = ("create_", "alter_", "drop_")
 _ACCOUNT_OBJECTS = frozenset(("user", "role"))
 
 WHERE_VALUES = ("missing", "trivial", "missing_or_trivial", "present")
+# The kinds EXPLAIN estimates rows for (a rows_above rule matches no other kind).
+ROW_ESTIMATE_KINDS = frozenset(("select", "insert", "replace", "update", "delete"))
 
 
 def kind_matches(pattern: str, kind: str) -> bool:
@@ -92,8 +94,12 @@ class Rule:
     into_file: bool | None = None
     local: bool | None = None  # LOAD DATA LOCAL
     pattern: re.Pattern[str] | None = None  # on the normalized text (literals as ?)
+    # The rows EXPLAIN estimates the statement examines exceed this (ROW_ESTIMATE_KINDS).
+    rows_above: int | None = None
 
-    def matches(self, facts: StatementFacts, database: str | None) -> bool:
+    def matches(
+        self, facts: StatementFacts, database: str | None, rows: int | None = None
+    ) -> bool:
         # Unknown facts meet the condition unless the rule allows (module docstring).
         unknown_meets = self.action is not Action.ALLOW
         if self.kinds and not any(kind_matches(k, facts.kind) for k in self.kinds):
@@ -126,6 +132,14 @@ class Rule:
             return False
         if self.tables and not self._tables_match(facts, database, unknown_meets):
             return False
+        if self.rows_above is not None:
+            if facts.kind not in ROW_ESTIMATE_KINDS:
+                return False
+            if rows is None:  # no estimate: unknown
+                if not unknown_meets:
+                    return False
+            elif rows <= self.rows_above:
+                return False
         return self.pattern is None or self.pattern.search(facts.text) is not None
 
     def _tables_match(self, facts: StatementFacts, database: str | None, unknown: bool) -> bool:
@@ -191,11 +205,11 @@ ALLOWED = GuardrailVerdict(Action.ALLOW)
 
 
 def _judge_statement(
-    rule_set: RuleSet, facts: StatementFacts, database: str | None
+    rule_set: RuleSet, facts: StatementFacts, database: str | None, rows: int | None
 ) -> GuardrailVerdict:
     verdict = GuardrailVerdict(rule_set.default, f"{rule_set.name}/default")
     for rule in rule_set.rules:
-        if rule.matches(facts, database):
+        if rule.matches(facts, database, rows):
             verdict = GuardrailVerdict(rule.action, f"{rule_set.name}/{rule.name}", rule.message)
             break
     if not facts.parsed and rule_set.unparsed > verdict.action:
@@ -223,23 +237,44 @@ class Policy:
     sets: tuple[RuleSet, ...]
     token: int = field(default_factory=lambda: next(_policy_ids))
 
-    def judge(self, analysis: Analysis, database: str | None) -> GuardrailVerdict:
+    @property
+    def estimates_rows(self) -> bool:
+        """Whether a rule of these sets needs the row estimate (``rows_above``)."""
+        return any(r.rows_above is not None for s in self.sets for r in s.rules)
+
+    def wants_estimate(self, kind: str) -> bool:
+        """Whether a ``rows_above`` rule may apply to a statement of this kind."""
+        return kind in ROW_ESTIMATE_KINDS and any(
+            r.rows_above is not None
+            and (not r.kinds or any(kind_matches(k, kind) for k in r.kinds))
+            for s in self.sets
+            for r in s.rules
+        )
+
+    def judge(
+        self, analysis: Analysis, database: str | None, *, rows: int | None = None
+    ) -> GuardrailVerdict:
+        """The verdict. ``rows``: EXPLAIN's estimate for the text's one statement (None:
+        none, which ``rows_above`` rules treat as unknown). Verdicts without an estimate
+        are cached on the analysis."""
+        if rows is not None:
+            return self._judge(all_statements(analysis), database, rows)
         key = (self.token, database)
         cached: GuardrailVerdict | None = analysis.verdicts.get(key)
         if cached is not None:
             return cached
-        verdict = self._judge(all_statements(analysis), database)
+        verdict = self._judge(all_statements(analysis), database, None)
         if len(analysis.verdicts) < _VERDICTS_PER_ANALYSIS:
             analysis.verdicts[key] = verdict
         return verdict
 
     def _judge(
-        self, statements: Iterable[StatementFacts], database: str | None
+        self, statements: Iterable[StatementFacts], database: str | None, rows: int | None
     ) -> GuardrailVerdict:
         strictest = ALLOWED
         for facts in statements:
             for rule_set in self.sets:
-                verdict = _judge_statement(rule_set, facts, database)
+                verdict = _judge_statement(rule_set, facts, database, rows)
                 if verdict.action > strictest.action or (
                     strictest is ALLOWED and verdict.action is Action.ALLOW
                 ):

@@ -50,6 +50,13 @@ RULES = {
                 "message": "ops may not touch customers",
             },
             {"name": "flag-inserts", "action": "log", "kinds": ["insert"]},
+            {
+                "name": "big-writes",
+                "action": "deny",
+                "kinds": ["update", "delete"],
+                "rows_above": 2,
+                "message": "ops may change at most 2 rows at a time",
+            },
         ],
     }
 }
@@ -208,6 +215,33 @@ def test_role_sets_apply_to_the_role_only_and_the_strictest_verdict_wins(
         dev.close()
     finally:
         mariadb.admin_sql(f"DROP TABLE {TEST_DB}.{name}")
+
+
+def test_rows_above_uses_explains_estimate_and_fails_closed_without_one(
+    gateway: HoopyProcess, mariadb: MariaDBServer, table: str
+) -> None:
+    ops = gateway.connect(OPS_USER, OPS_PASSWORD, database=TEST_DB)
+    message = denied(ops, f"UPDATE {table} SET v = 0 WHERE id > 0")  # all 3 rows
+    assert "no-customers/big-writes denied" in message
+    with ops.cursor() as cur:
+        cur.execute(f"UPDATE {table} SET v = 11 WHERE id = 1")  # EXPLAIN says 1 row
+        assert cur.rowcount == 1
+        # The estimate ran on hoopy's own connection: this session's state is untouched.
+        cur.execute("SELECT ROW_COUNT()")
+        assert cur.fetchall() == ((1,),)
+    # No estimate (a function in it; a comment): unknown, so the deny rule applies.
+    denied(ops, f"UPDATE {table} SET v = ABS(-1) WHERE id = 1")
+    denied(ops, f"UPDATE {table} /* one row */ SET v = 1 WHERE id = 1")
+    ops.close()
+    assert mariadb.admin_sql(f"SELECT v FROM {TEST_DB}.{table} ORDER BY id") == [
+        (11,), (20,), (30,)
+    ]
+    # The developers' sets have no such rule: no estimate is asked for.
+    dev = connect(gateway)
+    with dev.cursor() as cur:
+        cur.execute(f"UPDATE {table} SET v = 0 WHERE id > 0")
+        assert cur.rowcount == 3
+    dev.close()
 
 
 def test_use_changes_the_database_tables_resolve_against(
@@ -470,7 +504,10 @@ def test_replay_policy_marks_what_todays_rules_would_judge_differently(
     # With the ops role's set too, the customers table would now be refused.
     stricter = replay_policy(gateway, session, "--sets", "default,no-customers")
     changed = [s for s in stricter["statements"] if s["changed"]]
-    assert [s["sql"] for s in changed] == [f"SELECT * FROM {name}"]
+    # And the one-row DELETE: rows_above has no estimate offline, so its deny rule applies.
+    assert [s["sql"] for s in changed] == [f"SELECT * FROM {name}", f"DELETE FROM {table} WHERE id = 1"]
+    assert changed[1]["now"]["rule"] == "no-customers/big-writes"
+    assert "without a row estimate" in changed[1]["note"]
     assert changed[0]["recorded"]["verdict"] == "allow"
     assert changed[0]["now"] == {
         "verdict": "deny",
