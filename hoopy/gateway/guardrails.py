@@ -134,6 +134,7 @@ class SessionGuardrails:
             rows = await self.estimator.estimate(sql, database)
             verdict = self.policy.judge(analysis, database, rows=rows)
             command.verdict = verdict
+            command.loads_local = analysis.loads_local
             return verdict
         return self._verdict(command, analysis)
 
@@ -148,6 +149,7 @@ class SessionGuardrails:
                 database = None
         verdict = self.policy.judge(analysis, database)
         command.verdict = verdict
+        command.loads_local = analysis.loads_local
         return verdict
 
 

@@ -483,7 +483,11 @@ class Session:
         if (
             command == COM_QUERY
             and not self.target.allow_local_infile
-            and await sql_checks.loads_local_file(packet.payload, self.server_version)
+            and (
+                decoded.loads_local  # the guardrails' analysis read it already
+                if decoded.loads_local is not None
+                else await sql_checks.loads_local_file(packet.payload, self.server_version)
+            )
         ):
             await self._deny(
                 packet,

@@ -109,6 +109,9 @@ class Analysis:
     primary: tuple[StatementFacts, ...] = field(default=())
     # The database the text's last USE switches to (under the first reading), if any.
     use_database: str | None = None
+    # Whether any statement, under any reading, is a LOAD DATA|XML ... LOCAL (the texts of
+    # dynamic SQL included).
+    loads_local: bool = False
     # Verdicts already given (hoopy.policy.rules.Policy.judge): by (policy, database).
     verdicts: dict[tuple[int, str | None], Any] = field(
         default_factory=dict, compare=False, hash=False, repr=False
@@ -724,7 +727,8 @@ def _analyse(text: bytes, server: ServerVersion | None, depth: int) -> Analysis:
     for statement in primary:
         if statement.kind == "use" and statement.database:
             use = statement.database
-    return Analysis(tuple(seen), primary, use)
+    local = any(f.local for f in all_statements_of(tuple(seen)))
+    return Analysis(tuple(seen), primary, use, local)
 
 
 # -- the cache ---------------------------------------------------------------------------------
@@ -812,7 +816,11 @@ class Analyser:
 
 def all_statements(analysis: Analysis) -> Iterator[StatementFacts]:
     """Every statement, the texts of dynamic SQL included (depth first)."""
-    stack: list[Iterable[StatementFacts]] = [analysis.statements]
+    return all_statements_of(analysis.statements)
+
+
+def all_statements_of(statements: Iterable[StatementFacts]) -> Iterator[StatementFacts]:
+    stack: list[Iterable[StatementFacts]] = [statements]
     while stack:
         for facts in stack.pop():
             yield facts

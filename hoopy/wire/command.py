@@ -71,6 +71,7 @@ class ClientCommand:
         "_sql",
         "capabilities",
         "kind",
+        "loads_local",
         "payload",
         "prepared",
         "recorded",
@@ -94,6 +95,9 @@ class ClientCommand:
         self.prepared = prepared  # and the session's record of it, if it has one
         self.recorded: Any = None
         self.verdict: Any = None
+        # Whether the text holds a LOAD DATA|XML LOCAL (None: not analysed; the session
+        # then runs hoopy.sql.checks itself).
+        self.loads_local: bool | None = None
         self.use_database: str | None = None  # a COM_QUERY's USE (noted by its analysis)
         self.use_in_several = False  # ... among other statements of the same COM_QUERY
         self._query: tuple[tuple[Param, ...], bytes] | ProtocolError | None = None

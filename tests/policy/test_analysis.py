@@ -334,3 +334,27 @@ def test_first_match_wins_within_a_set_and_the_strictest_across_sets() -> None:
     logs = RuleSet("l", (Rule("flag", Action.LOG, kinds=("dml",)),))
     v = Policy((first, logs)).judge(analyse(b"DELETE FROM t"), "db")
     assert (v.action, v.rule) == (Action.LOG, "l/flag")
+
+
+@st.composite
+def load_statements(draw: st.DrawFn) -> str:
+    words = ["LOAD", draw(st.sampled_from(["DATA", "XML", "data"])),
+             draw(st.sampled_from(["", "LOW_PRIORITY", "CONCURRENT"])),
+             draw(st.sampled_from(["LOCAL", "/*!LOCAL*/", "/*M!LOCAL*/", "/*!50000 LOCAL*/", "", "-- x\nLOCAL"])),
+             "INFILE", "'f'", "INTO", "TABLE", "t"]
+    text = draw(_SEPARATORS).join(w for w in words if w)
+    before = draw(st.sampled_from(["", "SELECT 1;", "SET STATEMENT a = 1 FOR ", "/*!", "("]))
+    return before + text + (" */" if before == "/*!" else ")" if before == "(" else "")
+
+
+@settings(max_examples=300, deadline=None)
+@given(load_statements(), st.sampled_from([None, MARIADB, MYSQL]))
+def test_the_analysis_sees_every_local_infile_the_session_check_sees(
+    sql: str, server: ServerVersion | None
+) -> None:
+    # With guardrails on, the session takes LOCAL INFILE from the analysis instead of
+    # running hoopy.sql.checks: it must refuse at least what the check refuses.
+    from hoopy.sql.checks import loads_local_file
+
+    if loads_local_file(sql.encode(), server):
+        assert analyse(sql.encode(), server).loads_local, sql
