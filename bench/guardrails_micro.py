@@ -88,9 +88,9 @@ async def main(argv: Sequence[str] | None = None) -> None:
 
     async def uncached() -> None:
         for payload in payloads[:uncached_n]:
-            session.analyser = Analyser()
+            session._analyser = Analyser()
             session.judge_now(ClientCommand(payload, 0))
-        session.analyser = warm
+        session._analyser = warm
 
     warm = session.analyser
     await guarded()  # warm the cache: every shape seen once

@@ -12,7 +12,13 @@ from hoopy.config.model import Config, Target
 from hoopy.gateway import offload
 from hoopy.gateway.estimates import RowEstimator, explainable
 from hoopy.identity.principal import Principal
-from hoopy.policy.analysis import Analyser, Analysis, StatementFacts, TableRef
+from hoopy.policy.analysis import (
+    MULTIBYTE_CHARSETS,
+    Analyser,
+    Analysis,
+    StatementFacts,
+    TableRef,
+)
 from hoopy.policy.rules import GuardrailVerdict, Policy
 from hoopy.sql.lexer import ServerVersion
 from hoopy.wire.command import ClientCommand, SessionCommands
@@ -46,7 +52,7 @@ class Policies:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self._analysers: dict[ServerVersion | None, Analyser] = {}
+        self._analysers: dict[tuple[ServerVersion | None, bool], Analyser] = {}
         self._policies: dict[tuple[str, ...], Policy] = {}
         self._estimators: dict[str, RowEstimator] = {}
 
@@ -61,11 +67,12 @@ class Policies:
         for estimator in self._estimators.values():
             await estimator.aclose()
 
-    def analyser(self, server: ServerVersion | None) -> Analyser:
-        """The shared analysis cache for targets of this flavour and version."""
-        analyser = self._analysers.get(server)
+    def analyser(self, server: ServerVersion | None, multibyte: bool = False) -> Analyser:
+        """The shared analysis cache for targets of this flavour and version (and for
+        sessions whose client character set is a multibyte one: analysis.MULTIBYTE_CHARSETS)."""
+        analyser = self._analysers.get((server, multibyte))
         if analyser is None:
-            analyser = self._analysers[server] = Analyser(server)
+            analyser = self._analysers[server, multibyte] = Analyser(server, multibyte=multibyte)
         return analyser
 
     def for_session(self, target: Target, principal: Principal) -> Policy | None:
@@ -91,7 +98,9 @@ class SessionGuardrails:
         target: Target,
     ) -> None:
         self.policy = policy
-        self.analyser = policies.analyser(server)
+        self.policies = policies
+        self.server = server
+        self._analyser = policies.analyser(server)
         self.commands = commands
         # rows_above rules need EXPLAIN's estimate: those sessions always take ``judge``.
         self.estimator = policies.estimator(target) if policy.estimates_rows else None
@@ -117,6 +126,12 @@ class SessionGuardrails:
         assert sql is not None
         return self._verdict(command, self.analyser(sql))
 
+    @property
+    def analyser(self) -> Analyser:
+        if self.commands.multibyte:
+            return self.policies.analyser(self.server, True)
+        return self._analyser
+
     async def judge(self, command: ClientCommand) -> GuardrailVerdict | None:
         """``judge_now``, with the analysis of a huge statement in a worker thread."""
         if command.kind not in JUDGED:
@@ -124,30 +139,35 @@ class SessionGuardrails:
         analyser = self.analyser
         sql = _sql(command)
         analysis = await offload.run(len(command.payload), lambda: analyser(sql))
+        rows = None
         if (
             self.estimator is not None
             and command.kind == COM_QUERY
             and explainable(sql, analysis)
             and self.policy.wants_estimate(analysis.statements[0].kind)
         ):
-            database = self.commands.database
-            rows = await self.estimator.estimate(sql, database)
-            verdict = self.policy.judge(analysis, database, rows=rows)
-            command.verdict = verdict
-            command.loads_local = analysis.loads_local
-            return verdict
-        return self._verdict(command, analysis)
+            rows = await self.estimator.estimate(sql, self.commands.database)
+        return self._verdict(command, analysis, rows)
 
-    def _verdict(self, command: ClientCommand, analysis: Analysis) -> GuardrailVerdict:
+    def _verdict(
+        self, command: ClientCommand, analysis: Analysis, rows: int | None = None
+    ) -> GuardrailVerdict:
+        """The verdict, and what the analysis tells the session's state (noted on the
+        command; SessionCommands applies it once the response is in)."""
         database = self.commands.database
+        if any(c == "?" or c in MULTIBYTE_CHARSETS for c in analysis.charsets):
+            command.switches_multibyte = True
         if command.kind == COM_QUERY:
             command.use_database = analysis.use_database
             command.use_in_several = len(analysis.primary) > 1
-            if analysis.use_database is not None and len(analysis.statements) > 1:
+            command.use_uncertain = analysis.use_uncertain
+            if analysis.use_uncertain or (
+                analysis.use_database is not None and len(analysis.statements) > 1
+            ):
                 # USE a; DELETE FROM t: which database "t" is in depends on where the USE
                 # falls, so unqualified names count as unknown.
                 database = None
-        verdict = self.policy.judge(analysis, database)
+        verdict = self.policy.judge(analysis, database, rows=rows)
         command.verdict = verdict
         command.loads_local = analysis.loads_local
         return verdict

@@ -12,6 +12,7 @@ import logging
 import socket
 import ssl
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NoReturn
 
@@ -177,6 +178,7 @@ class Session:
             )
             self.command_state.capabilities = self.login.capabilities
             self.command_state.database = self.login.database or None
+            self.command_state.charset(self.login.charset)
             audit_settings = self.server.config.audit
             if self.server.audit is not None and audit_settings is not None:
                 self.audit = SessionAudit(
@@ -464,12 +466,32 @@ class Session:
         decoded = self.command_state.decode(packet.payload)
         verdict: GuardrailVerdict | None = None
         if self.guardrails is not None:
-            verdict = (
-                self.guardrails.judge_now(decoded)
-                if len(packet.payload) < offload.OFF_LOOP_BYTES  # most: no coroutine
-                and self.guardrails.estimator is None
-                else await self.guardrails.judge(decoded)
-            )
+            try:
+                verdict = (
+                    self.guardrails.judge_now(decoded)
+                    if len(packet.payload) < offload.OFF_LOOP_BYTES  # most: no coroutine
+                    and self.guardrails.estimator is None
+                    else await self.guardrails.judge(decoded)
+                )
+            except Exception as exc:  # a bug must refuse the statement, not end the session
+                # Where, not what: an exception's message may quote the statement's text.
+                frame = traceback.extract_tb(exc.__traceback__)[-1]
+                log.error(
+                    "session %s: cannot evaluate the guardrails: %s at %s:%d",
+                    self.id,
+                    type(exc).__name__,
+                    frame.filename,
+                    frame.lineno,
+                )
+                await self._deny(
+                    packet,
+                    "guardrail_error",
+                    errors.GUARDRAIL,
+                    "hoopy could not evaluate its guardrails for this statement, so it was "
+                    "not run (the gateway log has the details)",
+                    command=decoded,
+                )
+                return
             if verdict is not None and verdict.refused:
                 await self._deny(
                     packet,
@@ -757,6 +779,8 @@ class Session:
         self.login = replace(self.login, principal=principal)
         database = request.database.decode("utf-8", "replace") if request.database else None
         self.command_state.database = database or self.target.database
+        if request.charset is not None:
+            self.command_state.charset(request.charset)
         self._set_guardrails()
 
     async def _change_gateway_user(self, request: ChangeUser, name: str) -> Principal:

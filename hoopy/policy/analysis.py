@@ -96,6 +96,7 @@ class StatementFacts:
     database: str | None = None  # USE <database>
     dynamic: tuple[StatementFacts, ...] = ()  # PREPARE ... FROM 'text', EXECUTE IMMEDIATE
     dynamic_unknown: bool = False  # PREPARE ... FROM @variable
+    charset: str | None = None  # the client character set it switches to ("?": unknown)
     text: str = ""  # normalized: code only, words upper case, literals as ?
 
 
@@ -112,6 +113,11 @@ class Analysis:
     # Whether any statement, under any reading, is a LOAD DATA|XML ... LOCAL (the texts of
     # dynamic SQL included).
     loads_local: bool = False
+    # The readings disagree on the database a USE selects: it is unknown afterwards.
+    use_uncertain: bool = False
+    # The client character sets the text switches to (SET NAMES x, SET CHARACTER SET x;
+    # "?" when it sets one hoopy cannot name, such as SET character_set_client = @v).
+    charsets: frozenset[str] = frozenset()
     # Verdicts already given (hoopy.policy.rules.Policy.judge): by (policy, database).
     verdicts: dict[tuple[int, str | None], Any] = field(
         default_factory=dict, compare=False, hash=False, repr=False
@@ -242,6 +248,21 @@ def _skip_explain_options(w: _Words, j: int) -> int:
             return j
 
 
+_ANALYZE_TABLE = frozenset((b"TABLE", b"TABLES", b"NO_WRITE_TO_BINLOG", b"LOCAL"))
+
+
+def _statement_run_by(w: _Words, j: int) -> tuple[str, int]:
+    """The statement an ANALYZE runs: the first statement keyword after its options (which
+    grow: FORMAT=, INTO @v, FOR SCHEMA s), or unknown."""
+    while j < len(w.tokens):
+        if w.word(j) in _ANALYZE_RUNS or (
+            w.punct(j) == b"(" and w.word(j + 1) in (b"SELECT", b"WITH", b"TABLE", b"VALUES")
+        ):
+            return _kind(w, j)
+        j += 1
+    return "unknown", j
+
+
 def _kind(w: _Words, start: int = 0) -> tuple[str, int]:
     """The statement's kind, and the index of the token its body starts at."""
     i = start
@@ -287,19 +308,17 @@ def _kind(w: _Words, start: int = 0) -> tuple[str, int]:
     if first == b"EXECUTE":
         return ("execute_immediate" if second == b"IMMEDIATE" else "execute"), i
     if first == b"ANALYZE":
-        # MariaDB: ANALYZE [FORMAT=JSON] <statement> runs the statement.
-        j = _skip_explain_options(w, i + 1)
-        if w.word(j) in _ANALYZE_RUNS or w.punct(j) == b"(":
-            return _kind(w, j)
-        return "maintenance", i
+        # MariaDB: ANALYZE [FORMAT=JSON] <statement> runs the statement; ANALYZE TABLE is
+        # maintenance.
+        if second in _ANALYZE_TABLE:
+            return "maintenance", i
+        return _statement_run_by(w, i + 1)
     if first in (b"EXPLAIN", b"DESCRIBE", b"DESC"):
-        # MySQL: EXPLAIN ANALYZE [FORMAT=TREE] <statement> runs it too (and MariaDB takes
-        # EXPLAIN ANALYZE for ANALYZE); plain EXPLAIN does not.
+        # MySQL: EXPLAIN ANALYZE [FORMAT=...] [INTO @v] [FOR SCHEMA s] <statement> runs it
+        # too (and MariaDB takes EXPLAIN ANALYZE for ANALYZE); plain EXPLAIN does not.
         j = _skip_explain_options(w, i + 1)
         if w.word(j) == b"ANALYZE":
-            j = _skip_explain_options(w, j + 1)
-            if w.word(j) in _ANALYZE_RUNS or w.punct(j) == b"(":
-                return _kind(w, j)
+            return _statement_run_by(w, j + 1)
         return "explain", i
     kind = _SIMPLE_KINDS.get(first)
     if kind is None:
@@ -444,6 +463,25 @@ _SUBQUERY_ONLY = frozenset(("do", "set_names", "set_password", "set_role", "set_
                             "use", "kill", "transaction", "signal"))
 
 
+# Variables that change how the server reads the client's bytes.
+_CHARSET_VARIABLES = frozenset(("character_set_client", "character_set_connection"))
+
+
+def _charset_named(w: _Words, at: int, variables: frozenset[Variable]) -> str:
+    """SET NAMES x / SET CHARACTER SET x / SET CHARSET x: the name (lower case), or "?"."""
+    j = at + 1
+    while w.word(j) in (b"SESSION", b"LOCAL", b"CHARACTER", b"SET", b"NAMES", b"CHARSET"):
+        j += 1
+        if w.word(j - 1) in (b"NAMES", b"CHARSET") or (
+            w.word(j - 1) == b"SET" and w.word(j - 2) == b"CHARACTER"
+        ):
+            break
+    name = _name_at(w, j).lower()
+    if not name or name == "default" or any(v.name in _CHARSET_VARIABLES for v in variables):
+        return "?"
+    return name
+
+
 def _subquery_tables(
     data: bytes, tokens: Sequence[Token], w: _Words
 ) -> tuple[frozenset[TableRef], bool]:
@@ -480,7 +518,8 @@ def _after_top_level(w: _Words, i: int, keyword: bytes) -> int | None:
             depth += 1
         elif p == b")":
             depth -= 1
-        elif depth == 0 and w.word(j) == keyword:
+        elif depth == 0 and w.word(j) == keyword and w.word(j - 1) != b"VALUE":
+            # (NEXT VALUE FOR seq and PREVIOUS VALUE FOR seq name a sequence.)
             return j + 1 if j + 1 < len(w.tokens) else None
     return None
 
@@ -516,12 +555,12 @@ def _tree_facts(tree: object) -> tuple[str | None, frozenset[TableRef], str | No
     from sqlglot import exp
 
     assert isinstance(tree, exp.Expression)
-    ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
+    # Common table expressions' names are kept as tables: which references a CTE shadows
+    # depends on scoping (inside a non-recursive CTE its own name is the real table), and
+    # naming one table too many only makes table rules match more.
     tables = set()
     for t in tree.find_all(exp.Table):
         if not t.name:
-            continue
-        if not t.db and t.name.lower() in ctes:
             continue
         if isinstance(t.parent, exp.Into):  # SELECT ... INTO @variable
             continue
@@ -549,13 +588,30 @@ def _tree_facts(tree: object) -> tuple[str | None, frozenset[TableRef], str | No
     return kind, frozenset(tables), where, limit
 
 
+# Functions the server calls without parentheses, which sqlglot may read as columns.
+_NILADIC = frozenset(
+    ("current_date", "current_time", "current_timestamp", "current_user", "current_role",
+     "localtime", "localtimestamp", "utc_date", "utc_time", "utc_timestamp")
+)
+
+
+def _columns(condition: object) -> bool:
+    """Whether a row's value can decide ``condition`` (a real column in it)."""
+    from sqlglot import exp
+
+    assert isinstance(condition, exp.Expression)
+    return any(
+        not (not c.table and c.name.lower() in _NILADIC) for c in condition.find_all(exp.Column)
+    )
+
+
 def _trivial(condition: object) -> bool:
     from sqlglot import exp
 
     assert isinstance(condition, exp.Expression)
     if isinstance(condition, exp.Paren):
         return _trivial(condition.this)
-    if condition.find(exp.Column) is None:
+    if not _columns(condition):
         return True  # constant: no row decides it
     if isinstance(condition, exp.Or):
         return _trivial(condition.this) or _trivial(condition.expression)
@@ -586,12 +642,28 @@ def _same(a: object, b: object) -> bool:
     from sqlglot import exp
 
     assert isinstance(a, exp.Expression) and isinstance(b, exp.Expression)
+    while isinstance(a, exp.Paren):
+        a = a.this
+    while isinstance(b, exp.Paren):
+        b = b.this
     if isinstance(a, exp.Column) and isinstance(b, exp.Column):
         if a.name.lower() != b.name.lower():
             return False
         qa, qb = a.table.lower(), b.table.lower()
         return not qa or not qb or qa == qb
-    return bool(a.sql(dialect="mysql").lower() == b.sql(dialect="mysql").lower())
+    # Literals compare as equal: texts of one shape (literals replaced) must get one
+    # analysis, so id + 0 = id + 1 is read like id + 0 = id + 0 (trivial, refused).
+    return _literal_blind(a) == _literal_blind(b)
+
+
+def _literal_blind(e: object) -> str:
+    from sqlglot import exp
+
+    assert isinstance(e, exp.Expression)
+    blind = e.transform(
+        lambda n: exp.Placeholder() if isinstance(n, (exp.Literal, exp.Placeholder)) else n
+    )
+    return str(blind.sql(dialect="mysql")).lower()
 
 
 def _statement(data: bytes, tokens: list[Token], reading: Reading, depth: int) -> StatementFacts:
@@ -607,7 +679,19 @@ def _statement(data: bytes, tokens: list[Token], reading: Reading, depth: int) -
         inner = _after_top_level(w, at, b"FOR")
         if inner is None:
             return StatementFacts(kind, parsed=False, tables_known=False, **common.fields())
-        return _statement(data, tokens[inner:], reading, depth)
+        facts = _statement(data, tokens[inner:], reading, depth)
+        assigned = _set_variables(_Words(data, tokens[: inner - 1]), at + 1)
+        return replace(facts, variables=facts.variables | assigned)
+    if kind == "set_names":
+        # SET NAMES x [COLLATE y], <more assignments>: the grammar's list goes on.
+        variables = _set_variables(w, at) - {Variable("session", "names"),
+                                             Variable("session", "character")}
+        tables, known = _subquery_tables(data, tokens, w)
+        charset = _charset_named(w, at, variables)
+        return StatementFacts(
+            kind, variables=variables, tables=tables, tables_known=known, charset=charset,
+            **common.fields(),
+        )
     if kind == "set_transaction":
         scope = _SET_SCOPES.get(w.word(at + 1) or b"", "session")
         variable = frozenset((Variable(scope, "transaction"),))
@@ -615,8 +699,10 @@ def _statement(data: bytes, tokens: list[Token], reading: Reading, depth: int) -
     if kind == "set":
         variables = _set_variables(w, at)
         tables, known = _subquery_tables(data, tokens, w)
+        switched = "?" if any(v.name in _CHARSET_VARIABLES for v in variables) else None
         return StatementFacts(
-            kind, variables=variables, tables=tables, tables_known=known, **common.fields()
+            kind, variables=variables, tables=tables, tables_known=known, charset=switched,
+            **common.fields(),
         )
     if kind == "use":
         return StatementFacts(kind, database=_name_at(w, at + 1), **common.fields())
@@ -703,32 +789,92 @@ def _readings(text: bytes, server: ServerVersion | None) -> list[Reading]:
     return readings
 
 
-def analyse(text: bytes, server: ServerVersion | None = None) -> Analysis:
-    """Every statement of ``text`` under every reading (see the module docstring)."""
-    return _analyse(text, server, 0)
+# Client character sets in which the second byte of a character can be a backslash, a
+# backquote or punctuation (0x40-0x7E): the server reads such a pair as one character, a
+# byte-wise reading does not. (ucs2, utf16 and utf32 cannot be client character sets.)
+MULTIBYTE_CHARSETS = frozenset(("big5", "sjis", "cp932", "gbk", "gb18030"))
+# Their two-byte characters: (lead bytes, trail bytes), per charset family (MySQL's
+# strings/ctype-gbk.c, ctype-big5.c, ctype-sjis.c and ctype-cp932.c).
+_PAIRS = {
+    "gbk": re.compile(rb"[\x81-\xfe][\x40-\x7e\x80-\xfe]"),  # gbk, gb18030's 2-byte form
+    "big5": re.compile(rb"[\xa1-\xf9][\x40-\x7e\xa1-\xfe]"),
+    "sjis": re.compile(rb"[\x81-\x9f\xe0-\xfc][\x40-\x7e\x80-\xfc]"),  # and cp932
+}
 
 
-def _analyse(text: bytes, server: ServerVersion | None, depth: int) -> Analysis:
+def _masked(text: bytes, pairs: re.Pattern[bytes]) -> bytes:
+    """``text`` with each two-byte character's trail byte replaced by 0x80 (an identifier
+    byte to the lexer): same offsets, and no byte of a character reads as a quote."""
+    return pairs.sub(lambda m: m.group(0)[:1] + b"\x80", text)
+
+
+def _variants(text: bytes, multibyte: bool) -> list[bytes]:
+    """The bytes to lex: the text, and when the session's client character set may be a
+    multibyte one, the text as each such family reads it (strictest verdict of all)."""
+    if not multibyte or text.isascii():
+        return [text]
+    out = [text]
+    for pairs in _PAIRS.values():
+        masked = _masked(text, pairs)
+        if masked not in out:
+            out.append(masked)
+    return out
+
+
+def analyse(
+    text: bytes, server: ServerVersion | None = None, *, multibyte: bool = False
+) -> Analysis:
+    """Every statement of ``text`` under every reading (see the module docstring).
+    ``multibyte``: the session's client character set is, or may be, one of
+    ``MULTIBYTE_CHARSETS``."""
+    return _analyse(text, server, 0, multibyte)
+
+
+def _analyse(
+    text: bytes, server: ServerVersion | None, depth: int, multibyte: bool = False
+) -> Analysis:
     seen: dict[StatementFacts, None] = {}
     primary: tuple[StatementFacts, ...] = ()
-    for n, reading in enumerate(_readings(text, server)):
-        code = (t for t in tokenize(text, reading) if t.kind not in _COMMENTS)
+    uses: set[str | None] = set()
+    passes = [
+        (variant, reading)
+        for variant in _variants(text, multibyte)
+        for reading in _readings(variant, server)
+    ]
+    for n, (data, reading) in enumerate(passes):
+        code = (t for t in tokenize(data, reading) if t.kind not in _COMMENTS)
         facts = tuple(
-            _statement(text, tokens, reading, depth) for tokens in statements(text, code)
+            _judgeable(data, tokens, reading, depth) for tokens in statements(data, code)
         )
         if n == 0:
             primary = facts
+        use = None
+        for statement in facts:
+            if statement.kind == "use":
+                use = statement.database or "?"
+        uses.add(use)
         for f in facts:
             seen.setdefault(f)
     if not seen:
         empty = StatementFacts("empty", tables_known=True)
         return Analysis((empty,), (empty,))
-    use = None
-    for statement in primary:
-        if statement.kind == "use" and statement.database:
-            use = statement.database
-    local = any(f.local for f in all_statements_of(tuple(seen)))
-    return Analysis(tuple(seen), primary, use, local)
+    every = tuple(all_statements_of(tuple(seen)))
+    local = any(f.local for f in every)
+    charsets = frozenset(f.charset for f in every if f.charset is not None)
+    if len(uses) > 1 or "?" in uses:
+        # The readings disagree on where a USE leaves the session (USE /*!99999 a */ b):
+        # the database is unknown afterwards.
+        return Analysis(tuple(seen), primary, None, local, True, charsets)
+    return Analysis(tuple(seen), primary, uses.pop(), local, False, charsets)
+
+
+def _judgeable(data: bytes, tokens: list[Token], reading: Reading, depth: int) -> StatementFacts:
+    """``_statement``, or an unread statement where reading it ran too deep (thousands of
+    nested conditions): a fact, not a crash."""
+    try:
+        return _statement(data, tokens, reading, depth)
+    except RecursionError:
+        return StatementFacts("unknown", parsed=False, tables_known=False, text="<too deep>")
 
 
 # -- the cache ---------------------------------------------------------------------------------
@@ -738,8 +884,10 @@ def _analyse(text: bytes, server: ServerVersion | None, depth: int) -> Analysis:
 # nothing whose string literal is itself SQL (PREPARE ... FROM '...', EXECUTE IMMEDIATE).
 _QUOTED = re.compile(rb"'(?>(?:[^']|'')*)'|`(?>(?:[^`]|``)*)`")
 _OUTSIDE_UNSAFE = re.compile(rb"['`#]|--|/\*")
-# Any of these sends shape() down its careful path (quotes) or out (backslash, ", comments).
-_MAYBE_UNSAFE = re.compile(rb"[\"\\\\'`#]|--|/\*")
+# Any of these sends shape() down its careful path (quotes) or out (backslash, ", comments,
+# NUL: the byte that marks a literal in a shape, so no text's own bytes can look like one).
+_MAYBE_UNSAFE = re.compile(rb"[\"\\\\'`#\x00]|--|/\*")
+_MARK = b"\x00"
 _NUMBER = rb"(?<![0-9A-Za-z_$.\x80-\xff])[0-9]++(?:\.[0-9]++)?(?![0-9A-Za-z_$\x80-\xff])"
 _NUMBERS = re.compile(_NUMBER)
 _LITERALS = re.compile(rb"`(?>(?:[^`]|``)*)`|'(?>(?:[^']|'')*)'|" + _NUMBER)
@@ -747,11 +895,11 @@ _LITERALS = re.compile(rb"`(?>(?:[^`]|``)*)`|'(?>(?:[^']|'')*)'|" + _NUMBER)
 
 def _literal_out(m: re.Match[bytes]) -> bytes:
     text = m.group(0)
-    return text if text[0] == 96 else b"?"  # a backquoted identifier stays
+    return text if text[0] == 96 else _MARK  # a backquoted identifier stays
 
 
 def shape(text: bytes) -> bytes | None:
-    """The text with its string and number literals replaced by ``?``, when that is certain
+    """The text with its string and number literals replaced by a NUL byte, when that is certain
     to keep every fact ``analyse`` reports (None otherwise): statements of one shape have one
     analysis. A literal is only replaced where every reading agrees it is one: the text has
     a single reading (no backslash: escapes differ between readings; no double quote:
@@ -761,8 +909,8 @@ def shape(text: bytes) -> bytes | None:
         low = text.lower()
         if b"prepare" in low or b"immediate" in low:
             return None
-        return _NUMBERS.sub(b"?", text)
-    if b'"' in text or b"\\" in text:
+        return _NUMBERS.sub(_MARK, text)
+    if b'"' in text or b"\\" in text or b"\x00" in text:
         return None
     low = text.lower()
     if b"prepare" in low or b"immediate" in low:
@@ -783,9 +931,15 @@ class Analyser:
     first out: no bookkeeping on a hit)."""
 
     def __init__(
-        self, server: ServerVersion | None = None, size: int = 4096, max_text: int = 4096
+        self,
+        server: ServerVersion | None = None,
+        size: int = 4096,
+        max_text: int = 4096,
+        *,
+        multibyte: bool = False,
     ) -> None:
         self.server = server
+        self.multibyte = multibyte  # analyse(..., multibyte=True): see MULTIBYTE_CHARSETS
         self.size = size
         self.max_text = max_text
         self._shapes: dict[bytes, Analysis] = {}
@@ -796,8 +950,9 @@ class Analyser:
     def __call__(self, text: bytes) -> Analysis:
         if len(text) > self.max_text:
             self.misses += 1
-            return analyse(text, self.server)
-        key = shape(text)
+            return analyse(text, self.server, multibyte=self.multibyte)
+        # A multibyte character set reads non-ASCII bytes in pairs the shape does not see.
+        key = None if self.multibyte and not text.isascii() else shape(text)
         cache = self._shapes
         if key is None:
             key = bytes(text)
@@ -807,7 +962,7 @@ class Analyser:
             self.hits += 1
             return found
         self.misses += 1
-        result = analyse(text, self.server)
+        result = analyse(text, self.server, multibyte=self.multibyte)
         if len(cache) >= self.size:
             del cache[next(iter(cache))]
         cache[key] = result

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hoopy.config.model import Config
-from hoopy.policy.analysis import Analyser
+from hoopy.policy.analysis import MULTIBYTE_CHARSETS, Analyser
 from hoopy.policy.rules import Action, Policy
 
 _JUDGED = frozenset(("COM_QUERY", "COM_STMT_PREPARE"))
@@ -82,7 +82,10 @@ def rejudge(
     target = start.get("target")
     principal = start.get("principal") or {}
     database = start.get("database") or None
-    analyser = Analyser(None)  # server unknown: executable comments both ways
+    # The server is unknown (executable comments are read both ways); the client character
+    # set starts as a single-byte-safe one (the record does not keep the handshake's).
+    analysers = {False: Analyser(None), True: Analyser(None, multibyte=True)}
+    multibyte = False
     policies: dict[tuple[str, ...], Policy | None] = {}
 
     def policy_for(roles: Iterable[str]) -> Policy | None:
@@ -117,7 +120,9 @@ def rejudge(
                 Rejudged(step.seq, command, sql, recorded, recorded_rule, None, note=note)
             )
         else:
-            analysis = analyser(sql.encode("utf-8", "surrogateescape"))
+            analysis = analysers[multibyte](sql.encode("utf-8", "surrogateescape"))
+            if any(c == "?" or c in MULTIBYTE_CHARSETS for c in analysis.charsets):
+                multibyte = True
             judged_db = database
             if analysis.use_database is not None and len(analysis.statements) > 1:
                 judged_db = None
@@ -144,7 +149,9 @@ def rejudge(
                     note,
                 )
             )
-            if ok and command == "COM_QUERY" and analysis.use_database is not None:
+            if command == "COM_QUERY" and analysis.use_uncertain:
+                database = None
+            elif ok and command == "COM_QUERY" and analysis.use_database is not None:
                 database = analysis.use_database
         if ok and command == "COM_INIT_DB" and record.get("argument"):
             database = str(record["argument"])

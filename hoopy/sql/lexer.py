@@ -134,13 +134,22 @@ def readings_for(data: bytes, server: ServerVersion | None = None) -> tuple[Read
     charsets such as GBK or SJIS. So the quoting readings that can differ are all returned:
     backslash escapes on and off, and ``"`` as an identifier (which, lexed like a string
     without escapes, only adds a reading when backslashes stay escapes). Executable comments
-    are read as code, as comments, and as ``server`` runs them. Only readings that can differ
-    for these bytes are returned (most statements have one).
+    are read as code, as comments, and as ``server`` runs them; read as code, a six-digit
+    version is also split both ways (MariaDB reads six digits, MySQL before 8.1 five), so
+    a greeting that misstates the server does not decide where the code starts. Only
+    readings that can differ for these bytes are returned (most statements have one).
     """
     has_exec = contains(data, b"/*") and (
         contains(data, b"/*!") or contains(data, b"/*M!") or contains(data, b"/*+")
     )
-    return _readings(contains(data, b"\\"), contains(data, b'"'), has_exec, server)
+    six = has_exec and search(_SIX_DIGIT_VERSION, data, 10)
+    return _readings(contains(data, b"\\"), contains(data, b'"'), has_exec, server, six)
+
+
+_SIX_DIGIT_VERSION = re.compile(rb"/\*M?![0-9]{6}")
+# Read as code, a server that takes five digits (MySQL 8.0) and one that takes six.
+_FIVE_DIGITS = ServerVersion(False, 80000)
+_SIX_DIGITS = ServerVersion(True, 999999)
 
 
 # Scans of a whole statement go at most this many bytes per call into C: a huge statement is
@@ -182,7 +191,11 @@ def search(pattern: re.Pattern[bytes], data: bytes, longest: int) -> bool:
 
 @functools.lru_cache(maxsize=64)
 def _readings(
-    has_backslash: bool, has_dquote: bool, has_exec: bool, server: ServerVersion | None
+    has_backslash: bool,
+    has_dquote: bool,
+    has_exec: bool,
+    server: ServerVersion | None,
+    six_digits: bool = False,
 ) -> tuple[Reading, ...]:
     quotings = [(True, False)]
     if has_backslash:
@@ -194,11 +207,17 @@ def _readings(
         executables.append(Executable.COMMENT)
         if server is not None:
             executables.append(Executable.SERVER)
-    return tuple(
+    readings = [
         Reading(backslash, ansi, executable, server)
         for executable in executables
         for backslash, ansi in quotings
-    )
+    ]
+    if six_digits:
+        for split in (_FIVE_DIGITS, _SIX_DIGITS):
+            readings += [
+                Reading(backslash, ansi, Executable.CODE, split) for backslash, ansi in quotings
+            ]
+    return tuple(dict.fromkeys(readings))
 
 
 # -- the tokenizer ---------------------------------------------------------------------------

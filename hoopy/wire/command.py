@@ -41,6 +41,9 @@ from hoopy.wire.response import (
     ResponseSummary,
 )
 
+# Collation ids (the handshake's one-byte charset) of big5, sjis, gbk, cp932 and gb18030.
+MULTIBYTE_COLLATIONS = frozenset((1, 13, 28, 84, 87, 88, 95, 96, 248, 249, 250))
+
 # Commands whose payload names a prepared statement in bytes 1-4.
 STATEMENT_COMMANDS = frozenset(
     (COM_STMT_EXECUTE, COM_STMT_FETCH, COM_STMT_CLOSE, COM_STMT_RESET, COM_STMT_SEND_LONG_DATA)
@@ -76,8 +79,10 @@ class ClientCommand:
         "prepared",
         "recorded",
         "statement_id",
+        "switches_multibyte",
         "use_database",
         "use_in_several",
+        "use_uncertain",
         "verdict",
     )
 
@@ -100,6 +105,9 @@ class ClientCommand:
         self.loads_local: bool | None = None
         self.use_database: str | None = None  # a COM_QUERY's USE (noted by its analysis)
         self.use_in_several = False  # ... among other statements of the same COM_QUERY
+        self.use_uncertain = False  # its readings disagree on the database a USE selects
+        self.switches_multibyte = False  # it sets a multibyte client character set, or one
+        # hoopy cannot name
         self._query: tuple[tuple[Param, ...], bytes] | ProtocolError | None = None
         self._sql: bytes | None = None
 
@@ -136,6 +144,10 @@ class SessionCommands:
     def __init__(self, capabilities: int, database: str | None = None) -> None:
         self.capabilities = capabilities
         self.database = database or None
+        # The client character set is (or may have become) one whose characters' second
+        # byte can be a quote or backslash (big5, sjis, cp932, gbk, gb18030): once set, it
+        # stays set for the session (the guardrails then read text as those charsets too).
+        self.multibyte = False
         self.prepared: dict[int, PreparedStatement] = {}
         self.last_prepared: int | None = None  # what LAST_STATEMENT_ID names
 
@@ -149,6 +161,11 @@ class SessionCommands:
     def completed(self, command: ClientCommand, summary: ResponseSummary) -> None:
         """A command's response has been relayed: what the server did changes the state."""
         kind = command.kind
+        if command.switches_multibyte:
+            self.multibyte = True  # whether or not it succeeded: hoopy cannot be sure
+        if kind == COM_QUERY and command.use_uncertain:
+            self.database = None  # whatever the server did, hoopy cannot tell which one
+            return
         if kind == COM_STMT_PREPARE:
             info = summary.prepared
             if info is not None:
@@ -198,6 +215,11 @@ class SessionCommands:
         ):
             param = int.from_bytes(command.payload[5:7], "little")
             command.prepared.long_data.add(param)
+
+    def charset(self, collation_id: int) -> None:
+        """The client character set a handshake or COM_CHANGE_USER named."""
+        if collation_id in MULTIBYTE_COLLATIONS:
+            self.multibyte = True
 
     def reset(self) -> None:
         """COM_CHANGE_USER / COM_RESET_CONNECTION: the server closed every statement."""

@@ -416,6 +416,25 @@ def test_pymysql_evasion_corpus_stays_denied(
     conn.close()
 
 
+@pytest.mark.parametrize("switch", ["handshake", "set names"])
+def test_pymysql_gbk_client_cannot_hide_a_statement_in_a_character(
+    gateway: HoopyProcess, mariadb: MariaDBServer, table: str, switch: str
+) -> None:
+    # In gbk "\x81`" is one character: the server reads `x\x81` SET ... -- ` as one
+    # identifier and runs UPDATE ... SET v = 0 with no WHERE; a byte-wise reading would see
+    # a WHERE clause.
+    conn = connect(gateway, charset="gbk" if switch == "handshake" else "utf8mb4")
+    if switch == "set names":
+        with conn.cursor() as cur:
+            cur.execute("SET NAMES gbk")
+    sql = f"UPDATE {table} AS `x\x81` SET v = 0 WHERE id = ` SET v = 0 -- `".encode("latin-1")
+    with conn.cursor() as cur, pytest.raises(pymysql.err.OperationalError) as info:
+        cur.execute(sql)
+    assert info.value.args[0] == 1290, info.value.args
+    assert mariadb.admin_sql(f"SELECT SUM(v) FROM {TEST_DB}.{table}") == [(60,)]
+    conn.close()
+
+
 def test_statements_a_client_library_sends_on_its_own_are_allowed(
     gateway: HoopyProcess, table: str
 ) -> None:
