@@ -475,6 +475,7 @@ def redact_statement(
     *,
     max_literal_bytes: int | None = None,
     max_text_bytes: int | None = None,
+    multibyte: bool = False,
 ) -> RedactedStatement:
     """The text of a statement (``COM_QUERY``, ``COM_STMT_PREPARE``) as the audit records it.
 
@@ -483,7 +484,8 @@ def redact_statement(
     ``'<redacted:KIND>'``, and literals longer than ``max_literal_bytes`` (as written) by
     ``'<redacted:oversize>'``. All are looked for under every reading of the text (each
     ``sql_mode`` quoting, executable comments run or not), so that no reading of what is
-    recorded shows what one of them hides. Invalid UTF-8 is recorded as U+FFFD. With
+    recorded shows what one of them hides (``multibyte``: also as a multibyte client
+    character set reads it, ``lexer.MULTIBYTE_CHARSETS``). Invalid UTF-8 is recorded as U+FFFD. With
     ``max_text_bytes`` the text is cut to at most that many bytes of UTF-8 (``truncated``).
     """
     mentions = credentials.may_carry_credentials(data)
@@ -500,7 +502,7 @@ def redact_statement(
         return RedactedStatement(text, [], False, truncated)
     check = _literal_check(detectors, max_literal_bytes) if detectors or long_literals else None
     found = credentials.find_credentials(
-        data, server, check_literal=check, mentions_credentials=mentions
+        data, server, check_literal=check, mentions_credentials=mentions, multibyte=multibyte
     )
     text, truncated = _render(data, found.spans, "replace", max_text_bytes)
     return RedactedStatement(text, sorted(found.kinds), found.bearing, truncated)

@@ -13,14 +13,13 @@ from hoopy.gateway import offload
 from hoopy.gateway.estimates import RowEstimator, explainable
 from hoopy.identity.principal import Principal
 from hoopy.policy.analysis import (
-    MULTIBYTE_CHARSETS,
     Analyser,
     Analysis,
     StatementFacts,
     TableRef,
 )
 from hoopy.policy.rules import GuardrailVerdict, Policy
-from hoopy.sql.lexer import ServerVersion
+from hoopy.sql.lexer import MULTIBYTE_CHARSETS, ServerVersion
 from hoopy.wire.command import ClientCommand, SessionCommands
 from hoopy.wire.response import (
     COM_CREATE_DB,
@@ -69,7 +68,7 @@ class Policies:
 
     def analyser(self, server: ServerVersion | None, multibyte: bool = False) -> Analyser:
         """The shared analysis cache for targets of this flavour and version (and for
-        sessions whose client character set is a multibyte one: analysis.MULTIBYTE_CHARSETS)."""
+        sessions whose client character set is a multibyte one: lexer.MULTIBYTE_CHARSETS)."""
         analyser = self._analysers.get((server, multibyte))
         if analyser is None:
             analyser = self._analysers[server, multibyte] = Analyser(server, multibyte=multibyte)
@@ -172,6 +171,24 @@ class SessionGuardrails:
         command.loads_local = analysis.loads_local
         return verdict
 
+
+def may_switch_to_multibyte(policies: Policies, command: ClientCommand, multibyte: bool) -> bool:
+    """For sessions without guardrails (the audit's redaction reads text too): whether a
+    COM_QUERY may set a multibyte client character set. Cheap for every other statement."""
+    sql = command.sql()
+    if sql is None:
+        return False
+    head = bytes(sql[:CHARSET_SCAN_BYTES]).lower()
+    if b"names" not in head and b"charset" not in head and b"character" not in head:
+        return False
+    if len(sql) > CHARSET_SCAN_BYTES:
+        return True  # too long to read here: assume the worst
+    analysis = policies.analyser(None, multibyte)(sql)
+    return any(c == "?" or c in MULTIBYTE_CHARSETS for c in analysis.charsets)
+
+
+# A SET NAMES longer than this is not analysed for its character set (it counts as one).
+CHARSET_SCAN_BYTES = 64 * 1024
 
 JUDGED = frozenset((COM_QUERY, COM_STMT_PREPARE))
 # Commands that do what a statement does, judged as that statement's kind.

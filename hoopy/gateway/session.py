@@ -37,7 +37,7 @@ from hoopy.gateway.frontdoor import (
     target_login_failed,
     users_plugins,
 )
-from hoopy.gateway.guardrails import SessionGuardrails
+from hoopy.gateway.guardrails import SessionGuardrails, may_switch_to_multibyte
 from hoopy.gateway.idle import IdleWatch, TargetEnded
 from hoopy.gateway.refusal import LongData, refusal_reply
 from hoopy.gateway.session_audit import SessionAudit
@@ -502,6 +502,12 @@ class Session:
                     command=decoded,
                 )
                 return
+        if (
+            command == COM_QUERY
+            and self.guardrails is None
+            and may_switch_to_multibyte(self.server.policies, decoded, self.command_state.multibyte)
+        ):
+            decoded.switches_multibyte = True
         if (
             command == COM_QUERY
             and not self.target.allow_local_infile

@@ -277,6 +277,7 @@ class SessionAudit:
             self.server,
             max_literal_bytes=self.settings.max_value_bytes,
             max_text_bytes=self.settings.max_sql_bytes,
+            multibyte=self.commands.multibyte,
         )
         redacted.extend(statement.kinds)
         return statement

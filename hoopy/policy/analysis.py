@@ -50,6 +50,7 @@ from hoopy.sql.lexer import (
     ServerVersion,
     Token,
     contains,
+    masked,
     readings_for,
     statements,
     string_value,
@@ -776,49 +777,17 @@ def _dynamic(
 _MAX_DYNAMIC_DEPTH = 3
 
 
-def _readings(text: bytes, server: ServerVersion | None) -> list[Reading]:
+def _readings(text: bytes, server: ServerVersion | None, multibyte: bool) -> list[Reading]:
     """The lexer's readings, and with a double quote in the text the ANSI_QUOTES ones too:
     the lexer needs them only where token boundaries differ, the analysis wherever ``"``
     makes an identifier (a table, a column in WHERE) instead of a string."""
-    readings = list(readings_for(text, server))
+    readings = list(readings_for(text, server, multibyte=multibyte))
     if contains(text, b'"'):
         for r in list(readings):
             ansi = replace(r, ansi_quotes=True)
             if ansi not in readings:
                 readings.append(ansi)
     return readings
-
-
-# Client character sets in which the second byte of a character can be a backslash, a
-# backquote or punctuation (0x40-0x7E): the server reads such a pair as one character, a
-# byte-wise reading does not. (ucs2, utf16 and utf32 cannot be client character sets.)
-MULTIBYTE_CHARSETS = frozenset(("big5", "sjis", "cp932", "gbk", "gb18030"))
-# Their two-byte characters: (lead bytes, trail bytes), per charset family (MySQL's
-# strings/ctype-gbk.c, ctype-big5.c, ctype-sjis.c and ctype-cp932.c).
-_PAIRS = {
-    "gbk": re.compile(rb"[\x81-\xfe][\x40-\x7e\x80-\xfe]"),  # gbk, gb18030's 2-byte form
-    "big5": re.compile(rb"[\xa1-\xf9][\x40-\x7e\xa1-\xfe]"),
-    "sjis": re.compile(rb"[\x81-\x9f\xe0-\xfc][\x40-\x7e\x80-\xfc]"),  # and cp932
-}
-
-
-def _masked(text: bytes, pairs: re.Pattern[bytes]) -> bytes:
-    """``text`` with each two-byte character's trail byte replaced by 0x80 (an identifier
-    byte to the lexer): same offsets, and no byte of a character reads as a quote."""
-    return pairs.sub(lambda m: m.group(0)[:1] + b"\x80", text)
-
-
-def _variants(text: bytes, multibyte: bool) -> list[bytes]:
-    """The bytes to lex: the text, and when the session's client character set may be a
-    multibyte one, the text as each such family reads it (strictest verdict of all)."""
-    if not multibyte or text.isascii():
-        return [text]
-    out = [text]
-    for pairs in _PAIRS.values():
-        masked = _masked(text, pairs)
-        if masked not in out:
-            out.append(masked)
-    return out
 
 
 def analyse(
@@ -836,13 +805,9 @@ def _analyse(
     seen: dict[StatementFacts, None] = {}
     primary: tuple[StatementFacts, ...] = ()
     uses: set[str | None] = set()
-    passes = [
-        (variant, reading)
-        for variant in _variants(text, multibyte)
-        for reading in _readings(variant, server)
-    ]
-    for n, (data, reading) in enumerate(passes):
-        code = (t for t in tokenize(data, reading) if t.kind not in _COMMENTS)
+    for n, reading in enumerate(_readings(text, server, multibyte)):
+        data = text if reading.multibyte is None else masked(text, reading.multibyte)
+        code = (t for t in tokenize(text, reading) if t.kind not in _COMMENTS)
         facts = tuple(
             _judgeable(data, tokens, reading, depth) for tokens in statements(data, code)
         )

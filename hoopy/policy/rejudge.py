@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from hoopy.config.model import Config
-from hoopy.policy.analysis import MULTIBYTE_CHARSETS, Analyser
+from hoopy.policy.analysis import Analyser
 from hoopy.policy.rules import Action, Policy
+from hoopy.sql.lexer import MULTIBYTE_CHARSETS
 
 _JUDGED = frozenset(("COM_QUERY", "COM_STMT_PREPARE"))
 

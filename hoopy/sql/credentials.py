@@ -153,20 +153,22 @@ def find_credentials(
     check_literal: LiteralCheck | None = None,
     depth: int = 0,
     mentions_credentials: bool | None = None,
+    multibyte: bool = False,
 ) -> Findings:
     """The credential literals of ``data`` (one or several statements) under every reading.
 
     ``check_literal`` is called for each literal of each reading (the audit's pattern
     detectors), so that a caller needs one lexing pass per reading for both; the spans it
     names carry its kind. ``mentions_credentials``: ``may_carry_credentials(data)``, if
-    the caller knows it already.
+    the caller knows it already. ``multibyte``: the client character set may be one of
+    ``lexer.MULTIBYTE_CHARSETS`` (its readings are added).
     """
     spans: list[Span] = []
     bearing = False
     analyse = may_carry_credentials(data) if mentions_credentials is None else mentions_credentials
     if not analyse and check_literal is None:
         return Findings(False)
-    for reading in readings_for(data, server):
+    for reading in readings_for(data, server, multibyte=multibyte):
         found, reading_spans = _one_reading(data, reading, server, check_literal, depth, analyse)
         bearing = bearing or found
         spans.extend(reading_spans)

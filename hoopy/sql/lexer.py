@@ -45,7 +45,7 @@ import enum
 import functools
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 # Token kinds (plain strings: compared by identity in hot loops).
@@ -123,9 +123,34 @@ class Reading:
     ansi_quotes: bool = False  # sql_mode ANSI_QUOTES: "..." is an identifier
     executable: Executable = Executable.SERVER
     server: ServerVersion | None = None
+    # The client character set family whose two-byte characters are read as one (MULTIBYTE
+    # below: "gbk", "big5", "sjis"), or None for a byte-wise reading.
+    multibyte: str | None = None
 
 
-def readings_for(data: bytes, server: ServerVersion | None = None) -> tuple[Reading, ...]:
+# Client character sets in which the second byte of a character can be a backslash, a
+# backquote or other punctuation (0x40-0x7E): the server reads the pair as one character, a
+# byte-wise reading does not. (ucs2, utf16 and utf32 cannot be client character sets.)
+MULTIBYTE_CHARSETS = frozenset(("big5", "sjis", "cp932", "gbk", "gb18030"))
+# Their two-byte characters, (lead byte, trail byte), per family (MySQL's strings/ctype-gbk.c,
+# ctype-big5.c, ctype-sjis.c and ctype-cp932.c; gb18030's two-byte form is gbk's).
+MULTIBYTE = {
+    "gbk": re.compile(rb"[\x81-\xfe][\x40-\x7e\x80-\xfe]"),
+    "big5": re.compile(rb"[\xa1-\xf9][\x40-\x7e\xa1-\xfe]"),
+    "sjis": re.compile(rb"[\x81-\x9f\xe0-\xfc][\x40-\x7e\x80-\xfc]"),
+}
+
+
+def masked(data: bytes, family: str) -> bytes:
+    """``data`` with each two-byte character of ``family`` having its trail byte replaced
+    by 0x80 (an identifier byte here): same offsets, and no byte of a character reads as a
+    quote, a backslash or punctuation. Tokens' spans index the original bytes too."""
+    return MULTIBYTE[family].sub(lambda m: m.group(0)[:1] + b"\x80", data)
+
+
+def readings_for(
+    data: bytes, server: ServerVersion | None = None, *, multibyte: bool = False
+) -> tuple[Reading, ...]:
     """The readings under which ``data`` may differ, for callers that must not be fooled.
 
     The session's ``sql_mode`` is not tracked: a client can change it at any time (``SET``,
@@ -136,14 +161,23 @@ def readings_for(data: bytes, server: ServerVersion | None = None) -> tuple[Read
     without escapes, only adds a reading when backslashes stay escapes). Executable comments
     are read as code, as comments, and as ``server`` runs them; read as code, a six-digit
     version is also split both ways (MariaDB reads six digits, MySQL before 8.1 five), so
-    a greeting that misstates the server does not decide where the code starts. Only
-    readings that can differ for these bytes are returned (most statements have one).
+    a greeting that misstates the server does not decide where the code starts.
+    ``multibyte``: the session's client character set is, or may be, one of
+    ``MULTIBYTE_CHARSETS``; a text with non-ASCII bytes is then also read as each of their
+    families reads it. Only readings that can differ for these bytes are returned (most
+    statements have one).
     """
     has_exec = contains(data, b"/*") and (
         contains(data, b"/*!") or contains(data, b"/*M!") or contains(data, b"/*+")
     )
     six = has_exec and search(_SIX_DIGIT_VERSION, data, 10)
-    return _readings(contains(data, b"\\"), contains(data, b'"'), has_exec, server, six)
+    readings = _readings(contains(data, b"\\"), contains(data, b'"'), has_exec, server, six)
+    if not multibyte or data.isascii():
+        return readings
+    # Masked, a backslash or double quote may vanish; the byte-wise readings keep theirs.
+    return readings + tuple(
+        replace(r, multibyte=family) for family in MULTIBYTE for r in readings
+    )
 
 
 _SIX_DIGIT_VERSION = re.compile(rb"/\*M?![0-9]{6}")
@@ -375,6 +409,8 @@ def tokenize(
     ``literals_only``: most words and punctuation are skipped unseen (cheaper); literals,
     quoted identifiers, comments and executable-comment markers are all still yielded.
     """
+    if reading.multibyte is not None:
+        data = masked(data, reading.multibyte)
     match = (_LITERALS_TOKEN if literals_only else _TOKEN).match
     backslash = reading.backslash_escapes
     dquote_kind = QIDENT if reading.ansi_quotes else STRING

@@ -115,3 +115,20 @@ def test_records_removed_while_the_gateway_was_stopped_are_found_at_start(
     hoopy.stop()
     report = verify(directory, key, default_head_path(directory))
     assert report.ok and [g.kind for g in report.gaps] == ["trail_truncated"]
+
+
+@pytest.mark.parametrize("switch", ["handshake", "set names"])
+def test_pymysql_gbk_session_cannot_hide_a_credential_from_the_audit(
+    hoopy_factory: Any, tmp_path: Path, switch: str
+) -> None:
+    hoopy = hoopy_factory(audit={"directory": str(tmp_path / "audit")})
+    conn = hoopy.connect(charset="gbk" if switch == "handshake" else "utf8mb4")
+    with conn.cursor() as cur:
+        if switch == "set names":
+            cur.execute("SET NAMES gbk")
+        with pytest.raises(pymysql.err.OperationalError):  # the identifier is no column
+            cur.execute(b"SELECT `a\x81` , 'x' -- ` , PASSWORD('hunter2')")
+    conn.close()
+    hoopy.stop()
+    text = "\n".join(str(r) for r in iter_records(tmp_path / "audit"))
+    assert "PASSWORD(" in text and "hunter2" not in text

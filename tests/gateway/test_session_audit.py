@@ -156,3 +156,14 @@ def test_credential_literals_are_redacted_in_queries_and_prepares() -> None:
     prepared(audit, b"SELECT 1 FROM t WHERE k = AES_ENCRYPT('x', 'hunter2')", 5, 0)
     recorded = audit.commands.prepared[5].recorded
     assert recorded.credential and "hunter2" not in str(recorded.sql)
+
+
+def test_a_multibyte_client_charset_cannot_hide_a_credential_from_redaction() -> None:
+    # In gbk "\x81`" is one character: the server reads `a\x81` , 'x' -- ` as one identifier
+    # and runs PASSWORD('hunter2'); byte by byte, the call sits in a comment.
+    sql = b"\x03SELECT `a\x81` , 'x' -- ` , PASSWORD('hunter2')"
+    audit = session_audit()
+    audit.commands.multibyte = True  # the session's client character set may be gbk
+    record = audit._statement(1, PRINCIPAL, sql)
+    assert "hunter2" not in record["sql"]
+    assert record["redacted"] == ["credential"]
