@@ -9,11 +9,13 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from hoopy.config.fields import Ctx, check_keys, get_value, name_ok, str_list
+from hoopy.config.model import Config
 from hoopy.policy.analysis import KINDS
 from hoopy.policy.rules import (
     ACTIONS,
@@ -188,3 +190,16 @@ def role_set_names(
         return out
     names_for_all = set_names(ctx, table, keys, sets)
     return {t: names_for_all for t in targets}
+
+
+def sets_for(config: Config, target: str | None, roles: Iterable[str]) -> tuple[str, ...]:
+    """The rule sets a session on ``target`` with ``roles`` gets: the target's, then each
+    role's for that target, in order, each once (the gateway's choice, and replay's)."""
+    names: dict[str, None] = {}
+    if target is not None and target in config.targets:
+        names.update(dict.fromkeys(config.targets[target].guardrails))
+    for role in roles:
+        r = config.roles.get(role)
+        if r is not None and target is not None:
+            names.update(dict.fromkeys(r.guardrails.get(target, ())))
+    return tuple(names)

@@ -8,6 +8,7 @@ session's ``SessionCommands``'.
 
 from __future__ import annotations
 
+from hoopy.config.guardrails import sets_for
 from hoopy.config.model import Config, Target
 from hoopy.gateway import offload
 from hoopy.gateway.estimates import RowEstimator, explainable
@@ -33,16 +34,6 @@ from hoopy.wire.response import (
     COM_STMT_PREPARE,
     COMMAND_NAMES,
 )
-
-
-def set_names_for(config: Config, target: Target, principal: Principal) -> tuple[str, ...]:
-    """The target's sets, then each of the principal's roles' sets for this target."""
-    names = dict.fromkeys(target.guardrails)
-    for role in principal.roles:
-        r = config.roles.get(role)
-        if r is not None:
-            names.update(dict.fromkeys(r.guardrails.get(target.name, ())))
-    return tuple(names)
 
 
 class Policies:
@@ -75,7 +66,7 @@ class Policies:
         return analyser
 
     def for_session(self, target: Target, principal: Principal) -> Policy | None:
-        names = set_names_for(self.config, target, principal)
+        names = sets_for(self.config, target.name, principal.roles)
         if not names:
             return None
         policy = self._policies.get(names)

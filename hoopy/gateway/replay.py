@@ -193,37 +193,21 @@ class ReplayConnection:
 
     async def request(self, payload: bytes) -> tuple[ResponseSummary, str | None]:
         """Send one command and read its whole response: (summary, row digest)."""
-        packets = self.upstream.packets
-        try:
-            await packets.send_payload(payload, 0)
-        except ConnectionClosed as exc:
-            raise UpstreamError(TARGET_UNAVAILABLE, f"lost the target: {exc}") from None
         digest = hashlib.sha256()
-        tracker = ResponseTracker(payload[0], self.capabilities, digest)
-        first = True
-        while not tracker.done:
-            try:
-                data = await packets.receive_some(wait_first=first)
-            except ConnectionClosed as exc:
-                raise UpstreamError(TARGET_UNAVAILABLE, f"lost the target: {exc}") from None
-            first = False
-            used = tracker.feed(data)
-            if used < len(data):
-                packets.unread(data[used:])
-            if tracker.awaiting_local_infile:
-                await packets.send_payload(b"", (tracker.last_seq + 1) & 0xFF)  # no file
-                tracker.local_infile_sent()
-        summary = tracker.summary
+        summary, _ = await self._exchange(payload, digest)
         return summary, digest.hexdigest() if has_rows(payload[0], summary) else None
 
     async def request_raw(self, payload: bytes) -> tuple[ResponseSummary, bytes]:
         """Send one command; its summary and the response's bytes as received."""
+        return await self._exchange(payload, None)
+
+    async def _exchange(self, payload: bytes, digest: Any) -> tuple[ResponseSummary, bytes]:
         packets = self.upstream.packets
         try:
             await packets.send_payload(payload, 0)
         except ConnectionClosed as exc:
             raise UpstreamError(TARGET_UNAVAILABLE, f"lost the target: {exc}") from None
-        tracker = ResponseTracker(payload[0], self.capabilities, None)
+        tracker = ResponseTracker(payload[0], self.capabilities, digest)
         received = bytearray()
         first = True
         while not tracker.done:
@@ -235,7 +219,8 @@ class ReplayConnection:
             used = tracker.feed(data)
             if used < len(data):
                 packets.unread(data[used:])
-            received += data[:used]
+            if digest is None:  # only request_raw keeps the bytes
+                received += data[:used]
             if tracker.awaiting_local_infile:  # never asked for; answer with no file
                 await packets.send_payload(b"", (tracker.last_seq + 1) & 0xFF)
                 tracker.local_infile_sent()

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from hoopy.config.guardrails import sets_for
 from hoopy.config.model import Config
 from hoopy.policy.analysis import Analyser
 from hoopy.policy.rules import Action, Policy
@@ -58,18 +59,6 @@ class Rejudged:
             "changed": self.changed,
             **({"note": self.note} if self.note else {}),
         }
-
-
-def sets_for(config: Config, target: str | None, roles: Iterable[str]) -> tuple[str, ...]:
-    """The rule sets a session on ``target`` with ``roles`` gets today."""
-    names: dict[str, None] = {}
-    if target is not None and target in config.targets:
-        names.update(dict.fromkeys(config.targets[target].guardrails))
-    for role in roles:
-        r = config.roles.get(role)
-        if r is not None and target is not None:
-            names.update(dict.fromkeys(r.guardrails.get(target, ())))
-    return tuple(names)
 
 
 def rejudge(
