@@ -431,6 +431,7 @@ def _audit(ctx: Ctx, data: dict[str, Any], base: Path, state_dir: Path) -> Audit
             "redact",
             "max_value_bytes",
             "max_sql_bytes",
+            "reopen_interval",
             "head_file",
         },
     )
@@ -459,6 +460,7 @@ def _audit(ctx: Ctx, data: dict[str, Any], base: Path, state_dir: Path) -> Audit
             ctx, a, keys, "max_value_bytes", int, DEFAULT_MAX_VALUE_BYTES
         ),
         max_sql_bytes=positive_value(ctx, a, keys, "max_sql_bytes", int, DEFAULT_MAX_SQL_BYTES),
+        reopen_interval=positive_value(ctx, a, keys, "reopen_interval", float, 1.0),
         key=Secret(env=key_env, file=resolve_path(base, key_file) if key_file else None)
         if key_env or key_file
         else None,

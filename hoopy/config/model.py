@@ -188,6 +188,9 @@ class AuditSettings:
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
     # Longer statement text is recorded cut, with ``sql_truncated`` (not re-runnable).
     max_sql_bytes: int = DEFAULT_MAX_SQL_BYTES
+    # After a failed write, the log is reopened at most this often (seconds): how soon the
+    # gateway serves again once the disk does.
+    reopen_interval: float = 1.0
     # The head state (hoopy/audit/head.py): None means ``<directory>.head``.
     head_file: Path | None = None
 

@@ -38,8 +38,6 @@ from hoopy.config.model import AuditSettings
 
 log = logging.getLogger("hoopy.audit")
 
-# After a write failure, how often the writer may try to reopen the log.
-REOPEN_INTERVAL = 1.0
 # How often the current file's session index is bound and saved (hoopy/audit/index.py): what
 # is not saved yet is scanned by the reader, so this bounds lookup work, not correctness.
 INDEX_SAVE_INTERVAL = 5.0
@@ -89,14 +87,15 @@ class AuditLog:
     def write(self, record: Mapping[str, Any]) -> None:
         """Append a record now (page cache). Raises ``AuditUnavailable``: fail closed.
 
-        After a failure (disk full, I/O error) the writer is reopened at most once a second,
+        After a failure (disk full, I/O error) the writer is reopened at most once every
+        ``reopen_interval`` seconds (1 by default),
         so the gateway recovers on its own once the disk does.
         """
         try:
             self.writer.append(record)
         except AuditUnavailable:
             now = time.monotonic()
-            if now - self._last_reopen < REOPEN_INTERVAL:
+            if now - self._last_reopen < self.settings.reopen_interval:
                 raise
             self._last_reopen = now
             self.writer.close(checkpoint=False)

@@ -227,11 +227,13 @@ def test_audit_settings_and_switching_it_off(tmp_path: Path) -> None:
             tmp_path,
             base
             + '\n[audit]\ndirectory = "trail"\ndurability = "strict"\n'
-            + 'redact = ["personal", "jwt"]\nmax_value_bytes = 100\nmax_sql_bytes = 5000\n',
+            + 'redact = ["personal", "jwt"]\nmax_value_bytes = 100\nmax_sql_bytes = 5000\n'
+            + "reopen_interval = 0.25\n",
         )
     )
     assert cfg.audit is not None
     assert cfg.audit.max_sql_bytes == 5000
+    assert cfg.audit.reopen_interval == 0.25
     assert cfg.audit.directory == tmp_path / "trail"
     assert (cfg.audit.durability, cfg.audit.redact, cfg.audit.max_value_bytes) == (
         "strict",
@@ -241,6 +243,7 @@ def test_audit_settings_and_switching_it_off(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, base + "\n[audit]\nenabled = false\n")).audit is None
     for bad, message in (
         ("max_value_bytes = 0", "max_value_bytes"),
+        ("reopen_interval = 0", "reopen_interval"),
         ('redact = ["secret"]', "unknown redaction kinds"),
         ('redact = "secrets"', "redact"),
         ("enabled = 1", "enabled"),

@@ -61,7 +61,8 @@ class AuditSwitch:
 def audited(hoopy_factory: Start, tmp_path: Path) -> Iterator[tuple[HoopyProcess, AuditSwitch]]:
     hoopy = hoopy_factory(
         listeners=[{"name": "app", "target": "app", "tcp": "127.0.0.1:0", "tls": False}],
-        audit={"directory": str(tmp_path / "audit")},
+        # Recovery is polled (wait_for_recovery): a short reopen interval keeps the polls few.
+        audit={"directory": str(tmp_path / "audit"), "reopen_interval": 0.05},
     )
     assert hoopy.pid is not None
     switch = AuditSwitch(hoopy.pid)
@@ -142,7 +143,7 @@ def wait_for_recovery(client: RawClient) -> None:
             assert single_value(reply) == b"probe"
             return
         assert time.monotonic() < deadline, "the audit log never recovered"
-        time.sleep(0.1)
+        time.sleep(0.02)
 
 
 def test_raw_no_response_commands_interleaved_with_refusals(
@@ -348,7 +349,7 @@ def test_mysql_connector_acknowledged_inserts_are_all_in_the_table(
             except mysql.connector.Error as exc:
                 assert exc.errno == AUDIT_UNAVAILABLE, exc
                 assert time.monotonic() < deadline, "the audit log never recovered"
-                time.sleep(0.1)
+                time.sleep(0.02)
             finally:
                 probe.close()
 
