@@ -8,6 +8,8 @@ session's ``SessionCommands``'.
 
 from __future__ import annotations
 
+import re
+
 from hoopy.config.guardrails import sets_for
 from hoopy.config.model import Config, Target
 from hoopy.gateway import offload
@@ -169,8 +171,7 @@ def may_switch_to_multibyte(policies: Policies, command: ClientCommand, multibyt
     sql = command.sql()
     if sql is None:
         return False
-    head = bytes(sql[:CHARSET_SCAN_BYTES]).lower()
-    if b"names" not in head and b"charset" not in head and b"character" not in head:
+    if _CHARSET_WORDS.search(sql, 0, CHARSET_SCAN_BYTES) is None:
         return False
     if len(sql) > CHARSET_SCAN_BYTES:
         return True  # too long to read here: assume the worst
@@ -180,6 +181,8 @@ def may_switch_to_multibyte(policies: Policies, command: ClientCommand, multibyt
 
 # A SET NAMES longer than this is not analysed for its character set (it counts as one).
 CHARSET_SCAN_BYTES = 64 * 1024
+# NAMES, CHARSET, CHARACTER in any case (classes: re.IGNORECASE costs twice as much here).
+_CHARSET_WORDS = re.compile(rb"[nN][aA][mM][eE][sS]|[cC][hH][aA][rR]")
 
 JUDGED = frozenset((COM_QUERY, COM_STMT_PREPARE))
 # Commands that do what a statement does, judged as that statement's kind.
