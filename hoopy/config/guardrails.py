@@ -14,7 +14,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from hoopy.config.fields import Ctx, check_keys, get_value, name_ok, str_list
+from hoopy.config.fields import Ctx, check_keys, get_value, name_ok, non_negative, str_list
 from hoopy.config.model import Config
 from hoopy.policy.analysis import KINDS
 from hoopy.policy.rules import (
@@ -111,8 +111,8 @@ def _rule(ctx: Ctx, r: dict[str, Any], keys: tuple[str | int, ...]) -> Rule:
             ) from None
     kinds = tuple(k.lower() for k in _strings(ctx, r, keys, "kinds"))
     rows_above = get_value(ctx, r, keys, "rows_above", int, None)
-    if rows_above is not None and rows_above < 0:
-        raise ctx.error((*keys, "rows_above"), "must be 0 or more")
+    if rows_above is not None:
+        non_negative(ctx, keys, "rows_above", rows_above)
     for kind in kinds:
         if not any(kind_matches(kind, known) for known in KINDS):
             close = difflib.get_close_matches(kind, sorted(KINDS | set(KIND_GROUPS)), n=3)

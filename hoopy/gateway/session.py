@@ -63,7 +63,6 @@ from hoopy.wire.handshake import (
 from hoopy.wire.login import initial_auth_response
 from hoopy.wire.messages import build_err
 from hoopy.wire.packets import Packet, ProtocolError, frame
-from hoopy.wire.params import decode_query_attributes
 from hoopy.wire.response import (
     COM_CHANGE_USER,
     COM_PING,
@@ -505,6 +504,7 @@ class Session:
         if (
             command == COM_QUERY
             and self.guardrails is None
+            and self.audit is not None  # only the audit's redaction needs to know
             and may_switch_to_multibyte(self.server.policies, decoded, self.command_state.multibyte)
         ):
             decoded.switches_multibyte = True
@@ -563,7 +563,7 @@ class Session:
             and 1 < len(packet.payload) <= _KILL_MAX
             and (packet.payload[1] in _KILL_FIRST or self._query_attributes)
         ):
-            packet = self._map_kill(packet)
+            packet = self._map_kill(packet, decoded)
         try:
             await self.upstream.packets.send_raw(packet.raw)
         except ConnectionClosed:
@@ -587,7 +587,7 @@ class Session:
         if audit is not None:
             audit.after(self.stats.statements, command, summary, digest)
 
-    def _map_kill(self, packet: Packet) -> Packet:
+    def _map_kill(self, packet: Packet, decoded: ClientCommand) -> Packet:
         """``KILL <id>`` (or COM_PROCESS_KILL) naming the connection id hoopy greeted another
         session with: name that session's upstream thread instead (DESIGN.md, rule 7).
 
@@ -608,9 +608,8 @@ class Session:
         else:
             if b"kill" not in payload[:600].lower():
                 return packet
-            assert self.login is not None
             try:
-                _, sql = decode_query_attributes(payload, self.login.capabilities)
+                _, sql = decoded.query()
             except ProtocolError:
                 return packet
             found = kill_target(sql)

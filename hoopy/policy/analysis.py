@@ -460,8 +460,9 @@ _SHOW_TABLE_WORDS = frozenset(
 
 
 # Kinds that name tables only inside subqueries (SET is handled with its variables).
-_SUBQUERY_ONLY = frozenset(("do", "set_names", "set_password", "set_role", "set_default_role",
-                            "use", "kill", "transaction", "signal"))
+_SUBQUERY_ONLY = frozenset(
+    ("do", "set_password", "set_role", "set_default_role", "kill", "transaction", "signal")
+)
 
 
 # Variables that change how the server reads the client's bytes.
