@@ -63,6 +63,7 @@ def serve(
     """Start the gateway in front of the configured targets."""
     import trio
 
+    from hoopy.approvals.store import StoreError
     from hoopy.audit.writer import AuditUnavailable
     from hoopy.config.model import SecretUnavailable
     from hoopy.gateway.server import GatewayServer, run_gateway
@@ -114,7 +115,7 @@ def serve(
         trio.run(lambda: run_gateway(cfg, ready_file=ready_file, on_ready=announce))
     except OSError as exc:
         _fail(f"cannot start: {exc}")
-    except (AuditUnavailable, SecretUnavailable) as exc:
+    except (AuditUnavailable, SecretUnavailable, StoreError) as exc:
         _fail(f"cannot start: {exc}")
     except KeyboardInterrupt:
         pass
@@ -224,6 +225,10 @@ def token_mint(
 from hoopy import cli_audit  # noqa: E402  (registers sessions, audit, replay on app)
 
 cli_audit.register(app)
+
+from hoopy import cli_approvals  # noqa: E402  (registers approvals on app)
+
+cli_approvals.register(app)
 
 
 def main() -> None:

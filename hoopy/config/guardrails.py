@@ -14,6 +14,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from hoopy.approvals.policy import ApprovalPolicy
+from hoopy.config.approvals import POLICY_KEYS, approval_policy
 from hoopy.config.fields import Ctx, check_keys, get_value, name_ok, non_negative, str_list
 from hoopy.config.model import Config
 from hoopy.policy.analysis import KINDS
@@ -33,7 +35,7 @@ _DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "policy" / "default_gu
 _SET_KEYS = {"default", "unparsed", "dynamic_sql", "rules", "description"}
 _RULE_KEYS = {
     "name", "action", "message", "kinds", "tables", "where", "limit", "functions",
-    "variables", "into_file", "local", "pattern", "rows_above",
+    "variables", "into_file", "local", "pattern", "rows_above", "approval",
 }
 
 
@@ -57,8 +59,13 @@ def _strings(
 
 
 def parse_rule_sets(
-    ctx: Ctx, table: dict[str, Any], *, builtin: bool = False
+    ctx: Ctx,
+    table: dict[str, Any],
+    *,
+    builtin: bool = False,
+    approvals: ApprovalPolicy | None = None,
 ) -> dict[str, RuleSet]:
+    """``approvals``: the ``[approvals]`` defaults a rule's ``approval`` table completes."""
     sets: dict[str, RuleSet] = {}
     for name, body in table.items():
         keys: tuple[str | int, ...] = ("guardrails", name)
@@ -78,7 +85,7 @@ def parse_rule_sets(
             rkeys: tuple[str | int, ...] = (*keys, "rules", i)
             if not isinstance(r, dict):
                 raise ctx.error(rkeys, f"must be a table ([[guardrails.{name}.rules]])")
-            rule = _rule(ctx, r, (*keys, "rules"))
+            rule = _rule(ctx, r, (*keys, "rules"), approvals or ApprovalPolicy())
             if rule.name in seen:
                 raise ctx.error((*keys, "rules", "name"), f"two rules are named {rule.name!r}")
             seen.add(rule.name)
@@ -93,7 +100,9 @@ def parse_rule_sets(
     return sets
 
 
-def _rule(ctx: Ctx, r: dict[str, Any], keys: tuple[str | int, ...]) -> Rule:
+def _rule(
+    ctx: Ctx, r: dict[str, Any], keys: tuple[str | int, ...], approvals: ApprovalPolicy
+) -> Rule:
     check_keys(ctx, r, keys, _RULE_KEYS)
     name = get_value(ctx, r, keys, "name", str)
     name_ok(ctx, (*keys, "name"), name)
@@ -122,9 +131,18 @@ def _rule(ctx: Ctx, r: dict[str, Any], keys: tuple[str | int, ...]) -> Rule:
                 f"{kind!r} is not a statement kind or group hoopy reports{hint}; "
                 "docs/guardrails.md lists them",
             )
+    action = _action(ctx, r, keys, "action")
+    approval = None
+    table = get_value(ctx, r, keys, "approval", dict, None)
+    if table is not None:
+        akeys = (*keys, "approval")
+        if action is not Action.REVIEW:
+            raise ctx.error(akeys, 'only a rule with action = "review" is approved')
+        check_keys(ctx, table, akeys, POLICY_KEYS)
+        approval = approval_policy(ctx, table, akeys, approvals)
     rule = Rule(
         name=name,
-        action=_action(ctx, r, keys, "action"),
+        action=action,
         message=get_value(ctx, r, keys, "message", str, ""),
         kinds=kinds,
         tables=tuple(t.lower() for t in _strings(ctx, r, keys, "tables")),
@@ -136,6 +154,7 @@ def _rule(ctx: Ctx, r: dict[str, Any], keys: tuple[str | int, ...]) -> Rule:
         local=get_value(ctx, r, keys, "local", bool, None),
         pattern=pattern,
         rows_above=rows_above,
+        approval=approval,
     )
     conditions = (rule.kinds, rule.tables, rule.functions, rule.variables, rule.pattern)
     flags = (rule.where, rule.limit, rule.into_file, rule.local, rule.rows_above)

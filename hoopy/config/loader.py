@@ -10,6 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from hoopy.config.approvals import parse_approvals
 from hoopy.config.fields import (
     ConfigError,
     Ctx,
@@ -88,14 +89,23 @@ def build_config(
         ctx,
         data,
         (),
-        {"gateway", "listeners", "targets", "users", "roles", "issuers", "audit", "guardrails"},
+        {
+            "gateway", "listeners", "targets", "users", "roles", "issuers", "audit",
+            "guardrails", "approvals",
+        },
     )
+    g = get_value(ctx, data, (), "gateway", dict, {})
+    state_dir = resolve_path(base, get_value(ctx, g, ("gateway",), "state_dir", str, ".hoopy"))
+    approvals = parse_approvals(ctx, data, base, state_dir)
     rule_sets = {
         **builtin_sets(),
-        **parse_rule_sets(ctx, get_value(ctx, data, (), "guardrails", dict, {})),
+        **parse_rule_sets(
+            ctx,
+            get_value(ctx, data, (), "guardrails", dict, {}),
+            approvals=approvals.defaults if approvals is not None else None,
+        ),
     }
 
-    g = get_value(ctx, data, (), "gateway", dict, {})
     for old_key in ("max_failed_logins", "failed_login_window"):
         if old_key in g:
             raise ctx.error(
@@ -128,7 +138,7 @@ def build_config(
     )
     gk: tuple[str | int, ...] = ("gateway",)
     gateway = GatewaySettings(
-        state_dir=resolve_path(base, get_value(ctx, g, gk, "state_dir", str, ".hoopy")),
+        state_dir=state_dir,
         max_connections=positive_value(ctx, g, gk, "max_connections", int, 1024),
         handshake_timeout=positive_value(ctx, g, gk, "handshake_timeout", float, 10.0),
         idle_timeout=non_negative_value(ctx, g, gk, "idle_timeout", float, 28800.0),
@@ -361,6 +371,18 @@ def build_config(
         )
 
     audit = _audit(ctx, data, base, gateway.state_dir)
+    if approvals is not None and approvals.listener is not None:
+        lk: tuple[str | int, ...] = ("approvals", "listener")
+        if not issuers:
+            raise ctx.error(
+                (*lk, "tcp"),
+                "remote approvers authenticate with tokens: configure an [issuers.NAME] first",
+            )
+        for name in approvals.listener.issuers:
+            if name not in issuers:
+                raise ctx.error(
+                    (*lk, "issuers"), f"no issuer named {name!r} (known: {', '.join(issuers)})"
+                )
 
     return Config(
         audit=audit,
@@ -372,6 +394,7 @@ def build_config(
         roles=roles,
         issuers=issuers,
         guardrails=rule_sets,
+        approvals=approvals,
     )
 
 

@@ -7,6 +7,7 @@ import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hoopy.approvals.policy import ApprovalPolicy
 from hoopy.identity.tokens import IssuerConfig
 from hoopy.policy.rules import RuleSet
 
@@ -196,6 +197,37 @@ class AuditSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminListener:
+    """``[approvals.listener]``: the admin API over TCP+TLS, for approvers on other hosts
+    (they authenticate with a token from one of ``issuers``)."""
+
+    tcp: tuple[str, int]
+    tls_cert: Path | None = None  # with tls_key; neither: the gateway's own certificate
+    tls_key: Path | None = None
+    issuers: tuple[str, ...] = ()  # empty: every configured issuer
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSettings:
+    url: str
+    secret: Secret | None = None  # signs each body: X-Hoopy-Signature: sha256=HMAC
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalSettings:
+    """``[approvals]``: where requests are decided (docs/approvals.md)."""
+
+    socket: Path  # the local admin socket; default <state_dir>/admin.sock
+    socket_mode: int = 0o600  # who may connect: file permissions decide
+    directory: Path | None = None  # the store; default <state_dir>/approvals
+    # What a review rule without its own ``approval`` table gets.
+    defaults: ApprovalPolicy = field(default_factory=ApprovalPolicy)
+    listener: AdminListener | None = None
+    webhook: WebhookSettings | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: Path
     gateway: GatewaySettings
@@ -207,3 +239,5 @@ class Config:
     audit: AuditSettings | None = None
     # Guardrail rule sets by name, the built-in "default" included (hoopy.config.guardrails).
     guardrails: dict[str, RuleSet] = field(default_factory=dict)
+    # None: ``[approvals] enabled = false`` (review verdicts are then refused).
+    approvals: ApprovalSettings | None = None

@@ -21,7 +21,7 @@ from hoopy.policy.analysis import (
     StatementFacts,
     TableRef,
 )
-from hoopy.policy.rules import GuardrailVerdict, Policy
+from hoopy.policy.rules import Action, GuardrailVerdict, Policy
 from hoopy.sql.lexer import MULTIBYTE_CHARSETS, ServerVersion
 from hoopy.wire.command import ClientCommand, SessionCommands
 from hoopy.wire.response import (
@@ -33,6 +33,7 @@ from hoopy.wire.response import (
     COM_PROCESS_KILL,
     COM_QUERY,
     COM_REFRESH,
+    COM_STMT_EXECUTE,
     COM_STMT_PREPARE,
     COMMAND_NAMES,
 )
@@ -105,8 +106,15 @@ class SessionGuardrails:
         if command.kind not in JUDGED:
             if command.prepared is not None:
                 # COM_STMT_EXECUTE and the rest: the PREPARE's verdict (allow or log: a
-                # refused prepare made no statement).
+                # refused prepare made no statement; review: prepared, and each EXECUTE
+                # goes to review; resetting, fetching from or closing it runs nothing new).
                 verdict_of_prepare: GuardrailVerdict | None = command.prepared.verdict
+                if (
+                    verdict_of_prepare is not None
+                    and verdict_of_prepare.action is Action.REVIEW
+                    and command.kind != COM_STMT_EXECUTE
+                ):
+                    return None
                 return verdict_of_prepare
             facts = _command_facts(command)
             if facts is None:

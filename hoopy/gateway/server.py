@@ -25,7 +25,9 @@ import trio
 
 from hoopy.config.model import Config, Listener, LoginMode
 from hoopy.gateway import memory
+from hoopy.gateway.admin import AdminServer
 from hoopy.gateway.admission import FrontConnectionIds, PendingLogins, TargetGreetings
+from hoopy.gateway.approvals import ApprovalService
 from hoopy.gateway.audit_log import AuditLog
 from hoopy.gateway.guardrails import Policies
 from hoopy.gateway.idle import TargetWatcher
@@ -71,6 +73,9 @@ class GatewayServer:
         )
         self.tokens = TokenAuthenticator(config) if config.issuers else None
         self.audit: AuditLog | None = None
+        # Review verdicts go to a human (needs the audit: approvals are evidence).
+        self.approvals: ApprovalService | None = None
+        self.admin: AdminServer | None = None
         # Watches idle TLS-client sessions' targets (gateway/idle.py); Linux only (epoll).
         self.target_watcher: TargetWatcher | None = None
         self.login_delays = LoginDelays(
@@ -118,6 +123,25 @@ class GatewayServer:
             bound.unix_socket = path
         return bound
 
+    def _admin_server(self, service: ApprovalService) -> AdminServer:
+        settings = service.settings
+        context = None
+        if settings.listener is not None:
+            if settings.listener.tls_cert and settings.listener.tls_key:
+                context = server_context(settings.listener.tls_cert, settings.listener.tls_key)
+            else:
+                if self.certificate is None:
+                    self.certificate = ensure_server_certificate(self.config.gateway.state_dir)
+                context = server_context(self.certificate.cert, self.certificate.key)
+        return AdminServer(
+            service,
+            settings.socket,
+            settings.socket_mode,
+            settings.listener,
+            context,
+            self.tokens,
+        )
+
     def ready_info(self) -> dict[str, Any]:
         return {
             "pid": os.getpid(),
@@ -132,6 +156,12 @@ class GatewayServer:
                 for b in self.bound
             ],
             "tls_cert": str(self.certificate.cert) if self.certificate else None,
+            "admin": None
+            if self.admin is None
+            else {
+                "unix_socket": str(self.admin.socket_path),
+                "tcp": list(self.admin.tcp) if self.admin.tcp else None,
+            },
         }
 
     async def serve(
@@ -146,6 +176,14 @@ class GatewayServer:
             key = settings.key.read() if settings.key is not None else None
             self.audit = AuditLog(settings, key)
             self.audit.open()  # AuditUnavailable: refuse to start rather than run unaudited
+        admin_listeners: list[trio.abc.Listener[Any]] = []
+        if self.config.approvals is not None and self.audit is not None:
+            self.approvals = ApprovalService(
+                self.config.approvals, self.audit, self.config.gateway.state_dir
+            )
+            self.approvals.open()  # StoreError: refuse to start rather than lose decisions
+            self.admin = self._admin_server(self.approvals)
+            admin_listeners = await self.admin.bind()
         for listener in self.config.listeners:
             self.bound.append(await self._bind(listener))
         try:
@@ -155,6 +193,9 @@ class GatewayServer:
                 nursery.start_soon(self._watch_signals, accept_scope, nursery)
                 if self.audit is not None:
                     nursery.start_soon(self.audit.run_background_tasks)
+                if self.approvals is not None and self.admin is not None:
+                    nursery.start_soon(self.approvals.run)
+                    nursery.start_soon(self.admin.serve, admin_listeners)
                 for target in self.config.targets.values():
                     if target.login is not LoginMode.PASSTHROUGH:
                         # Learn the target's greeting now, so the first client is greeted
@@ -175,6 +216,10 @@ class GatewayServer:
                 if b.unix_socket:
                     b.unix_socket.unlink(missing_ok=True)
             await self.policies.aclose()
+            if self.admin is not None:
+                self.admin.socket_path.unlink(missing_ok=True)
+            if self.approvals is not None:
+                self.approvals.close()
             if self.audit is not None:
                 await self.audit.close()
 
@@ -270,6 +315,9 @@ class GatewayServer:
         """Stop accepting, let running statements finish, then cut what is left."""
         accept_scope.cancel()
         self.draining = True
+        if self.approvals is not None:
+            # Held statements are answered now, not cut with their sessions.
+            await self.approvals.cancel_holds("the gateway is shutting down")
         for session in list(self.sessions):
             if session.waiting and session.idle_scope is not None:
                 session.idle_scope.cancel()  # sessions waiting for a command end now

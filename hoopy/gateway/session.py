@@ -14,7 +14,7 @@ import ssl
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
 from mysql_mimic.auth import Forbidden
@@ -40,6 +40,7 @@ from hoopy.gateway.frontdoor import (
 from hoopy.gateway.guardrails import SessionGuardrails, may_switch_to_multibyte
 from hoopy.gateway.idle import IdleWatch, TargetEnded
 from hoopy.gateway.refusal import LongData, refusal_reply
+from hoopy.gateway.review import review
 from hoopy.gateway.session_audit import SessionAudit
 from hoopy.gateway.stream import ConnectionClosed, PacketStream
 from hoopy.gateway.upstream import UpstreamConnection, UpstreamError, UpstreamRefused
@@ -48,7 +49,7 @@ from hoopy.identity.static import FastAuthSuccess
 from hoopy.policy.rules import Action, GuardrailVerdict
 from hoopy.sql.lexer import ServerVersion
 from hoopy.wire import errors
-from hoopy.wire.command import ClientCommand, SessionCommands
+from hoopy.wire.command import ClientCommand, PreparedStatement, SessionCommands
 from hoopy.wire.compress import CompressionError
 from hoopy.wire.errors import ErrorKind
 from hoopy.wire.handshake import (
@@ -63,6 +64,7 @@ from hoopy.wire.handshake import (
 from hoopy.wire.login import initial_auth_response
 from hoopy.wire.messages import build_err
 from hoopy.wire.packets import Packet, ProtocolError, frame
+from hoopy.wire.params import bind_types
 from hoopy.wire.response import (
     COM_CHANGE_USER,
     COM_PING,
@@ -70,6 +72,7 @@ from hoopy.wire.response import (
     COM_QUERY,
     COM_QUIT,
     COM_RESET_CONNECTION,
+    COM_STMT_EXECUTE,
     COM_STMT_PREPARE,
     COMMAND_NAMES,
     NO_RESPONSE_COMMANDS,
@@ -78,6 +81,7 @@ from hoopy.wire.response import (
 )
 
 if TYPE_CHECKING:
+    from hoopy.approvals.store import ApprovalRequest
     from hoopy.gateway.server import GatewayServer
 
 log = logging.getLogger("hoopy.session")
@@ -464,6 +468,9 @@ class Session:
             return
         decoded = self.command_state.decode(packet.payload)
         verdict: GuardrailVerdict | None = None
+        approved: ApprovalRequest | None = None  # the approval this statement runs under
+        record: dict[str, Any] | None = None  # its audit record, when the review built it
+        review_at_execute = False
         if self.guardrails is not None:
             try:
                 verdict = (
@@ -492,15 +499,25 @@ class Session:
                 )
                 return
             if verdict is not None and verdict.refused:
-                await self._deny(
-                    packet,
-                    verdict.rule or "guardrail",
-                    errors.GUARDRAIL,
-                    _refusal_message(verdict),
-                    verdict=verdict.action.word,
-                    command=decoded,
-                )
-                return
+                if not self._reviews(verdict):
+                    await self._deny(
+                        packet,
+                        verdict.rule or "guardrail",
+                        errors.GUARDRAIL,
+                        _refusal_message(verdict, self._approvals_off()),
+                        verdict=verdict.action.word,
+                        command=decoded,
+                    )
+                    return
+                if command == COM_STMT_PREPARE:
+                    # Preparing runs nothing: each EXECUTE is reviewed with its parameters
+                    # (the prepared statement keeps this verdict).
+                    review_at_execute = True
+                else:
+                    reviewed = await review(self, packet, decoded, verdict)
+                    if reviewed is None:
+                        return
+                    approved, record = reviewed
         if (
             command == COM_QUERY
             and self.guardrails is None
@@ -533,23 +550,23 @@ class Session:
         audit = self.audit if command != COM_PING else None
         if audit is not None:
             try:
-                flagged = verdict is not None and verdict.action is Action.LOG
+                flagged = verdict is not None and verdict.action is not Action.ALLOW
                 await audit.before(
                     self.stats.statements,
                     self.login.principal,
                     packet.payload,
                     command=decoded,
-                    verdict="log" if flagged else "allow",
+                    verdict="approved"
+                    if approved is not None
+                    else ("log" if flagged else "allow"),
                     rule=verdict.rule if flagged and verdict is not None else None,
+                    record=record,
+                    approval=approved.id
+                    if approved is not None
+                    else ("at_execute" if review_at_execute else None),
                 )
             except AuditUnavailable as exc:
-                log.error("session %s: %s; statement refused", self.id, exc)
-                self.stats.errors += 1
-                await self._refuse(
-                    packet,
-                    errors.AUDIT_UNAVAILABLE,
-                    f"hoopy cannot write its audit log, so the statement was not run: {exc.reason}",
-                )
+                await self.refuse_unaudited(packet, exc)
                 return
         if command == COM_CHANGE_USER:
             await self._change_user(packet)
@@ -564,6 +581,12 @@ class Session:
             and (packet.payload[1] in _KILL_FIRST or self._query_attributes)
         ):
             packet = self._map_kill(packet, decoded)
+        elif (
+            command == COM_STMT_EXECUTE
+            and decoded.prepared is not None
+            and decoded.prepared.types_unsent
+        ):
+            packet = self._bind_unsent_types(packet, decoded.prepared)
         try:
             await self.upstream.packets.send_raw(packet.raw)
         except ConnectionClosed:
@@ -627,6 +650,50 @@ class Session:
         raw, _ = frame(new_payload, packet.seq)
         return Packet(packet.seq, packet.next_seq, new_payload, raw)
 
+    def _reviews(self, verdict: GuardrailVerdict) -> bool:
+        """Whether this refused verdict goes to a human (approvals on, and audited)."""
+        return (
+            verdict.action is Action.REVIEW
+            and self.server.approvals is not None
+            and self.audit is not None
+        )
+
+    def _approvals_off(self) -> str:
+        if self.server.config.approvals is None:
+            return "approvals are turned off ([approvals] enabled = false)"
+        return "approvals need the audit log, which is turned off ([audit] enabled = false)"
+
+    async def refuse_unaudited(self, packet: Packet, exc: AuditUnavailable) -> None:
+        """The statement's record cannot be written: it does not run (fail closed)."""
+        log.error("session %s: %s; statement refused", self.id, exc)
+        self.stats.errors += 1
+        await self._refuse(
+            packet,
+            errors.AUDIT_UNAVAILABLE,
+            f"hoopy cannot write its audit log, so the statement was not run: {exc.reason}",
+        )
+
+    def _bind_unsent_types(self, packet: Packet, statement: PreparedStatement) -> Packet:
+        """An EXECUTE after one hoopy refused: the types that one bound are written in, since
+        the server never saw them (wire/params.py, ``bind_types``)."""
+        assert self.login is not None
+        statement.types_unsent = False
+        if statement.types is None:
+            return packet
+        try:
+            payload = bind_types(
+                packet.payload,
+                statement.num_params,
+                statement.types,
+                capabilities=self.login.capabilities,
+            )
+        except ProtocolError:
+            return packet  # malformed: the server will say so
+        if payload is None:
+            return packet
+        raw, next_seq = frame(payload, packet.seq)
+        return Packet(packet.seq, next_seq, payload, raw)
+
     async def _deny(
         self,
         packet: Packet,
@@ -636,6 +703,8 @@ class Session:
         *,
         verdict: str = "deny",
         command: ClientCommand | None = None,
+        record: dict[str, Any] | None = None,
+        approval: str | None = None,
     ) -> bool:
         """Refuse a statement hoopy will not forward, and record why (see ``_refuse``)."""
         assert self.login is not None
@@ -650,8 +719,12 @@ class Session:
                 message,
                 verdict=verdict,
                 command=command,
+                record=record,
+                approval=approval,
             )
         return await self._refuse(packet, kind, message)
+
+    deny = _deny  # for the pipeline's stages in other modules (gateway/review.py)
 
     async def _refuse(self, packet: Packet, kind: ErrorKind, message: str) -> bool:
         """Answer a command hoopy does not forward: every refusal goes through here.
@@ -661,6 +734,10 @@ class Session:
         client was answered.
         """
         self.long_data.refused(packet.payload, kind, message)
+        if packet.payload[0] == COM_STMT_EXECUTE:
+            statement = self.command_state.decode(packet.payload).prepared
+            if statement is not None:
+                statement.types_unsent = True  # whatever types it bound, the server lacks
         reply = refusal_reply(packet, kind, message)
         if reply is None:
             return False
@@ -853,12 +930,12 @@ class Session:
         return principal
 
 
-def _refusal_message(verdict: GuardrailVerdict) -> str:
+def _refusal_message(verdict: GuardrailVerdict, approvals_off: str = "") -> str:
     """What the client reads when a guardrail stops its statement."""
     reason = f": {verdict.message}" if verdict.message else ""
     if verdict.action is Action.REVIEW:
         return (
-            f"hoopy guardrail {verdict.rule} holds this statement for a human's approval"
-            f"{reason}; approvals are not available in this version of hoopy, so it was not run"
+            f"hoopy guardrail {verdict.rule} needs a human's approval for this statement"
+            f"{reason}; {approvals_off}, so it was not run"
         )
     return f"hoopy guardrail {verdict.rule} denied this statement{reason}"

@@ -107,7 +107,7 @@ class SessionAudit:
     def session_end(self, reason: str, statements: int, errors: int, duration: float) -> None:
         self._best_effort(events.session_end(self.session, reason, statements, errors, duration))
 
-    async def before(
+    async def build(
         self,
         seq: int,
         principal: Principal,
@@ -116,14 +116,10 @@ class SessionAudit:
         command: ClientCommand | None = None,
         verdict: str = "allow",
         rule: str | None = None,
-    ) -> None:
-        """Write the statement's record, durably as configured, before it is forwarded.
-        ``command``: the session's decoded command (decoded here when not given); ``verdict``
-        and ``rule``: the guardrails' (``log`` flags an allowed statement).
-
-        Raises ``AuditUnavailable`` (the caller refuses the statement)."""
+    ) -> dict[str, Any]:
+        """The statement's record (``before`` writes it). Raises ``AuditUnavailable``."""
         try:
-            record = (
+            return (
                 self._statement(
                     seq, principal, payload, decoded=command, verdict=verdict, rule=rule
                 )
@@ -137,6 +133,33 @@ class SessionAudit:
             raise AuditUnavailable(
                 f"cannot build the audit record ({type(exc).__name__}); see the gateway log"
             ) from None
+
+    async def before(
+        self,
+        seq: int,
+        principal: Principal,
+        payload: bytes,
+        *,
+        command: ClientCommand | None = None,
+        verdict: str = "allow",
+        rule: str | None = None,
+        record: dict[str, Any] | None = None,
+        approval: str | None = None,
+    ) -> None:
+        """Write the statement's record, durably as configured, before it is forwarded.
+        ``command``: the session's decoded command (decoded here when not given); ``verdict``
+        and ``rule``: the guardrails' (``log`` flags an allowed statement); ``record``: one
+        ``build`` made already (an approval showed it); ``approval``: the approval's id.
+
+        Raises ``AuditUnavailable`` (the caller refuses the statement)."""
+        if record is None:
+            record = await self.build(
+                seq, principal, payload, command=command, verdict=verdict, rule=rule
+            )
+        else:
+            record["verdict"], record["rule"] = verdict, rule
+        if approval is not None:
+            record["approval"] = approval
         await self.audit.write_durable(record)
         self._started = time.monotonic()
 
@@ -158,18 +181,26 @@ class SessionAudit:
         *,
         verdict: str = "deny",
         command: ClientCommand | None = None,
+        record: dict[str, Any] | None = None,
+        approval: str | None = None,
     ) -> None:
         """A statement hoopy refused without forwarding: its record and its error outcome
-        (``verdict``: ``deny``, or ``review`` for a statement held for approval)."""
-        try:
-            record = await self._build(
-                seq, principal, payload, verdict=verdict, rule=rule, decoded=command
-            )
-        except Exception:  # the refusal stands; record what is certain
-            log.exception("session %s: cannot build the audit record", self.session)
-            record = events.statement(
-                self.session, seq, principal, payload[0], verdict=verdict, rule=rule
-            )
+        (``verdict``: ``deny``, or ``review`` for a statement held for approval;
+        ``record``, ``approval``: as for ``before``)."""
+        if record is not None:
+            record["verdict"], record["rule"] = verdict, rule
+        else:
+            try:
+                record = await self._build(
+                    seq, principal, payload, verdict=verdict, rule=rule, decoded=command
+                )
+            except Exception:  # the refusal stands; record what is certain
+                log.exception("session %s: cannot build the audit record", self.session)
+                record = events.statement(
+                    self.session, seq, principal, payload[0], verdict=verdict, rule=rule
+                )
+        if approval is not None:
+            record["approval"] = approval
         self._best_effort(record)
         # The client got exactly this error, and nothing else: the outcome of a response
         # that is one ERR packet.
@@ -334,6 +365,7 @@ class SessionAudit:
             record["params_error"] = str(exc)
             return
         self.commands.executed(decoded, list(request.types))
+        decoded.params = request.params
         if request.params:
             record["params"] = self._params(request.params, redacted, secret=recorded.credential)
         if request.flags:

@@ -25,6 +25,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from hoopy.approvals.policy import ApprovalPolicy
 from hoopy.policy.analysis import Analysis, StatementFacts, TableRef, all_statements
 
 
@@ -33,7 +34,7 @@ class Action(enum.IntEnum):
 
     ALLOW = 0
     LOG = 1  # allowed, and flagged in the audit record
-    REVIEW = 2  # held for a human (until approvals exist: refused, saying so)
+    REVIEW = 2  # held for a human (hoopy.approvals); refused when approvals are off
     DENY = 3
 
     @property
@@ -96,6 +97,8 @@ class Rule:
     pattern: re.Pattern[str] | None = None  # on the normalized text (literals as ?)
     # The rows EXPLAIN estimates the statement examines exceed this (ROW_ESTIMATE_KINDS).
     rows_above: int | None = None
+    # review: how the approval works (None: the [approvals] defaults).
+    approval: ApprovalPolicy | None = None
 
     def matches(
         self, facts: StatementFacts, database: str | None, rows: int | None = None
@@ -195,6 +198,7 @@ class GuardrailVerdict:
     action: Action
     rule: str | None = None  # "set/rule", "set/default", "set/unparsed", "set/dynamic_sql"
     message: str = ""
+    approval: ApprovalPolicy | None = None  # review: the rule's (None: the defaults)
 
     @property
     def refused(self) -> bool:
@@ -210,7 +214,9 @@ def _judge_statement(
     verdict = GuardrailVerdict(rule_set.default, f"{rule_set.name}/default")
     for rule in rule_set.rules:
         if rule.matches(facts, database, rows):
-            verdict = GuardrailVerdict(rule.action, f"{rule_set.name}/{rule.name}", rule.message)
+            verdict = GuardrailVerdict(
+                rule.action, f"{rule_set.name}/{rule.name}", rule.message, rule.approval
+            )
             break
     if not facts.parsed and rule_set.unparsed > verdict.action:
         verdict = GuardrailVerdict(

@@ -63,6 +63,9 @@ class PreparedStatement:
     # (hoopy.gateway.session_audit), the guardrails' verdict (hoopy.policy.rules).
     recorded: Any = None
     verdict: Any = None
+    # The types the client bound were in an EXECUTE hoopy refused: the server lacks them, so
+    # the next EXECUTE that reuses them has them written in (params.bind_types).
+    types_unsent: bool = False
 
 
 class ClientCommand:
@@ -75,6 +78,7 @@ class ClientCommand:
         "capabilities",
         "kind",
         "loads_local",
+        "params",
         "payload",
         "prepared",
         "recorded",
@@ -100,6 +104,7 @@ class ClientCommand:
         self.prepared = prepared  # and the session's record of it, if it has one
         self.recorded: Any = None
         self.verdict: Any = None
+        self.params: Any = None  # an EXECUTE's parameters, once the audit decoded them
         # Whether the text holds a LOAD DATA|XML LOCAL (None: not analysed; the session
         # then runs hoopy.sql.checks itself).
         self.loads_local: bool | None = None

@@ -273,6 +273,41 @@ def decode_execute(
     return ExecuteRequest(statement_id, flags, iteration_count, tuple(params), remembered, bound)
 
 
+def bind_types(
+    payload: bytes, num_params: int, types: Sequence[tuple[int, bool]], *, capabilities: int
+) -> bytes | None:
+    """A COM_STMT_EXECUTE that reuses the bound types (``new_params_bound_flag`` 0), with
+    ``types`` bound explicitly instead; None when it binds its own or has no parameters.
+
+    For a statement whose types the server never saw: hoopy refused the EXECUTE that bound
+    them (a guardrail's review), while the client, as with a direct server that rejected the
+    execution after binding, holds them bound. The values that follow are unchanged: they
+    are encoded by these types already.
+    """
+    attributes = bool(capabilities & CLIENT_QUERY_ATTRIBUTES)
+    if len(payload) < 10 or num_params == 0 or len(types) < num_params:
+        return None
+    r = Reader(payload, 10)
+    count = num_params
+    if attributes:
+        count = _read_count(r, "COM_STMT_EXECUTE")
+        if count < num_params:
+            return None
+    _read_null_bitmap(r, count, "COM_STMT_EXECUTE")
+    at = r.pos
+    if at >= len(payload) or payload[at] != 0:
+        return None
+    typed = [*types[:num_params], *[(MYSQL_TYPE_NULL, False)] * (count - num_params)]
+    out = bytearray(payload[:at])
+    out.append(1)
+    for ptype, unsigned in typed:
+        out += bytes((ptype, UNSIGNED_FLAG if unsigned else 0))
+        if attributes:
+            out.append(0)  # no name: a length-encoded empty string
+    out += payload[at + 1 :]
+    return bytes(out)
+
+
 # MariaDB reads statement id 0xFFFFFFFF as "the statement last prepared on this connection"
 # (sql_prepare.cc, LAST_STMT_ID; used by libmariadb's mariadb_stmt_execute_direct and
 # COM_STMT_BULK_EXECUTE).

@@ -86,6 +86,8 @@ def gateway(
                 "ops": {"groups": ["ops"], "targets": ["app"], "guardrails": ["no-customers"]}
             },
             "audit": {"directory": str(workdir / "audit")},
+            # Review verdicts are refused here; tests/gateway/test_approvals.py decides them.
+            "approvals": {"enabled": False},
         },
     )
     env = {"OPS_PW": OPS_PASSWORD, "GUARD_PW": GUARD_PASSWORD}
@@ -163,14 +165,14 @@ def test_pymysql_multi_statement_with_one_denied_statement_runs_none_of_it(
     conn.close()
 
 
-def test_pymysql_review_is_refused_until_approvals_exist(
+def test_pymysql_review_is_refused_when_approvals_are_off(
     gateway: HoopyProcess, mariadb: MariaDBServer, table: str
 ) -> None:
     conn = connect(gateway)
     sql = f"ALTER TABLE {table} ADD COLUMN w INT"
     message = denied(conn, sql)
-    assert "default/schema-change holds this statement for a human's approval" in message
-    assert "was not run" in message
+    assert "default/schema-change needs a human's approval for this statement" in message
+    assert "approvals are turned off ([approvals] enabled = false), so it was not run" in message
     columns = mariadb.admin_sql(f"SHOW COLUMNS FROM {TEST_DB}.{table}")
     assert [c[0] for c in columns] == ["id", "v"]
     (record,) = records(gateway, sql)

@@ -1,0 +1,297 @@
+"""The approval requests and what became of them, kept in the gateway's state directory.
+
+The store is a journal: ``<state_dir>/approvals/journal.jsonl``, one JSON object per line,
+each an operation (``request``, ``approve``, ``deny``, ``expire``, ``use``, ``cancel``) on a
+request. Opening it replays the journal, so a restart loses no decision; every append is
+fsync'ed before the gateway acts on it. The gateway calls these methods from a worker
+thread (``trio.to_thread``); the store itself knows nothing of trio.
+
+``fingerprint.key`` (32 random bytes, mode 0600) keys the fingerprints that bind a retry to
+the approved statement (``policy.fingerprint``). The directory is 0700: the journal holds
+redacted statements, and the approvals themselves are what a retry is let through by.
+
+A shared store for several gateway instances (docs/architecture.md, "Approvals across
+instances") implements the same operations on a database table; ``use`` is the one that
+must be an atomic compare-and-set (``UPDATE ... WHERE state = 'approved'``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hoopy.approvals.policy import ApprovalPolicy, Approver, Mode
+
+PENDING = "pending"
+APPROVED = "approved"  # retry: usable once until valid_until; hold: the statement runs now
+DENIED = "denied"
+EXPIRED = "expired"  # no decision in time, or an approval not used in time
+USED = "used"  # the approved statement ran
+CANCELLED = "cancelled"  # its held client went away, or the gateway stopped
+FINAL_STATES = frozenset((DENIED, EXPIRED, USED, CANCELLED))
+
+# Finished requests older than this are dropped when the journal is compacted at start-up.
+KEEP_FINISHED_SECONDS = 7 * 86400
+# A journal line longer than this is not ours (a statement is kept cut: MAX_SQL_CHARS).
+MAX_LINE_BYTES = 4 * 1024 * 1024
+# What a request keeps of its (redacted) statement for the approver.
+MAX_SQL_CHARS = 64 * 1024
+
+
+class StoreError(Exception):
+    """The store cannot be read or written; the statement it concerns is refused."""
+
+
+def new_id() -> str:
+    """Short enough to type, random enough not to guess (40 bits, base32, e.g. ``ap-7kq2m9xw``)."""
+    alphabet = "23456789abcdefghjkmnpqrstuvwxyz"  # no 0/o, 1/l/i
+    return "ap-" + "".join(secrets.choice(alphabet) for _ in range(8))
+
+
+@dataclass
+class ApprovalRequest:
+    id: str
+    mode: Mode
+    policy: ApprovalPolicy
+    requester: dict[str, Any]  # name, method, identity, issuer, groups, claims that matter
+    target: str
+    database: str | None
+    session: str
+    seq: int
+    command: str
+    sql: str | None  # as the audit records it (redacted)
+    params: list[dict[str, Any]] | None
+    rule: str
+    message: str
+    fingerprint: str
+    asked_at: float
+    expires_at: float  # pending until then; approved (retry): usable until then
+    estimate: int | None = None
+    state: str = PENDING
+    approvals: list[dict[str, Any]] = field(default_factory=list)  # Approver.to_json + at
+    decided_at: float | None = None
+    decided_by: dict[str, Any] | None = None
+    reason: str | None = None  # of a denial, an expiry or a cancellation
+    used_at: float | None = None
+    used_by_session: str | None = None
+
+    @property
+    def requester_identity(self) -> str:
+        return str(self.requester["identity"])
+
+    def approvers(self) -> list[Approver]:
+        return [
+            Approver(a["identity"], a["name"], tuple(a["groups"]), a["via"])
+            for a in self.approvals
+        ]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "mode": self.mode.value,
+            "policy": self.policy.to_json(),
+            "requester": self.requester,
+            "target": self.target,
+            "database": self.database,
+            "session": self.session,
+            "seq": self.seq,
+            "command": self.command,
+            "sql": self.sql,
+            "params": self.params,
+            "rule": self.rule,
+            "message": self.message,
+            "fingerprint": self.fingerprint,
+            "asked_at": self.asked_at,
+            "expires_at": self.expires_at,
+            "estimate": self.estimate,
+            "state": self.state,
+            "approvals": self.approvals,
+            "decided_at": self.decided_at,
+            "decided_by": self.decided_by,
+            "reason": self.reason,
+            "used_at": self.used_at,
+            "used_by_session": self.used_by_session,
+        }
+
+    def view(self) -> dict[str, Any]:
+        """What the admin API shows (no fingerprint: it is only for matching)."""
+        data = self.to_json()
+        del data["fingerprint"]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ApprovalRequest:
+        fields = dict(data)
+        fields["mode"] = Mode(fields["mode"])
+        fields["policy"] = ApprovalPolicy.from_json(fields["policy"])
+        return cls(**fields)
+
+
+class ApprovalStore:
+    """The requests by id, rebuilt from the journal; each change appended and fsync'ed."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.journal = directory / "journal.jsonl"
+        self.requests: dict[str, ApprovalRequest] = {}
+        self.key = b""
+        self._fd: int | None = None
+
+    # --- opening ---------------------------------------------------------------------------
+
+    def open(self, now: float | None = None) -> list[ApprovalRequest]:
+        """Load the journal and compact it. Returns the hold requests that were pending when
+        the gateway stopped: their clients are gone, so they are cancelled (the caller
+        records that)."""
+        now = time.time() if now is None else now
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(self.directory, 0o700)
+            self.key = self._key()
+            for op in self._read():
+                self._apply(op)
+        except OSError as exc:
+            raise StoreError(f"cannot open the approval store {self.directory}: {exc}") from None
+        orphans = [r for r in self.requests.values() if r.state == PENDING and r.mode is Mode.HOLD]
+        for request in orphans:
+            request.state = CANCELLED
+            request.reason = "the gateway stopped while the statement was held"
+            request.decided_at = now
+        approved_holds = [
+            r for r in self.requests.values() if r.state == APPROVED and r.mode is Mode.HOLD
+        ]
+        for request in approved_holds:  # approved, but the gateway stopped before it ran
+            request.state = CANCELLED
+            request.reason = "the gateway stopped before the approved statement ran"
+        self._compact(now)
+        return orphans + approved_holds
+
+    def _key(self) -> bytes:
+        path = self.directory / "fingerprint.key"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            key = path.read_bytes()
+            if len(key) != 32:
+                raise OSError(f"{path} is not a 32-byte key") from None
+            return key
+        key = secrets.token_bytes(32)
+        try:
+            os.write(fd, key)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return key
+
+    def _read(self) -> Iterator[dict[str, Any]]:
+        try:
+            f = self.journal.open("rb")
+        except FileNotFoundError:
+            return
+        with f:
+            for number, line in enumerate(f, 1):
+                if not line.endswith(b"\n"):
+                    return  # a write cut by a crash: it was never acted on
+                if len(line) > MAX_LINE_BYTES:
+                    raise OSError(f"{self.journal}:{number}: line too long")
+                try:
+                    op = json.loads(line)
+                except ValueError:
+                    raise OSError(f"{self.journal}:{number}: not JSON") from None
+                if not isinstance(op, dict):
+                    raise OSError(f"{self.journal}:{number}: not an operation")
+                yield op
+
+    def _compact(self, now: float) -> None:
+        """Rewrite the journal as one ``request`` line per request still worth keeping."""
+        keep = {
+            i: r
+            for i, r in self.requests.items()
+            if r.state not in FINAL_STATES
+            or (r.decided_at or r.used_at or r.asked_at) > now - KEEP_FINISHED_SECONDS
+        }
+        self.requests = keep
+        tmp = self.journal.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            data = b"".join(_line({"op": "request", "request": r.to_json()}) for r in keep.values())
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.journal)
+        dir_fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        self._fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    # --- changes -----------------------------------------------------------------------------
+
+    def append(self, op: dict[str, Any]) -> None:
+        """Write one operation durably, then apply it. Raises StoreError."""
+        if self._fd is None:
+            raise StoreError("the approval store is not open")
+        try:
+            os.write(self._fd, _line(op))
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise StoreError(f"cannot write the approval store: {exc.strerror}") from None
+        self._apply(op)
+
+    def _apply(self, op: dict[str, Any]) -> None:
+        kind = op.get("op")
+        if kind == "request":
+            new = ApprovalRequest.from_json(op["request"])
+            self.requests[new.id] = new
+            return
+        found = self.requests.get(str(op.get("id")))
+        if found is None:
+            return  # compacted away
+        request = found
+        at = float(op["at"])
+        if kind == "approve":
+            request.approvals.append({**op["approver"], "at": at})
+            if op.get("final"):
+                request.state = APPROVED
+                request.decided_at = at
+                request.decided_by = op["approver"]
+                if request.mode is Mode.RETRY:
+                    request.expires_at = at + request.policy.valid_for
+        elif kind == "deny":
+            request.state = DENIED
+            request.decided_at = at
+            request.decided_by = op["approver"]
+            request.reason = op.get("reason")
+        elif kind in ("expire", "cancel"):
+            request.state = EXPIRED if kind == "expire" else CANCELLED
+            request.decided_at = request.decided_at or at
+            request.reason = op.get("reason")
+        elif kind == "use":
+            request.state = USED
+            request.used_at = at
+            request.used_by_session = op.get("session")
+
+    # --- queries -----------------------------------------------------------------------------
+
+    def find(self, fingerprint: str, state: str) -> ApprovalRequest | None:
+        for request in self.requests.values():
+            if request.fingerprint == fingerprint and request.state == state:
+                return request
+        return None
+
+
+def _line(op: dict[str, Any]) -> bytes:
+    return json.dumps(op, separators=(",", ":"), sort_keys=True).encode() + b"\n"
