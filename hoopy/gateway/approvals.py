@@ -224,6 +224,8 @@ class ApprovalService:
         """Local approvers see every request; remote ones those they could decide."""
         if not approver.remote:
             return True
+        if approver.identity == request.requester_identity:
+            return True  # their own request: they are told they cannot approve it
         return refusal(request.policy, approver, request.requester_identity) is None or any(
             a["identity"] == approver.identity for a in request.approvals
         )
