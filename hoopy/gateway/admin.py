@@ -19,7 +19,6 @@ number N (``--watch``).
 
 from __future__ import annotations
 
-import errno
 import grp
 import logging
 import os
@@ -82,16 +81,10 @@ class AdminServer:
     async def _bind_unix(self) -> trio.SocketListener:
         path = self.socket_path
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_socket():
-            probe = socket.socket(socket.AF_UNIX)
-            try:
-                probe.connect(str(path))
-            except OSError:
-                path.unlink()
-            else:
-                raise OSError(errno.EADDRINUSE, f"another process is serving {path}")
-            finally:
-                probe.close()
+        # Imported here: the server module imports this one.
+        from hoopy.gateway.server import remove_stale_socket
+
+        remove_stale_socket(path)
         sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
         # Created with no permissions for anyone, then opened to the configured mode: there
         # is no moment when others could connect.

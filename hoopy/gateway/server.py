@@ -104,17 +104,7 @@ class GatewayServer:
             bound.tcp = (sockname[0], sockname[1])
         if listener.unix_socket:
             path = listener.unix_socket
-            if path.is_socket():
-                # A stale socket from a previous run: remove it only if nobody answers there.
-                probe = socket.socket(socket.AF_UNIX)
-                try:
-                    probe.connect(str(path))
-                except OSError:
-                    path.unlink()
-                else:
-                    raise OSError(errno.EADDRINUSE, f"another process is serving {path}")
-                finally:
-                    probe.close()
+            remove_stale_socket(path)
             sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
             await sock.bind(str(path))
             os.chmod(path, 0o666)  # access is decided by authentication, not file modes
@@ -328,6 +318,21 @@ class GatewayServer:
         if self.sessions:
             log.warning("%d sessions still busy after %gs: closing them", len(self.sessions), grace)
         nursery.cancel_scope.cancel()
+
+
+def remove_stale_socket(path: Path) -> None:
+    """A unix socket left by a previous run is removed, only if nobody answers there."""
+    if not path.is_socket():
+        return
+    probe = socket.socket(socket.AF_UNIX)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        path.unlink()
+    else:
+        raise OSError(errno.EADDRINUSE, f"another process is serving {path}")
+    finally:
+        probe.close()
 
 
 def _peer_name(stream: trio.abc.Stream) -> str:

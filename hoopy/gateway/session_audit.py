@@ -118,21 +118,30 @@ class SessionAudit:
         rule: str | None = None,
     ) -> dict[str, Any]:
         """The statement's record (``before`` writes it). Raises ``AuditUnavailable``."""
+        if len(payload) < offload.OFF_LOOP_BYTES:  # most: no coroutine, no closure
+            return self._checked(seq, principal, payload, command, verdict, rule)
         try:
-            return (
-                self._statement(
-                    seq, principal, payload, decoded=command, verdict=verdict, rule=rule
-                )
-                if len(payload) < offload.OFF_LOOP_BYTES  # most: no coroutine, no closure
-                else await self._build(
-                    seq, principal, payload, decoded=command, verdict=verdict, rule=rule
-                )
+            return await self._build(
+                seq, principal, payload, decoded=command, verdict=verdict, rule=rule
+            )
+        except Exception as exc:
+            raise _unbuildable(self.session, exc) from None
+
+    def _checked(
+        self,
+        seq: int,
+        principal: Principal,
+        payload: bytes,
+        command: ClientCommand | None,
+        verdict: str,
+        rule: str | None,
+    ) -> dict[str, Any]:
+        try:
+            return self._statement(
+                seq, principal, payload, decoded=command, verdict=verdict, rule=rule
             )
         except Exception as exc:  # a bug here must refuse the statement, not end the session
-            log.exception("session %s: cannot build the audit record", self.session)
-            raise AuditUnavailable(
-                f"cannot build the audit record ({type(exc).__name__}); see the gateway log"
-            ) from None
+            raise _unbuildable(self.session, exc) from None
 
     async def before(
         self,
@@ -153,8 +162,12 @@ class SessionAudit:
 
         Raises ``AuditUnavailable`` (the caller refuses the statement)."""
         if record is None:
-            record = await self.build(
-                seq, principal, payload, command=command, verdict=verdict, rule=rule
+            record = (
+                self._checked(seq, principal, payload, command, verdict, rule)
+                if len(payload) < offload.OFF_LOOP_BYTES  # the hot path: no extra coroutine
+                else await self.build(
+                    seq, principal, payload, command=command, verdict=verdict, rule=rule
+                )
             )
         else:
             record["verdict"], record["rule"] = verdict, rule
@@ -376,6 +389,13 @@ class SessionAudit:
             self.audit.write(record)
         except AuditUnavailable as exc:
             log.error("session %s: %s record not written: %s", self.session, record["kind"], exc)
+
+
+def _unbuildable(session: str, exc: Exception) -> AuditUnavailable:
+    log.error("session %s: cannot build the audit record", session, exc_info=exc)
+    return AuditUnavailable(
+        f"cannot build the audit record ({type(exc).__name__}); see the gateway log"
+    )
 
 
 def _recorded(statement: PreparedStatement) -> RecordedPrepare:
