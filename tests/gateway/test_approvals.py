@@ -17,6 +17,7 @@ import http.server
 import json
 import re
 import secrets
+import struct
 import subprocess
 import sys
 import threading
@@ -31,8 +32,12 @@ import pytest
 
 from hoopy.audit.reader import iter_records
 from hoopy.identity.dev_tokens import create_signing_key
+from hoopy.wire.params import MYSQL_TYPE_LONG, MYSQL_TYPE_LONGLONG, Param, encode_execute
+from tests.gateway.test_raw_protocol import BASE_CAPS, RawClient, count_response
 from tests.gateway.test_tokens import AUDIENCE, ISSUER, mint
 from tests.gateway_rig import (
+    DEV_PASSWORD,
+    DEV_USER,
     REPO_ROOT,
     TEST_DB,
     HoopyProcess,
@@ -426,17 +431,13 @@ def test_pymysql_retry_runs_once_after_approval(
     wait_for(lambda: webhook.events(first) == ["requested", "approved", "used"])
 
 
-@pytest.mark.skip(
-    reason="known defect, open in issue 10: the EXECUTE that follows a refused one hangs "
-    "(mysql-connector, prepared cursor); the gateway side of bind_types is not yet found at fault"
-)
 def test_mysql_connector_prepared_retry_binds_the_parameters(
     gateway: HoopyProcess, mariadb: MariaDBServer, make_table: Callable[[str], str]
 ) -> None:
     table = make_table("r_")
     import mysql.connector
 
-    conn = gateway.connect_connector(TEST_DB, connection_timeout=15)
+    conn = gateway.connect_connector(TEST_DB, autocommit=True, connection_timeout=15)
     cur = conn.cursor(prepared=True)
     sql = f"UPDATE {table} SET v = ? WHERE id = ?"
     with pytest.raises(mysql.connector.Error) as info:
@@ -456,6 +457,75 @@ def test_mysql_connector_prepared_retry_binds_the_parameters(
     assert cur.rowcount == 1
     assert values(mariadb, table)[0] == (1, 99)
     conn.close()
+
+
+def test_mariadb_connector_retry_after_a_refused_execute_that_bound_the_types(
+    gateway: HoopyProcess, mariadb: MariaDBServer, make_table: Callable[[str], str]
+) -> None:
+    """libmariadb sends the parameter types with the first EXECUTE only. That EXECUTE was
+    refused, so the server never saw them: the next EXECUTE reaches it with them written in
+    (wire/params.py, ``bind_types``), and runs with the values the client sent."""
+    table = make_table("r_")
+    import mariadb as mariadb_client
+
+    host, port = gateway.tcp["app"]
+    conn = mariadb_client.connect(
+        host=host, port=port, user=DEV_USER, password=DEV_PASSWORD, database=TEST_DB,
+        autocommit=True,
+    )
+    cur = conn.cursor(prepared=True)
+    sql = f"UPDATE {table} SET v = ? WHERE id = ?"
+    with pytest.raises(mariadb_client.Error) as info:
+        cur.execute(sql, (77, 2))
+    assert info.value.errno == 1290
+    asked = approval_id(str(info.value))
+    assert [p["value"] for p in cli(gateway, "show", asked)["params"]] == [77, 2]
+    cli(gateway, "approve", asked)
+    cur.execute(sql, (77, 2))
+    assert cur.rowcount == 1
+    assert values(mariadb, table) == [(1, 10), (2, 77), (3, 30)]
+    # The statement stays usable for executes that reuse the types the server now has.
+    with pytest.raises(mariadb_client.Error):
+        cur.execute(sql, (78, 3))
+    assert values(mariadb, table)[2] == (3, 30)
+    conn.close()
+    assert steps(gateway, asked) == ["requested", "approved", "used"]
+
+
+def test_raw_execute_that_reuses_types_a_refused_execute_bound(
+    gateway: HoopyProcess, mariadb: MariaDBServer, make_table: Callable[[str], str]
+) -> None:
+    """libmysqlclient and libmariadb send parameter types only with an execute after
+    mysql_stmt_bind_param (sysbench binds once). When hoopy refused the execute that bound
+    them, the server never saw them: the approved retry, sent with new_params_bound_flag 0,
+    reaches the server with them written in, and runs with the values the client sent."""
+    table = make_table("r_")
+    host, port = gateway.tcp["app"]
+    client = RawClient(host, port, DEV_USER, DEV_PASSWORD, TEST_DB, BASE_CAPS)
+    prepared = count_response(client, b"\x16" + f"UPDATE {table} SET v = ? WHERE id = ?".encode())
+    assert prepared[0][1][0] == 0x00
+    stmt_id = struct.unpack("<I", prepared[0][1][1:5])[0]
+    ps = [Param(MYSQL_TYPE_LONGLONG, False, 55), Param(MYSQL_TYPE_LONG, False, 3)]
+    bound = encode_execute(stmt_id, ps)
+    # header, null bitmap (1 byte), then flag 1 and two 2-byte types: drop them, flag 0
+    reusing = bound[:11] + b"\x00" + bound[16:]
+    answer = count_response(client, bound)
+    assert answer[-1][1][0] == 0xFF and struct.unpack("<H", answer[-1][1][1:3])[0] == 1290
+    asked = approval_id(answer[-1][1][9:].decode())
+    assert [p["value"] for p in cli(gateway, "show", asked)["params"]] == [55, 3]
+    cli(gateway, "approve", asked)
+    answer = count_response(client, reusing)
+    assert answer[-1][1][:2] == b"\x00\x01", answer  # OK, one row
+    assert values(mariadb, table) == [(1, 10), (2, 20), (3, 55)]
+    # The server holds the types now: a further reusing execute binds as usual (and is
+    # another statement for the rule, so it asks again).
+    other = reusing[:-12] + (56).to_bytes(8, "little") + (1).to_bytes(4, "little")
+    answer = count_response(client, other)
+    assert struct.unpack("<H", answer[-1][1][1:3])[0] == 1290
+    shown = cli(gateway, "show", approval_id(answer[-1][1][9:].decode()))
+    assert [p["value"] for p in shown["params"]] == [56, 1]
+    client.close()
+    assert steps(gateway, asked) == ["requested", "approved", "used"]
 
 
 # --- who may approve ----------------------------------------------------------------------

@@ -16,7 +16,7 @@ from mysql.connector.protocol import MySQLProtocol
 
 from hoopy.audit.values import param_from_json, param_to_json
 from hoopy.wire.handshake import CLIENT_QUERY_ATTRIBUTES
-from hoopy.wire.packets import ProtocolError, frame, lenenc_str
+from hoopy.wire.packets import ProtocolError, frame, lenenc_int, lenenc_str
 from hoopy.wire.params import (
     LONG_DATA,
     MYSQL_TYPE_BIT,
@@ -50,6 +50,7 @@ from hoopy.wire.params import (
     TYPE_NAMES,
     ExecuteRequest,
     Param,
+    bind_types,
     decode_execute,
     decode_query_attributes,
     encode_execute,
@@ -751,6 +752,72 @@ def test_encode_then_decode_with_query_attributes(ps: list[Param], data: st.Data
         tuple(as_decoded(p) for p in ps),
         sql,
     )
+
+
+def unbound(payload: bytes, count: int, type_bytes: int, attributes: bool) -> bytes:
+    """``payload`` (types bound) as the same EXECUTE that reuses earlier types: flag 0 and
+    no type list, the values unchanged."""
+    at = 10 + (len(lenenc_int(count)) if attributes else 0) + (count + 7) // 8
+    assert payload[at] == 1
+    return payload[:at] + b"\x00" + payload[at + 1 + type_bytes * count :]
+
+
+@given(st.lists(params(named=False), min_size=1, max_size=10), st.sampled_from([0, QA]))
+def test_bind_types_writes_back_the_types_a_refused_execute_bound(
+    ps: list[Param], capabilities: int
+) -> None:
+    attributes = bool(capabilities & QA)
+    bound = encode_execute(9, ps, capabilities=capabilities)
+    reused = unbound(bound, len(ps), 3 if attributes else 2, attributes)
+    types = tuple((p.type, p.unsigned) for p in ps)
+    # What the server never saw, written in: the very payload that bound them.
+    assert bind_types(reused, len(ps), types, capabilities=capabilities) == bound
+    # And it reads as the reusing execute reads against the remembered types.
+    assert decode_execute(bound, len(ps), None, capabilities=capabilities).params == (
+        decode_execute(reused, len(ps), types, capabilities=capabilities).params
+    )
+    # An execute that binds its own types is left alone.
+    assert bind_types(bound, len(ps), types, capabilities=capabilities) is None
+
+
+@given(
+    st.lists(params(named=False), min_size=1, max_size=8),
+    st.integers(1, 4),
+)
+def test_bind_types_gives_query_attributes_past_the_placeholders_the_null_type(
+    ps: list[Param], extra: int
+) -> None:
+    nulls = [Param(MYSQL_TYPE_NULL, False, None)] * extra
+    bound = encode_execute(9, [*ps, *nulls], capabilities=QA)
+    reused = unbound(bound, len(ps) + extra, 3, True)
+    types = tuple((p.type, p.unsigned) for p in ps)
+    rebound = bind_types(reused, len(ps), types, capabilities=QA)
+    assert rebound == bound
+    assert decode_execute(rebound, len(ps), None, capabilities=QA).params == (
+        decode_execute(reused, len(ps), types, capabilities=QA).params
+    )
+
+
+def test_bind_types_leaves_what_it_cannot_rebind() -> None:
+    p = [Param(MYSQL_TYPE_LONG, False, 5)]
+    bound = encode_execute(1, p)
+    reused = unbound(bound, 1, 2, False)
+    types = ((MYSQL_TYPE_LONG, False),)
+    assert bind_types(reused, 0, types, capabilities=0) is None  # no parameters
+    assert bind_types(reused, 1, (), capabilities=0) is None  # no types to give
+    assert bind_types(reused[:9], 1, types, capabilities=0) is None  # too short
+    with pytest.raises(ProtocolError):
+        bind_types(reused[:10], 1, types, capabilities=0)  # no null bitmap
+
+
+@given(st.binary(max_size=64), st.integers(0, 8), st.sampled_from([0, QA]))
+def test_bind_types_on_arbitrary_bytes_raises_only_protocol_errors(
+    body: bytes, num_params: int, capabilities: int
+) -> None:
+    types = [(MYSQL_TYPE_LONG, False)] * num_params
+    with contextlib.suppress(ProtocolError):
+        out = bind_types(b"\x17" + body, num_params, types, capabilities=capabilities)
+        assert out is None or len(out) > len(body) + 1
 
 
 @given(params(named=True))
