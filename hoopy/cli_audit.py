@@ -211,8 +211,15 @@ def audit_search(
         str | None,
         typer.Option(
             "--verdict",
-            help="allow, log (allowed and flagged by a guardrail), deny or review "
-            "(statements hoopy refused).",
+            help="allow, log (allowed and flagged by a guardrail), approved (run under a "
+            "human's approval), deny or review (statements hoopy refused).",
+        ),
+    ] = None,
+    approval: Annotated[
+        str | None,
+        typer.Option(
+            "--approval",
+            help="Statements that asked for this approval id or ran under it.",
         ),
     ] = None,
     error: Annotated[bool, typer.Option("--error", help="Only statements that failed.")] = False,
@@ -228,8 +235,8 @@ def audit_search(
     """Find statements by who, target, time, SQL text or regex, verdict and error."""
     from hoopy.audit.query import SessionFilter, StatementFilter, search
 
-    if verdict is not None and verdict not in ("allow", "log", "deny", "review"):
-        raise typer.BadParameter("--verdict is allow, log, deny or review")
+    if verdict is not None and verdict not in VERDICTS:
+        raise typer.BadParameter(f"--verdict is one of {', '.join(VERDICTS)}")
     try:
         pattern = re.compile(regex) if regex else None
     except re.error as exc:
@@ -244,6 +251,7 @@ def audit_search(
         error=error,
         error_code=error_code,
         command=command,
+        approval=approval,
     )
     hits = list(search(load_index(directory), where, limit=limit if limit > 0 else None))
     if as_json:
@@ -402,6 +410,8 @@ def audit_reindex(
 
 
 NO_RESPONSE_COMMANDS = ("COM_STMT_CLOSE", "COM_STMT_SEND_LONG_DATA")
+# The verdicts a statement record carries (docs/audit-format.md).
+VERDICTS = ("allow", "log", "approved", "deny", "review")
 
 
 def describe_statement(s: dict[str, Any], *, width: int) -> str:

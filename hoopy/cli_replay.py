@@ -188,16 +188,49 @@ def _step_markup(step: Any, clock: _Clock) -> str:
     s = step.statement
     recorded = s.get("verdict", "allow")
     rule = escape(str(s.get("rule")))
+    approval = escape(str(s.get("approval") or ""))
+    asked = f"{rule}, {approval}" if approval else rule
     verdict = {
         "allow": "",
         "log": f" [bold yellow]FLAGGED ({rule})[/]",
-        "review": f" [bold red]HELD FOR REVIEW, NOT RUN ({rule})[/]",
+        "review": f" [bold red]NEEDS APPROVAL, NOT RUN ({asked})[/]",
+        "approved": f" [bold green]APPROVED ({asked})[/]",
     }.get(recorded, f" [bold red]DENIED ({rule})[/]")
-    return (
+    lines = [
         f"[dim]{clock.offset(s.get('ts')):>10}[/] [bold]#{step.seq}[/] "
-        f"{escape(describe_statement(s, width=0))}{verdict}\n"
-        f"{'':>11} → {describe_outcome(s, step.outcome)}"
-    )
+        f"{escape(describe_statement(s, width=0))}{verdict}",
+        f"{'':>11} → {describe_outcome(s, step.outcome)}",
+    ]
+    lines += [
+        f"[dim]{clock.offset(a.get('ts')):>10}[/]   [cyan]approval {describe_approval_step(a)}[/]"
+        for a in step.approvals
+    ]
+    return "\n".join(lines)
+
+
+def describe_approval_step(a: dict[str, Any]) -> str:
+    """One approval record (kind "approval") as a line of the timeline."""
+    name = escape(str(a.get("approval", "?")))
+    step = str(a.get("step", "?"))
+    approver = a.get("approver") or {}
+    who = escape(str(approver.get("name") or approver.get("identity") or "?"))
+    reason = f": {escape(str(a['reason']))}" if a.get("reason") else ""
+    if step == "requested":
+        estimate = f", estimate {a['estimate']} rows" if a.get("estimate") is not None else ""
+        return f"{name} requested ({a.get('mode', '?')} mode{estimate})"
+    if step == "approval_added":
+        return f"{name} approved by {who} ({a.get('approvals')} of {a.get('needed')})"
+    if step in ("approved", "denied"):
+        return f"{name} {step} by {who}{reason}"
+    if step == "used":
+        asked = a.get("requested") or {}
+        where = (
+            ""
+            if asked.get("session") == a.get("session")
+            else f" in session {escape(str(asked.get('session')))}"
+        )
+        return f"{name} used (asked by #{asked.get('seq')}{where})"
+    return f"{name} {escape(step)}{reason}"
 
 
 def _print_footer(timeline: Any) -> None:

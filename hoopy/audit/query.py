@@ -88,9 +88,12 @@ class StatementFilter:
     error: bool = False
     error_code: int | None = None
     command: str | None = None
+    approval: str | None = None  # the id of an approval the statement asked for or ran under
 
     def matches(self, step: Step) -> bool:
         s = step.statement
+        if self.approval and s.get("approval") != self.approval:
+            return False
         ts = str(s.get("ts", ""))
         if self.sessions.since and ts < self.sessions.since:
             return False

@@ -28,6 +28,10 @@ class Step:
     seq: int
     statement: dict[str, Any]
     outcome: dict[str, Any] | None = None
+    # The approval records of this statement (kind "approval", gateway/approvals.py): the
+    # steps of the request it made (requested, approval_added, approved, denied, expired,
+    # cancelled), or the "used" of the approval it ran under.
+    approvals: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def command(self) -> str:
@@ -46,7 +50,12 @@ class Step:
         return error if isinstance(error, dict) else None
 
     def to_json(self) -> dict[str, Any]:
-        return {"seq": self.seq, "statement": self.statement, "outcome": self.outcome}
+        return {
+            "seq": self.seq,
+            "statement": self.statement,
+            "outcome": self.outcome,
+            "approvals": self.approvals,
+        }
 
 
 @dataclass
@@ -58,6 +67,9 @@ class Timeline:
     end: dict[str, Any] | None = None
     steps: list[Step] = field(default_factory=list)
     _by_seq: dict[int, Step] = field(default_factory=dict)
+    # Approval records written before their statement's record (a request is recorded, and
+    # an approval's use, before the statement they belong to).
+    _early: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
 
     def add(self, record: dict[str, Any]) -> Step | None:
         """Take one record; returns the step it created or completed, if any."""
@@ -67,7 +79,7 @@ class Timeline:
         elif kind == "session_end":
             self.end = record
         elif kind == "statement" and isinstance(record.get("seq"), int):
-            step = Step(record["seq"], record)
+            step = Step(record["seq"], record, approvals=self._early.pop(record["seq"], []))
             self.steps.append(step)
             self._by_seq[step.seq] = step
             return step
@@ -75,6 +87,13 @@ class Timeline:
             found = self._by_seq.get(record["seq"])
             if found is not None:
                 found.outcome = record
+                return found
+        elif kind == "approval" and isinstance(record.get("seq"), int):
+            found = self._by_seq.get(record["seq"])
+            if found is None:
+                self._early.setdefault(record["seq"], []).append(record)
+            else:
+                found.approvals.append(record)
                 return found
         return None
 

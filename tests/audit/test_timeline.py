@@ -86,6 +86,34 @@ def test_timeline_pairs_outcomes_with_statements() -> None:
     assert t.start is not None and t.end is not None
 
 
+def approval(seq: int, step: str, session: str = "s", **fields: object) -> dict[str, object]:
+    return {"kind": "approval", "session": session, "seq": seq, "approval": "ap-1", "step": step,
+            **fields}  # fmt: skip
+
+
+def test_approval_steps_join_their_statement_whenever_they_were_written() -> None:
+    t = Timeline("s")
+    t.extend(
+        [
+            approval(1, "requested", mode="retry"),  # written before the refused statement
+            statement(1, sql="DELETE FROM t WHERE id = 1", verdict="review", approval="ap-1"),
+            {"kind": "outcome", "session": "s", "seq": 1, "error": {"code": 1290}},
+            statement(2, sql="SELECT 1"),
+            approval(1, "approval_added", approvals=1, needed=2),  # decided later on
+            approval(1, "approved", approvals=2, needed=2),
+            approval(3, "used", requested={"session": "s", "seq": 1}),
+            statement(3, sql="DELETE FROM t WHERE id = 1", verdict="approved", approval="ap-1"),
+            approval(9, "expired"),  # a statement this session never recorded: kept aside
+        ]
+    )
+    by_seq = {step.seq: step for step in t.steps}
+    assert [a["step"] for a in by_seq[1].approvals] == ["requested", "approval_added", "approved"]
+    assert by_seq[2].approvals == []
+    assert [a["step"] for a in by_seq[3].approvals] == ["used"]
+    assert [s.seq for s in t.steps] == [1, 2, 3]
+    assert t.to_json()["steps"][2]["approvals"][0]["requested"] == {"session": "s", "seq": 1}
+
+
 def steps(*statements: dict[str, object]) -> list[Step]:
     return [Step(int(s["seq"]), s) for s in statements]  # type: ignore[call-overload]
 
@@ -152,6 +180,7 @@ def test_plan_skips_statements_a_guardrail_refused_or_held_and_runs_flagged_ones
             statement(1, sql="DELETE FROM t", verdict="deny", rule="default/unbounded-write"),
             statement(2, sql="ALTER TABLE t ADD c INT", verdict="review", rule="default/x"),
             statement(3, sql="SELECT 1", verdict="log", rule="mine/flag"),
+            statement(4, sql="DELETE FROM t WHERE id = 2", verdict="approved", approval="ap-1"),
         ),
         allow_writes=True,
         skip_writes=False,
@@ -160,3 +189,4 @@ def test_plan_skips_statements_a_guardrail_refused_or_held_and_runs_flagged_ones
     assert by_seq[1].reason == "refused when recorded (default/unbounded-write)"
     assert by_seq[2].reason == "refused when recorded (default/x)"  # it never ran
     assert by_seq[3].run  # log: it ran, so it is re-run
+    assert by_seq[4].run  # it ran under a human's approval

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import http.server
 import json
+import os
 import re
 import secrets
 import struct
@@ -282,6 +283,25 @@ def statement_records(gateway: HoopyProcess, sql: str) -> list[dict[str, Any]]:
     return [r for r in iter_records(audit) if r.get("kind") == "statement" and r.get("sql") == sql]
 
 
+def replay(gateway: HoopyProcess, session: str, *args: str) -> Any:
+    """``hoopy replay SESSION``: the timeline (parsed with --json, else the text)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "hoopy", "replay", session, "--config", str(gateway.config_path), *args],
+        capture_output=True, text=True, timeout=60, cwd=REPO_ROOT, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout) if "--json" in args else done.stdout
+
+
+def audit_search(gateway: HoopyProcess, *args: str) -> list[dict[str, Any]]:
+    done = subprocess.run(
+        [sys.executable, "-m", "hoopy", "audit", "search", *args, "--json", "--config", str(gateway.config_path)],
+        capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return list(json.loads(done.stdout))
+
+
 def wait_for(condition: Callable[[], bool], timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -429,6 +449,26 @@ def test_pymysql_retry_runs_once_after_approval(
     conn.close()
     assert steps(gateway, first) == ["requested", "approved", "used"]
     wait_for(lambda: webhook.events(first) == ["requested", "approved", "used"])
+    # hoopy replay shows each step in its statement's place, and search finds both.
+    session = statement_records(gateway, sql)[0]["session"]
+    timeline = replay(gateway, session, "--json")
+    linked = [s for s in timeline["steps"] if s["statement"].get("approval") == first]
+    assert [s["statement"]["verdict"] for s in linked] == ["review", "review", "approved"]
+    assert [[a["step"] for a in s["approvals"]] for s in linked] == [
+        ["requested", "approved"],
+        [],
+        ["used"],
+    ]
+    assert linked[2]["approvals"][0]["requested"]["seq"] == linked[0]["seq"]
+    text = replay(gateway, session)
+    assert f"APPROVED (appr/retry-update, {first})" in text
+    assert f"approval {first} approved by root" in text
+    assert f"approval {first} used (asked by #{linked[0]['seq']})" in text
+    found = audit_search(gateway, "--approval", first)
+    assert [h["seq"] for h in found] == [s["seq"] for s in linked]
+    assert [h["seq"] for h in audit_search(gateway, "--verdict", "approved", "--session", session)] == [
+        linked[2]["seq"]
+    ]
 
 
 def test_mysql_connector_prepared_retry_binds_the_parameters(
