@@ -712,3 +712,37 @@ def test_retry_approval_survives_a_restart_and_a_held_statement_fails_at_shutdow
         assert states[held_request["id"]] == "cancelled"
         assert steps(second, asked) == ["requested", "approved", "used"]
         assert steps(second, held_request["id"]) == ["requested", "cancelled"]
+
+
+def test_the_idle_watchdog_does_not_cut_a_held_statement(
+    mariadb: MariaDBServer,
+    make_table: Callable[[str], str],
+    keys: tuple[Path, Path],
+    webhook: Webhook,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    table = make_table("h_")
+    workdir = tmp_path_factory.mktemp("approvals-idle")
+    config = deep_merge(
+        approvals_config(mariadb, workdir, keys[1], webhook.url),
+        {"gateway": {"idle_timeout": 1}},
+    )
+    with HoopyProcess(config, workdir=workdir, env={"HOOK_SECRET": WEBHOOK_SECRET}) as proc:
+        idle = proc.connect(database=TEST_DB)
+        held = run_async(f"DELETE FROM {table} WHERE id = 2", lambda: proc.connect(database=TEST_DB))
+        request = pending_for(proc, table)
+        # The watchdog has run past its timeout once the idle bystander's session ends.
+        audit = Path(proc.config["audit"]["directory"])
+        wait_for(
+            lambda: any(
+                r.get("kind") == "session_end" and str(r.get("reason")).startswith("idle for")
+                for r in iter_records(audit)
+            ),
+            timeout=20,
+        )
+        assert not held.done()
+        cli(proc, "approve", request["id"])
+        assert held.result(timeout=20) == (1, None)
+        assert count(mariadb, table) == 2
+        with pytest.raises(pymysql.err.MySQLError), idle.cursor() as cur:
+            cur.execute("SELECT 1")
