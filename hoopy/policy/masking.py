@@ -1,0 +1,458 @@
+"""Masking rules, the strategies that rewrite a value, and the plan for one result set.
+
+Pure (no I/O): ``MaskingPolicy.plan`` takes a result set's column definitions (wire/rows.py)
+and says which columns are masked, by which rule and how; ``MaskingPlan.text_row`` and
+``binary_row`` rewrite one row's cells. The gateway calls these only for result sets whose
+plan masks something; every other result set passes byte for byte.
+
+Columns are matched by their **physical** origin as the server reports it in the column
+definition (schema, ``org_table``, ``org_name``), so ``SELECT email AS e`` stays masked. A
+pattern is ``schema.table.column``, ``table.column`` or ``column``, each part a glob matched
+case-insensitively (``*.email``, ``*ssn*``, ``shop.customers.card_*``); fewer parts match any
+schema or table. A column the server reports no origin for (an expression: ``CONCAT(email,
+'')``, ``UPPER(ssn)``) is matched by the name the client sees only for patterns that leave
+schema and table open; tracing what feeds an expression is the statement analysis's job.
+
+A masked value keeps its column's type (DESIGN.md; the masking issue): strings become the
+strategy's text, numbers a number, dates a date, so clients that parse values by type keep
+working; a type that cannot carry a stand-in (BIT, GEOMETRY) becomes NULL. A value that
+cannot be read for masking (a charset hoopy cannot decode, a malformed number) raises
+``MaskingError``: the gateway then ends the result with an ERR, never an unmasked value.
+"""
+
+from __future__ import annotations
+
+import enum
+import fnmatch
+import hashlib
+import hmac
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Final
+
+from mysql_mimic.charset import CharacterSet, Collation
+
+from hoopy.wire.packets import ProtocolError, Reader, lenenc_str
+from hoopy.wire.params import (
+    MYSQL_TYPE_BIT,
+    MYSQL_TYPE_DATE,
+    MYSQL_TYPE_DATETIME,
+    MYSQL_TYPE_DECIMAL,
+    MYSQL_TYPE_DOUBLE,
+    MYSQL_TYPE_FLOAT,
+    MYSQL_TYPE_GEOMETRY,
+    MYSQL_TYPE_INT24,
+    MYSQL_TYPE_JSON,
+    MYSQL_TYPE_LONG,
+    MYSQL_TYPE_LONGLONG,
+    MYSQL_TYPE_NEWDATE,
+    MYSQL_TYPE_NEWDECIMAL,
+    MYSQL_TYPE_SHORT,
+    MYSQL_TYPE_TIME,
+    MYSQL_TYPE_TIMESTAMP,
+    MYSQL_TYPE_TINY,
+    MYSQL_TYPE_YEAR,
+)
+from hoopy.wire.rows import (
+    ColumnDefinition,
+    binary_encoding,
+    binary_value,
+    decode_binary_row,
+    decode_column_definition,
+    decode_text_row,
+    encode_binary_row,
+    encode_column_definition,
+    encode_text_row,
+    with_room_for,
+)
+
+
+class MaskingError(Exception):
+    """A value could not be masked: the result must end with an error instead."""
+
+
+class Strategy(enum.Enum):
+    REDACT = "redact"  # a fixed stand-in
+    KEEP_LAST = "keep_last"  # all but the last N characters replaced
+    HMAC = "hmac"  # a keyed hash: stable, so joins and GROUP BY on masked values still work
+    NULL = "null"
+
+
+DEFAULT_REPLACEMENT: Final = "****"
+DEFAULT_KEEP: Final = 4
+KEEP_FILL: Final = "*"
+# Hex digits of the keyed hash shown (64 bits: collisions need ~4 billion distinct values).
+HMAC_HEX_DIGITS: Final = 16
+HMAC_PREFIX: Final = "h:"
+
+# --- what a column's type can carry -------------------------------------------------------
+
+_INTEGERS: Final = {
+    MYSQL_TYPE_TINY: 8,
+    MYSQL_TYPE_SHORT: 16,
+    MYSQL_TYPE_INT24: 24,
+    MYSQL_TYPE_LONG: 32,
+    MYSQL_TYPE_LONGLONG: 64,
+    MYSQL_TYPE_YEAR: 16,
+}
+_FLOATS: Final = frozenset({MYSQL_TYPE_FLOAT, MYSQL_TYPE_DOUBLE})
+_DECIMALS: Final = frozenset({MYSQL_TYPE_DECIMAL, MYSQL_TYPE_NEWDECIMAL})
+_DATES: Final = frozenset({MYSQL_TYPE_DATE, MYSQL_TYPE_NEWDATE})
+_DATETIMES: Final = frozenset({MYSQL_TYPE_DATETIME, MYSQL_TYPE_TIMESTAMP})
+# Types whose values no stand-in can imitate (bit strings, WKB geometry): masked to NULL.
+_NULL_ONLY: Final = frozenset({MYSQL_TYPE_BIT, MYSQL_TYPE_GEOMETRY})
+
+# Python codecs for the character sets a result can be sent in (character_set_results).
+_CODECS: Final = {
+    "utf8mb4": "utf-8",
+    "utf8": "utf-8",
+    "latin1": "cp1252",  # MySQL's latin1 is Windows-1252
+    "ascii": "ascii",
+    "latin2": "iso8859-2",
+    "latin5": "iso8859-9",
+    "latin7": "iso8859-13",
+    "greek": "iso8859-7",
+    "hebrew": "iso8859-8",
+    "cp1250": "cp1250",
+    "cp1251": "cp1251",
+    "cp1256": "cp1256",
+    "cp1257": "cp1257",
+    "cp850": "cp850",
+    "cp852": "cp852",
+    "cp866": "cp866",
+    "koi8r": "koi8-r",
+    "koi8u": "koi8-u",
+    "macroman": "mac-roman",
+    "tis620": "tis-620",
+    "big5": "big5",
+    "sjis": "shift_jis",
+    "cp932": "cp932",
+    "gbk": "gbk",
+    "gb2312": "gb2312",
+    "gb18030": "gb18030",
+    "euckr": "euc-kr",
+    "ujis": "euc-jp",
+    "eucjpms": "euc-jp",
+    "ucs2": "utf-16-be",
+    "utf16": "utf-16-be",
+    "utf16le": "utf-16-le",
+    "utf32": "utf-32-be",
+}
+BINARY_CHARSET: Final = 63
+
+
+def codec_of(collation_id: int) -> str | None:
+    """The Python codec of a column's collation id; None for binary. Raises MaskingError for
+    a character set hoopy cannot decode (masking fails closed)."""
+    if collation_id == BINARY_CHARSET:
+        return None
+    try:
+        name = CharacterSet(Collation(collation_id).charset).name
+    except ValueError:
+        raise MaskingError(f"unknown collation {collation_id}") from None
+    codec = _CODECS.get(name)
+    if codec is None:
+        raise MaskingError(f"character set {name} cannot be masked")
+    return codec
+
+
+# --- patterns -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnPattern:
+    """``schema.table.column`` with globs; None parts match anything."""
+
+    schema: str | None
+    table: str | None
+    column: str
+
+    @classmethod
+    def parse(cls, text: str) -> ColumnPattern:
+        parts = text.split(".")
+        if not 1 <= len(parts) <= 3 or any(not p for p in parts):
+            raise ValueError(
+                f"column pattern {text!r} must be column, table.column or schema.table.column"
+            )
+        parts = [p.lower() for p in parts]
+        if len(parts) == 1:
+            return cls(None, None, parts[0])
+        if len(parts) == 2:
+            return cls(None, parts[0], parts[1])
+        return cls(parts[0], parts[1], parts[2])
+
+    @property
+    def open_origin(self) -> bool:
+        """Whether the pattern leaves schema and table open (so it may match a name alone)."""
+        return self.schema in (None, "*") and self.table in (None, "*")
+
+    def matches(self, schema: str, table: str, column: str) -> bool:
+        return (
+            fnmatch.fnmatchcase(column, self.column)
+            and (self.table is None or fnmatch.fnmatchcase(table, self.table))
+            and (self.schema is None or fnmatch.fnmatchcase(schema, self.schema))
+        )
+
+    def __str__(self) -> str:
+        return ".".join(p for p in (self.schema, self.table, self.column) if p is not None)
+
+
+def _name(data: bytes) -> str:
+    # Identifiers come in character_set_results; utf-8 covers the names rules can write.
+    return data.decode("utf-8", "replace").lower()
+
+
+# --- strategies ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Masker:
+    """How a rule rewrites a value (``key`` for HMAC)."""
+
+    strategy: Strategy
+    replacement: str = DEFAULT_REPLACEMENT
+    keep: int = DEFAULT_KEEP
+    key: bytes | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.strategy is Strategy.HMAC and not self.key:
+            raise ValueError("the hmac strategy needs a key")
+        if self.keep < 0:
+            raise ValueError("keep must be 0 or more")
+
+    def nullable(self, column: ColumnDefinition) -> bool:
+        return self.strategy is Strategy.NULL or column.type in _NULL_ONLY
+
+    def _digest(self, data: bytes) -> bytes:
+        assert self.key is not None
+        return hmac.new(self.key, data, hashlib.sha256).digest()
+
+    # The value as text (strings in the column's charset, numbers and dates as their text
+    # form), masked; None for NULL. The protocols' codecs convert to and from this form.
+
+    def mask_text(self, column: ColumnDefinition, value: bytes) -> bytes | None:
+        if self.nullable(column):
+            return None
+        ctype = column.type
+        if ctype in _INTEGERS or ctype in _FLOATS or ctype in _DECIMALS:
+            return self._number(column, value)
+        if ctype in _DATES or ctype in _DATETIMES or ctype == MYSQL_TYPE_TIME:
+            return self._temporal(column, value)
+        return self._string(column, value)
+
+    def _string(self, column: ColumnDefinition, value: bytes) -> bytes:
+        codec = codec_of(column.charset)
+        if self.strategy is Strategy.HMAC:
+            text = HMAC_PREFIX + self._digest(value).hex()[:HMAC_HEX_DIGITS]
+        elif self.strategy is Strategy.KEEP_LAST:
+            if codec is None:
+                kept = value[-self.keep :] if self.keep else b""
+                return KEEP_FILL.encode() * (len(value) - len(kept)) + kept
+            try:
+                decoded = value.decode(codec)
+            except UnicodeDecodeError:
+                raise MaskingError(f"a value of column {_name(column.name)!r} is not valid "
+                                   f"{codec}") from None  # fmt: skip
+            kept_text = decoded[-self.keep :] if self.keep else ""
+            text = KEEP_FILL * (len(decoded) - len(kept_text)) + kept_text
+        else:
+            text = self.replacement
+        if column.type == MYSQL_TYPE_JSON:
+            text = json.dumps(text)  # a JSON column holds JSON: a string document
+        try:
+            return text.encode(codec or "utf-8")
+        except UnicodeEncodeError:
+            raise MaskingError(
+                f"the stand-in for column {_name(column.name)!r} cannot be written in {codec}"
+            ) from None
+
+    def _number(self, column: ColumnDefinition, value: bytes) -> bytes:
+        ctype = column.type
+        try:
+            text = value.decode("ascii")
+            Decimal(text)  # only a number is masked as one
+        except (UnicodeDecodeError, InvalidOperation):
+            raise MaskingError(f"column {_name(column.name)!r} holds a malformed number") from None
+        if self.strategy is Strategy.KEEP_LAST:
+            digits = [i for i, ch in enumerate(text) if ch.isdigit()]
+            hidden = set(digits[: max(len(digits) - self.keep, 0)])
+            return "".join("0" if i in hidden else ch for i, ch in enumerate(text)).encode()
+        if self.strategy is Strategy.HMAC:
+            bits = _INTEGERS.get(ctype, 32)
+            unsigned = column.unsigned or ctype == MYSQL_TYPE_YEAR
+            # A non-negative value that fits the type (31 bits for a signed INT...).
+            limit = 1 << (bits - (0 if unsigned else 1))
+            if ctype == MYSQL_TYPE_YEAR:
+                stand_in = 1901 + int.from_bytes(self._digest(value)[:8], "big") % 255
+                return str(stand_in).encode()
+            if ctype in _DECIMALS:
+                whole = max(column.length - column.decimals - 2, 1)
+                limit = 10 ** min(whole, 18)
+            stand_in = int.from_bytes(self._digest(value)[:8], "big") % limit
+            if ctype in _DECIMALS and column.decimals:
+                return f"{stand_in}.{'0' * column.decimals}".encode()
+            return str(stand_in).encode()
+        if ctype in _DECIMALS and column.decimals:
+            return f"0.{'0' * column.decimals}".encode()
+        if ctype == MYSQL_TYPE_YEAR:
+            return b"0000"
+        return b"0"
+
+    def _temporal(self, column: ColumnDefinition, value: bytes) -> bytes:
+        ctype = column.type
+        if self.strategy is Strategy.HMAC:
+            days = int.from_bytes(self._digest(value)[:8], "big") % 24_837  # 1970 .. 2037
+            if ctype == MYSQL_TYPE_TIME:
+                seconds = days % 86_400
+                h, rest = divmod(seconds, 3600)
+                return f"{h:02d}:{rest // 60:02d}:{rest % 60:02d}".encode()
+            from datetime import date, timedelta
+
+            day = (date(1970, 1, 1) + timedelta(days=days)).isoformat()
+            return (day if ctype in _DATES else f"{day} 00:00:00").encode()
+        if ctype == MYSQL_TYPE_TIME:
+            return b"00:00:00"
+        return b"1970-01-01" if ctype in _DATES else b"1970-01-01 00:00:00"
+
+    def room(self, column: ColumnDefinition) -> int:
+        """The most bytes a stand-in for ``column`` takes (for its column length)."""
+        if self.strategy is Strategy.HMAC:
+            return len(HMAC_PREFIX) + HMAC_HEX_DIGITS + 2
+        if self.strategy is Strategy.REDACT:
+            return len(self.replacement.encode("utf-8")) * 4 + 2
+        return 0  # keep_last writes no more than it read (one fill byte per character)
+
+
+# --- rules, policy, plan ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MaskingRule:
+    name: str  # "set/rule"
+    columns: tuple[ColumnPattern, ...]
+    masker: Masker
+
+    def matches(self, column: ColumnDefinition) -> bool:
+        if column.org_name:
+            schema, table = _name(column.schema), _name(column.org_table)
+            name = _name(column.org_name)
+            return any(p.matches(schema, table, name) for p in self.columns)
+        alias = _name(column.name)
+        return any(p.open_origin and p.matches("", "", alias) for p in self.columns)
+
+
+@dataclass(frozen=True, slots=True)
+class MaskedColumn:
+    index: int
+    rule: str
+    masker: Masker
+
+
+@dataclass(frozen=True, slots=True)
+class MaskingPlan:
+    """The masked columns of one result set, and its column definitions as rewritten."""
+
+    columns: tuple[ColumnDefinition, ...]
+    masked: tuple[MaskedColumn, ...]
+    definitions: tuple[bytes, ...]  # the column definition payloads the client gets
+
+    @property
+    def rules(self) -> dict[str, list[str]]:
+        """Masked column names by rule (for the audit: names, never values)."""
+        out: dict[str, list[str]] = {}
+        for m in self.masked:
+            c = self.columns[m.index]
+            out.setdefault(m.rule, []).append(_name(c.name))
+        return out
+
+    def text_row(self, payload: bytes) -> bytes:
+        try:
+            cells = decode_text_row(payload, len(self.columns))
+        except ProtocolError as exc:
+            raise MaskingError(str(exc)) from None
+        for m in self.masked:
+            cell = cells[m.index]
+            if cell is not None:
+                cells[m.index] = m.masker.mask_text(self.columns[m.index], cell)
+        return encode_text_row(cells)
+
+    def binary_row(self, payload: bytes) -> bytes:
+        try:
+            cells = decode_binary_row(payload, [c.type for c in self.columns])
+        except ProtocolError as exc:
+            raise MaskingError(str(exc)) from None
+        for m in self.masked:
+            cell = cells[m.index]
+            if cell is not None:
+                cells[m.index] = _mask_binary(m.masker, self.columns[m.index], cell)
+        return encode_binary_row(cells)
+
+
+def _mask_binary(masker: Masker, column: ColumnDefinition, cell: bytes) -> bytes | None:
+    """A binary cell masked through its text form, re-encoded in the column's type."""
+    ctype = column.type
+    try:
+        if ctype in _INTEGERS or ctype in _FLOATS or ctype in _DATES or ctype in _DATETIMES or (
+            ctype == MYSQL_TYPE_TIME
+        ):
+            value = binary_value(ctype, column.unsigned, cell)
+            text = repr(value) if isinstance(value, float) else str(value)
+            masked = masker.mask_text(column, text.encode())
+            if masked is None:
+                return None
+            out: object = masked.decode()
+            if ctype in _INTEGERS:
+                out = int(masked)
+            elif ctype in _FLOATS:
+                out = float(masked)
+            return binary_encoding(ctype, column.unsigned, out)
+        # Strings, decimals, JSON, ENUM, SET: length-encoded bytes.
+        r = Reader(cell)
+        data = r.lenenc_str()
+    except (ProtocolError, ValueError) as exc:
+        raise MaskingError(f"column {_name(column.name)!r}: {exc}") from None
+    masked = masker.mask_text(column, data)
+    return None if masked is None else lenenc_str(masked)
+
+
+@dataclass(frozen=True)
+class MaskingPolicy:
+    """The masking rules that apply to one session (its role's sets for its target), first
+    matching rule per column."""
+
+    rules: tuple[MaskingRule, ...]
+    _cache: dict[tuple[bytes, ...], MaskingPlan | None] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def plan(
+        self, definitions: Sequence[bytes], *, extended_metadata: bool = False
+    ) -> MaskingPlan | None:
+        """The plan for a result set with these column definition payloads; None when no
+        column is masked. Raises ProtocolError for a malformed definition."""
+        key = tuple(definitions)
+        if key in self._cache:
+            return self._cache[key]
+        columns = tuple(
+            decode_column_definition(d, extended_metadata=extended_metadata) for d in definitions
+        )
+        masked = []
+        rewritten = list(definitions)
+        for i, column in enumerate(columns):
+            for rule in self.rules:
+                if rule.matches(column):
+                    masked.append(MaskedColumn(i, rule.name, rule.masker))
+                    wider = with_room_for(
+                        column,
+                        length=rule.masker.room(column),
+                        nullable=rule.masker.nullable(column),
+                    )
+                    if wider is not column:
+                        rewritten[i] = encode_column_definition(wider)
+                    break
+        plan = MaskingPlan(columns, tuple(masked), tuple(rewritten)) if masked else None
+        if len(self._cache) < 4096:
+            self._cache[key] = plan
+        return plan
