@@ -56,7 +56,7 @@ class Request:
             return {}
         try:
             data = json.loads(self.body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the stack
             raise HTTPError(400, "the body is not JSON") from None
         if not isinstance(data, dict):
             raise HTTPError(400, "the body must be a JSON object")
@@ -77,7 +77,9 @@ class RequestReader:
         if self._head is None:
             end = self.buffer.find(b"\r\n\r\n")
             if end < 0:
-                if len(self.buffer) > MAX_HEAD_BYTES:
+                # Up to three bytes of the blank line may be in already: the same head is
+                # refused or not whichever way it was cut into reads.
+                if len(self.buffer) > MAX_HEAD_BYTES + 3:
                     raise HTTPError(431, "request head too large")
                 return None
             if end > MAX_HEAD_BYTES:
@@ -119,7 +121,10 @@ def _parse_head(head: bytes) -> tuple[str, str, dict[str, list[str]], dict[str, 
     length = int(length_text)
     if length > MAX_BODY_BYTES:
         raise HTTPError(413, "request body too large")
-    split = urlsplit(target)
+    try:
+        split = urlsplit(target)
+    except ValueError:  # brackets that do not make an IPv6 authority
+        raise HTTPError(400, "malformed request target") from None
     return method.upper(), split.path, parse_qs(split.query), headers, length
 
 

@@ -149,7 +149,8 @@ def normalized_text(sql: bytes) -> bytes:
     semicolons. Nothing inside is rewritten: collapsing white space or comments would need
     to know where literals end, which depends on the session's sql_mode; two texts that
     differ anywhere else are two statements."""
-    return sql.strip().rstrip(b";").rstrip()
+    # bytes.strip's default set, plus ";" at the end: "SELECT 1; ;" is "SELECT 1" again.
+    return sql.lstrip().rstrip(b" \t\n\r\x0b\x0c;")
 
 
 def fingerprint(

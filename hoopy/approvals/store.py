@@ -154,8 +154,14 @@ class ApprovalStore:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.chmod(self.directory, 0o700)
             self.key = self._key()
-            for op in self._read():
-                self._apply(op)
+            for number, op in self._read():
+                try:
+                    _validate(op)
+                    self._apply(op)
+                except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                    raise OSError(
+                        f"{self.journal}:{number}: not a valid operation ({exc!r})"
+                    ) from None
         except OSError as exc:
             raise StoreError(f"cannot open the approval store {self.directory}: {exc}") from None
         orphans = [r for r in self.requests.values() if r.state == PENDING and r.mode is Mode.HOLD]
@@ -169,7 +175,10 @@ class ApprovalStore:
         for request in approved_holds:  # approved, but the gateway stopped before it ran
             request.state = CANCELLED
             request.reason = "the gateway stopped before the approved statement ran"
-        self._compact(now)
+        try:
+            self._compact(now)
+        except OSError as exc:
+            raise StoreError(f"cannot compact the approval store {self.journal}: {exc}") from None
         return orphans + approved_holds
 
     def _key(self) -> bytes:
@@ -189,7 +198,7 @@ class ApprovalStore:
             os.close(fd)
         return key
 
-    def _read(self) -> Iterator[dict[str, Any]]:
+    def _read(self) -> Iterator[tuple[int, dict[str, Any]]]:
         try:
             f = self.journal.open("rb")
         except FileNotFoundError:
@@ -206,7 +215,7 @@ class ApprovalStore:
                     raise OSError(f"{self.journal}:{number}: not JSON") from None
                 if not isinstance(op, dict):
                     raise OSError(f"{self.journal}:{number}: not an operation")
-                yield op
+                yield number, op
 
     def _compact(self, now: float) -> None:
         """Rewrite the journal as one ``request`` line per request still worth keeping."""
@@ -244,6 +253,10 @@ class ApprovalStore:
         """Write one operation durably, then apply it. Raises StoreError."""
         if self._fd is None:
             raise StoreError("the approval store is not open")
+        try:
+            _validate(op)  # what is written must read back
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise StoreError(f"not a valid approval operation: {exc!r}") from None
         try:
             os.write(self._fd, _line(op))
             os.fsync(self._fd)
@@ -291,6 +304,24 @@ class ApprovalStore:
             if request.fingerprint == fingerprint and request.state == state:
                 return request
         return None
+
+
+_OPS = frozenset({"request", "approve", "deny", "expire", "cancel", "use"})
+
+
+def _validate(op: dict[str, Any]) -> None:
+    """Raise (KeyError, TypeError, ValueError) unless ``_apply`` can apply ``op``."""
+    kind = op.get("op")
+    if kind not in _OPS:
+        raise ValueError(f"unknown operation {kind!r}")
+    if kind == "request":
+        ApprovalRequest.from_json(op["request"])
+        return
+    if not isinstance(op.get("id"), str):
+        raise TypeError("an operation names a request id")
+    float(op["at"])
+    if kind in ("approve", "deny") and not isinstance(op["approver"], dict):
+        raise TypeError("the approver must be an object")
 
 
 def _line(op: dict[str, Any]) -> bytes:
