@@ -106,6 +106,9 @@ def outcome(session: str, seq: int, summary: ResponseSummary, duration: float) -
             "sqlstate": summary.error.sqlstate,
             "message": summary.error.message,
         }
+    if summary.masked:
+        # Which columns each masking rule rewrote and how many values: never the values.
+        record["masked"] = summary.masked
     return record
 
 

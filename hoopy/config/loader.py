@@ -31,6 +31,9 @@ from hoopy.config.fields import (
     str_list,
 )
 from hoopy.config.guardrails import builtin_sets, parse_rule_sets, role_set_names, set_names
+from hoopy.config.masking import exempt_targets, parse_masking_sets
+from hoopy.config.masking import role_set_names as role_masking_names
+from hoopy.config.masking import set_names as masking_names
 from hoopy.config.model import (
     DEFAULT_MAX_SQL_BYTES,
     DEFAULT_MAX_VALUE_BYTES,
@@ -91,7 +94,7 @@ def build_config(
         (),
         {
             "gateway", "listeners", "targets", "users", "roles", "issuers", "audit",
-            "guardrails", "approvals",
+            "guardrails", "approvals", "masking",
         },
     )
     g = get_value(ctx, data, (), "gateway", dict, {})
@@ -105,6 +108,8 @@ def build_config(
             approvals=approvals.defaults if approvals is not None else None,
         ),
     }
+
+    masking_sets = parse_masking_sets(ctx, get_value(ctx, data, (), "masking", dict, {}), base)
 
     for old_key in ("max_failed_logins", "failed_login_window"):
         if old_key in g:
@@ -198,6 +203,7 @@ def build_config(
                 "server_public_key",
                 "allow_local_infile",
                 "guardrails",
+                "masking",
             },
         )
         host = get_value(ctx, t, keys, "host", str, "127.0.0.1")
@@ -238,6 +244,7 @@ def build_config(
             server_public_key=_server_public_key(ctx, t, keys, base),
             allow_local_infile=get_value(ctx, t, keys, "allow_local_infile", bool, False),
             guardrails=set_names(ctx, t, keys, rule_sets),
+            masking=masking_names(ctx, t, keys, masking_sets),
         )
         if targets[name].login is not LoginMode.PASSTHROUGH and not targets[name].user:
             raise ctx.error(
@@ -328,7 +335,12 @@ def build_config(
         keys = ("roles", name)
         if not isinstance(r, dict):
             raise ctx.error(keys, "must be a table")
-        check_keys(ctx, r, keys, {"groups", "targets", "claims", "issuers", "guardrails"})
+        check_keys(
+            ctx,
+            r,
+            keys,
+            {"groups", "targets", "claims", "issuers", "guardrails", "masking", "masking_exempt"},
+        )
         role_targets = tuple(
             str_list(ctx, keys, "targets", get_value(ctx, r, keys, "targets", list))
         )
@@ -363,6 +375,8 @@ def build_config(
             claims=tuple(claims),
             issuers=role_issuers,
             guardrails=role_set_names(ctx, r, keys, rule_sets, role_targets),
+            masking=role_masking_names(ctx, r, keys, masking_sets, role_targets),
+            masking_exempt=exempt_targets(ctx, r, keys, role_targets),
         )
 
     if any(t.login is LoginMode.TOKENS for t in targets.values()) and not issuers:
@@ -395,6 +409,7 @@ def build_config(
         issuers=issuers,
         guardrails=rule_sets,
         approvals=approvals,
+        masking=masking_sets,
     )
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from hoopy.approvals.policy import ApprovalPolicy
 from hoopy.identity.tokens import IssuerConfig
+from hoopy.policy.masking import MaskingSet
 from hoopy.policy.rules import RuleSet
 
 
@@ -84,6 +85,8 @@ class Target:
     allow_local_infile: bool = False
     # Guardrail sets applied to every session on this target (docs/guardrails.md).
     guardrails: tuple[str, ...] = ()
+    # Masking sets applied to every session on this target (docs/masking.md).
+    masking: tuple[str, ...] = ()
 
     def address(self) -> str:
         return str(self.unix_socket) if self.unix_socket else f"{self.host}:{self.port}"
@@ -129,6 +132,10 @@ class Role:
     issuers: tuple[str, ...] = ()
     # Guardrail sets the role's members get, per target (docs/guardrails.md).
     guardrails: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Masking sets the role's members get, per target, and the targets on which its members
+    # see values unmasked whatever the other sets say (docs/masking.md).
+    masking: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    masking_exempt: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,3 +248,5 @@ class Config:
     guardrails: dict[str, RuleSet] = field(default_factory=dict)
     # None: ``[approvals] enabled = false`` (review verdicts are then refused).
     approvals: ApprovalSettings | None = None
+    # Masking sets by name (hoopy.config.masking).
+    masking: dict[str, MaskingSet] = field(default_factory=dict)

@@ -115,6 +115,8 @@ class LoginResult:
     connection_id: int  # what the client was greeted with
     # The client leg's compressed protocol, from the OK after login on (None: plain).
     compression: Compression | None = None
+    # MariaDB's extended capabilities both legs use (MARIADB_CLIENT_EXTENDED_METADATA).
+    mariadb_capabilities: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +312,7 @@ def _login_result(
         upstream_capabilities=upstream_caps,
         connection_id=connection_id,
         compression=negotiate(response.capabilities, response.zstd_level),
+        mariadb_capabilities=response.mariadb_capabilities,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from hoopy.config.guardrails import sets_for
+from hoopy.config.masking import masking_for
 from hoopy.config.model import Config, Target
 from hoopy.gateway import offload
 from hoopy.gateway.estimates import RowEstimator, explainable
@@ -21,6 +22,7 @@ from hoopy.policy.analysis import (
     StatementFacts,
     TableRef,
 )
+from hoopy.policy.masking import MaskingPolicy
 from hoopy.policy.rules import Action, GuardrailVerdict, Policy
 from hoopy.sql.lexer import MULTIBYTE_CHARSETS, ServerVersion
 from hoopy.wire.command import ClientCommand, SessionCommands
@@ -48,6 +50,15 @@ class Policies:
         self._analysers: dict[tuple[ServerVersion | None, bool], Analyser] = {}
         self._policies: dict[tuple[str, ...], Policy] = {}
         self._estimators: dict[str, RowEstimator] = {}
+        self._masking: dict[tuple[str, tuple[str, ...]], MaskingPolicy | None] = {}
+
+    def masking(self, target: Target, principal: Principal) -> MaskingPolicy | None:
+        """The masking for ``target`` and the principal's roles, shared by every session
+        that has the same (so its cached plans are too)."""
+        key = (target.name, tuple(principal.roles))
+        if key not in self._masking:
+            self._masking[key] = masking_for(self.config, target.name, principal.roles)
+        return self._masking[key]
 
     def estimator(self, target: Target) -> RowEstimator:
         """The row estimator for ``target`` (rows_above rules), shared by its sessions."""

@@ -39,6 +39,7 @@ from hoopy.gateway.frontdoor import (
 )
 from hoopy.gateway.guardrails import SessionGuardrails, may_switch_to_multibyte
 from hoopy.gateway.idle import IdleWatch, TargetEnded
+from hoopy.gateway.masked_relay import MASKED_COMMANDS, relay_masked
 from hoopy.gateway.refusal import LongData, refusal_reply
 from hoopy.gateway.review import review
 from hoopy.gateway.session_audit import SessionAudit
@@ -46,6 +47,7 @@ from hoopy.gateway.stream import ConnectionClosed, PacketStream
 from hoopy.gateway.upstream import UpstreamConnection, UpstreamError, UpstreamRefused
 from hoopy.identity.principal import Principal
 from hoopy.identity.static import FastAuthSuccess
+from hoopy.policy.masking import MaskingPlan, MaskingPolicy
 from hoopy.policy.rules import Action, GuardrailVerdict
 from hoopy.sql.lexer import ServerVersion
 from hoopy.wire import errors
@@ -158,6 +160,9 @@ class Session:
         self.command_state = SessionCommands(0)
         self.long_data = LongData(self.command_state)  # long data hoopy broke (gateway/refusal.py)
         self.guardrails: SessionGuardrails | None = None  # when rule sets apply (set at login)
+        # When masking sets apply (set at login): results go through gateway/masked_relay.py.
+        self.masking: MaskingPolicy | None = None
+        self.cursor_plans: dict[int, MaskingPlan] = {}  # open cursors' masking plans
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -237,6 +242,8 @@ class Session:
         """The rule sets for this target and principal (none: no analysis at all)."""
         assert self.login is not None
         policies = self.server.policies
+        self.masking = policies.masking(self.target, self.login.principal)
+        self.cursor_plans.clear()
         policy = policies.for_session(self.target, self.login.principal)
         self.guardrails = (
             None
@@ -598,7 +605,10 @@ class Session:
             return
         digest = audit.new_digest() if audit is not None else None
         tracker = ResponseTracker(command, self.login.capabilities, digest)
-        summary = await self._relay_response(tracker)
+        if self.masking is not None and command in MASKED_COMMANDS:
+            summary = await relay_masked(self, tracker, decoded, self.masking)
+        else:
+            summary = await self._relay_response(tracker)
         if summary.error is not None:
             self.stats.errors += 1
         self.command_state.completed(decoded, summary)
@@ -774,6 +784,8 @@ class Session:
                 await self._relay_local_infile()
                 tracker.local_infile_sent()
 
+    relay_response = _relay_response  # for gateway/masked_relay.py
+
     async def _relay_local_infile(self) -> int:
         """Relay the client's file (allowed targets only): packets until an empty one."""
         assert self.upstream is not None
@@ -785,6 +797,8 @@ class Session:
             if not packet.payload:
                 log.info("session %s: LOCAL INFILE relayed, %d bytes", self.id, size)
                 return size
+
+    relay_local_infile = _relay_local_infile
 
     async def _upstream_lost(self, tracker: ResponseTracker | None, *, reply: bool = True) -> None:
         self.end_reason = f"lost connection to target '{self.target.name}'"

@@ -22,6 +22,7 @@ cannot be read for masking (a charset hoopy cannot decode, a malformed number) r
 
 from __future__ import annotations
 
+import codecs
 import enum
 import fnmatch
 import hashlib
@@ -141,6 +142,27 @@ _CODECS: Final = {
     "utf32": "utf-32-be",
 }
 BINARY_CHARSET: Final = 63
+# MySQL's latin1 is Windows-1252 with the five bytes that code page leaves undefined (0x81,
+# 0x8D, 0x8F, 0x90, 0x9D) read as the C1 controls of the same number, as ISO-8859-1 reads
+# them (strings/ctype-latin1.c): Python's cp1252 refuses those, so this handler maps them.
+_LATIN1_ERRORS: Final = "hoopy-mysql-latin1"
+
+
+def _latin1_errors(exc: UnicodeError) -> tuple[str | bytes, int]:
+    if isinstance(exc, UnicodeDecodeError):
+        return "".join(chr(b) for b in exc.object[exc.start : exc.end]), exc.end
+    if isinstance(exc, UnicodeEncodeError):
+        chars = exc.object[exc.start : exc.end]
+        if all(ord(c) in (0x81, 0x8D, 0x8F, 0x90, 0x9D) for c in chars):
+            return bytes(ord(c) for c in chars), exc.end
+    raise exc
+
+
+codecs.register_error(_LATIN1_ERRORS, _latin1_errors)
+
+
+def _errors(codec: str) -> str:
+    return _LATIN1_ERRORS if codec == "cp1252" else "strict"
 
 
 def codec_of(collation_id: int) -> str | None:
@@ -251,7 +273,7 @@ class Masker:
                 kept = value[-self.keep :] if self.keep else b""
                 return KEEP_FILL.encode() * (len(value) - len(kept)) + kept
             try:
-                decoded = value.decode(codec)
+                decoded = value.decode(codec, _errors(codec))
             except UnicodeDecodeError:
                 raise MaskingError(f"a value of column {_name(column.name)!r} is not valid "
                                    f"{codec}") from None  # fmt: skip
@@ -262,7 +284,7 @@ class Masker:
         if column.type == MYSQL_TYPE_JSON:
             text = json.dumps(text)  # a JSON column holds JSON: a string document
         try:
-            return text.encode(codec or "utf-8")
+            return text.encode(codec or "utf-8", _errors(codec or "utf-8"))
         except UnicodeEncodeError:
             raise MaskingError(
                 f"the stand-in for column {_name(column.name)!r} cannot be written in {codec}"
@@ -344,6 +366,14 @@ class MaskingRule:
 
 
 @dataclass(frozen=True, slots=True)
+class MaskingSet:
+    """``[masking.NAME]``: rules in order (config/masking.py)."""
+
+    name: str
+    rules: tuple[MaskingRule, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class MaskedColumn:
     index: int
     rule: str
@@ -367,27 +397,38 @@ class MaskingPlan:
             out.setdefault(m.rule, []).append(_name(c.name))
         return out
 
-    def text_row(self, payload: bytes) -> bytes:
+    def text_row(self, payload: bytes) -> tuple[bytes, dict[str, int]]:
+        """A text row with its masked cells rewritten, and how many values each rule
+        masked (NULLs stay NULL and are not counted). Raises MaskingError."""
         try:
             cells = decode_text_row(payload, len(self.columns))
         except ProtocolError as exc:
             raise MaskingError(str(exc)) from None
+        counts: dict[str, int] = {}
         for m in self.masked:
             cell = cells[m.index]
             if cell is not None:
                 cells[m.index] = m.masker.mask_text(self.columns[m.index], cell)
-        return encode_text_row(cells)
+                counts[m.rule] = counts.get(m.rule, 0) + 1
+        return encode_text_row(cells), counts
 
-    def binary_row(self, payload: bytes) -> bytes:
+    def binary_row(self, payload: bytes) -> tuple[bytes, dict[str, int]]:
+        """``text_row`` for a binary-protocol row."""
         try:
-            cells = decode_binary_row(payload, [c.type for c in self.columns])
+            cells = decode_binary_row(payload, self.types)
         except ProtocolError as exc:
             raise MaskingError(str(exc)) from None
+        counts: dict[str, int] = {}
         for m in self.masked:
             cell = cells[m.index]
             if cell is not None:
                 cells[m.index] = _mask_binary(m.masker, self.columns[m.index], cell)
-        return encode_binary_row(cells)
+                counts[m.rule] = counts.get(m.rule, 0) + 1
+        return encode_binary_row(cells), counts
+
+    @property
+    def types(self) -> list[int]:
+        return [c.type for c in self.columns]
 
 
 def _mask_binary(masker: Masker, column: ColumnDefinition, cell: bytes) -> bytes | None:

@@ -39,3 +39,5 @@ SERVER_LOST = ErrorKind(2013, "HY000")  # CR_SERVER_LOST
 GUARDRAIL = ErrorKind(1290, "HY000")
 # ER_AUDIT_API_ABORT (MySQL 5.7+): the statement was stopped because it could not be audited.
 AUDIT_UNAVAILABLE = ErrorKind(3164, "HY000")
+# ER_UNKNOWN_ERROR: hoopy could not mask a value of a result, so it cut the result there.
+MASKING_FAILED = ErrorKind(1105, "HY000")

@@ -173,6 +173,8 @@ class ResponseSummary:
     error: ErrPacket | None = None
     prepared: PreparedInfo | None = None
     local_infile: bytes | None = None
+    # Set by the masking relay: per rule, the masked columns and how many values it masked.
+    masked: dict[str, dict[str, object]] | None = None
 
     @property
     def rows(self) -> int:
@@ -204,8 +206,18 @@ class ResponseTracker:
     ``local_infile_sent``.
     """
 
-    def __init__(self, command: int, capabilities: int, digest: Digest | None = None) -> None:
+    def __init__(
+        self,
+        command: int,
+        capabilities: int,
+        digest: Digest | None = None,
+        *,
+        pause_between_results: bool = False,
+    ) -> None:
         self.command = command
+        # Stop feeding where one result of a chain ends and the next begins (``feed``
+        # returns there): the masking relay plans each result set from its definitions.
+        self.pause_between_results = pause_between_results
         # Fed the bytes of every row packet (header included) of every result set, as
         # relayed: the audit's result digest. Column definitions are left out (they name
         # the schema and vary with client capabilities); the row headers' sequence ids
@@ -242,6 +254,12 @@ class ResponseTracker:
     @property
     def done(self) -> bool:
         return self._state is _State.DONE
+
+    @property
+    def between_results(self) -> bool:
+        """True before a result's first packet: at the start, or after a result that said
+        more follow (SERVER_MORE_RESULTS_EXISTS)."""
+        return self._state is _State.FIRST
 
     @property
     def awaiting_local_infile(self) -> bool:
@@ -344,6 +362,8 @@ class ResponseTracker:
             state = self._packet(state, data[body : body + length])
             self._state = state
             pos = body + length
+            if state is _State.FIRST and self.pause_between_results:
+                break
         self._state = state
         return max(pos - carried, 0)
 

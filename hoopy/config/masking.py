@@ -1,0 +1,229 @@
+"""``[masking.NAME]`` sets of masking rules, and which sets targets and roles apply
+(docs/masking.md).
+
+```toml
+[masking.pii]
+hmac_key_env = "HOOPY_MASK_KEY"        # or hmac_key_file; only for strategy = "hmac"
+
+[[masking.pii.rules]]
+name = "emails"
+columns = ["*.email", "shop.customers.card_number"]
+strategy = "hmac"                      # redact | keep_last | hmac | null
+```
+
+Targets list sets (``masking = ["pii"]``) for every session; roles add theirs (a list, or a
+table target -> list) and may be exempt (``masking_exempt = true`` or a list of targets).
+"""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from hoopy.config.fields import Ctx, check_keys, get_value, name_ok, resolve_path, str_list
+from hoopy.config.model import Config, Secret, SecretUnavailable
+from hoopy.policy.masking import (
+    DEFAULT_KEEP,
+    DEFAULT_REPLACEMENT,
+    ColumnPattern,
+    Masker,
+    MaskingPolicy,
+    MaskingRule,
+    MaskingSet,
+    Strategy,
+)
+
+_SET_KEYS = {"description", "hmac_key_env", "hmac_key_file", "rules"}
+_RULE_KEYS = {"name", "columns", "strategy", "replacement", "keep"}
+# An HMAC key shorter than this is guessable offline from the masked values it keys.
+MIN_KEY_BYTES = 16
+# Keys stand in when the config is only read (hoopy replay, audit search): never used to mask.
+_UNREAD_KEY = b"\x00" * 32
+
+
+def parse_masking_sets(
+    ctx: Ctx, table: dict[str, Any], base: Path
+) -> dict[str, MaskingSet]:
+    sets: dict[str, MaskingSet] = {}
+    for name, body in table.items():
+        keys: tuple[str | int, ...] = ("masking", name)
+        name_ok(ctx, keys, name)
+        if not isinstance(body, dict):
+            raise ctx.error(keys, "must be a table ([masking.NAME])")
+        check_keys(ctx, body, keys, _SET_KEYS)
+        rules_value = get_value(ctx, body, keys, "rules", list, [])
+        if not rules_value:
+            raise ctx.error((*keys, "rules"), "a masking set needs at least one [[rules]] entry")
+        key: bytes | None = None
+        needs_key = any(
+            isinstance(r, dict) and r.get("strategy") == Strategy.HMAC.value for r in rules_value
+        )
+        if needs_key:
+            key = _hmac_key(ctx, body, keys, base)
+        elif "hmac_key_env" in body or "hmac_key_file" in body:
+            raise ctx.error(keys, 'an HMAC key is set, but no rule uses strategy = "hmac"')
+        rules: list[MaskingRule] = []
+        seen: set[str] = set()
+        for i, r in enumerate(rules_value):
+            rkeys: tuple[str | int, ...] = (*keys, "rules", i)
+            if not isinstance(r, dict):
+                raise ctx.error(rkeys, "must be a table ([[masking.NAME.rules]])")
+            rule = _rule(ctx, r, rkeys, name, key)
+            if rule.name in seen:
+                raise ctx.error((*rkeys, "name"), f"a second rule named {rule.name!r} in this set")
+            seen.add(rule.name)
+            rules.append(rule)
+        sets[name] = MaskingSet(name, tuple(rules))
+    return sets
+
+
+def _rule(
+    ctx: Ctx, r: dict[str, Any], keys: tuple[str | int, ...], set_name: str, key: bytes | None
+) -> MaskingRule:
+    check_keys(ctx, r, keys, _RULE_KEYS)
+    name = get_value(ctx, r, keys, "name", str)
+    name_ok(ctx, (*keys, "name"), name)
+    columns_value = get_value(ctx, r, keys, "columns", (list, str))
+    items = [columns_value] if isinstance(columns_value, str) else columns_value
+    patterns = []
+    for text in str_list(ctx, keys, "columns", items):
+        try:
+            patterns.append(ColumnPattern.parse(text))
+        except ValueError as exc:
+            raise ctx.error((*keys, "columns"), str(exc)) from None
+    if not patterns:
+        raise ctx.error((*keys, "columns"), "list at least one column pattern")
+    word = get_value(ctx, r, keys, "strategy", str, Strategy.REDACT.value)
+    try:
+        strategy = Strategy(word)
+    except ValueError:
+        choices = ", ".join(s.value for s in Strategy)
+        raise ctx.error((*keys, "strategy"), f"must be one of {choices}, got {word!r}") from None
+    replacement = get_value(ctx, r, keys, "replacement", str, DEFAULT_REPLACEMENT)
+    keep = get_value(ctx, r, keys, "keep", int, DEFAULT_KEEP)
+    if "replacement" in r and strategy is not Strategy.REDACT:
+        raise ctx.error((*keys, "replacement"), 'only strategy = "redact" uses a replacement')
+    if "keep" in r and strategy is not Strategy.KEEP_LAST:
+        raise ctx.error((*keys, "keep"), 'only strategy = "keep_last" keeps characters')
+    if not 0 <= keep <= 64:
+        raise ctx.error((*keys, "keep"), f"must be 0 to 64, got {keep}")
+    if len(replacement.encode("utf-8")) > 256:
+        raise ctx.error((*keys, "replacement"), "must be at most 256 bytes")
+    masker = Masker(
+        strategy,
+        replacement=replacement,
+        keep=keep,
+        key=key if strategy is Strategy.HMAC else None,
+    )
+    return MaskingRule(f"{set_name}/{name}", tuple(patterns), masker)
+
+
+def _hmac_key(ctx: Ctx, body: dict[str, Any], keys: tuple[str | int, ...], base: Path) -> bytes:
+    env = get_value(ctx, body, keys, "hmac_key_env", str, None)
+    file = get_value(ctx, body, keys, "hmac_key_file", str, None)
+    if (env is None) == (file is None):
+        raise ctx.error(
+            keys,
+            'strategy = "hmac" needs a key: set hmac_key_env or hmac_key_file (one of them); '
+            "the same key gives the same stand-ins, so joins on masked values keep working",
+        )
+    path = resolve_path(base, file) if file else None
+    if path is not None:
+        try:
+            mode = path.stat().st_mode
+        except OSError as exc:
+            where = (*keys, "hmac_key_file")
+            raise ctx.error(where, f"cannot read {path}: {exc.strerror}") from None
+        if mode & (stat.S_IRWXG | stat.S_IRWXO) & ~stat.S_IRGRP:
+            raise ctx.error(
+                (*keys, "hmac_key_file"),
+                f"{path} is open to other users (mode {stat.S_IMODE(mode):04o}): whoever reads "
+                "the key can test guesses of masked values; chmod 600 it",
+            )
+    if not ctx.read_secrets:
+        return _UNREAD_KEY
+    try:
+        key = Secret(env=env, file=path).read()
+    except SecretUnavailable as exc:
+        which = "hmac_key_env" if env else "hmac_key_file"
+        raise ctx.error((*keys, which), f"the masking key cannot be read: {exc}") from None
+    if len(key) < MIN_KEY_BYTES:
+        which = "hmac_key_env" if env else "hmac_key_file"
+        raise ctx.error(
+            (*keys, which),
+            f"the masking key is {len(key)} bytes; use at least {MIN_KEY_BYTES} random bytes "
+            "(e.g. openssl rand -hex 32)",
+        )
+    return key
+
+
+def set_names(
+    ctx: Ctx, table: dict[str, Any], keys: tuple[str | int, ...], sets: dict[str, MaskingSet]
+) -> tuple[str, ...]:
+    """A ``masking = [...]`` list naming sets that exist."""
+    value = get_value(ctx, table, keys, "masking", (list, str), [])
+    items = [value] if isinstance(value, str) else value
+    names = tuple(str_list(ctx, keys, "masking", items))
+    for n in names:
+        if n not in sets:
+            known = ", ".join(sorted(sets)) or "none are defined"
+            raise ctx.error((*keys, "masking"), f"no masking set named {n!r} (known: {known})")
+    return names
+
+
+def role_set_names(
+    ctx: Ctx,
+    table: dict[str, Any],
+    keys: tuple[str | int, ...],
+    sets: dict[str, MaskingSet],
+    targets: tuple[str, ...],
+) -> dict[str, tuple[str, ...]]:
+    """A role's ``masking``: a list (for each of its targets) or a table target -> list."""
+    value = table.get("masking")
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        out = {}
+        for target, names in value.items():
+            if target not in targets:
+                raise ctx.error((*keys, "masking", target), "is not one of this role's targets")
+            out[target] = set_names(ctx, {"masking": names}, (*keys, "masking"), sets)
+        return out
+    names_for_all = set_names(ctx, table, keys, sets)
+    return {t: names_for_all for t in targets}
+
+
+def masking_for(config: Config, target: str, roles: Iterable[str]) -> MaskingPolicy | None:
+    """The masking a session on ``target`` with ``roles`` gets: the target's sets, then each
+    role's for that target, rules in that order, each set once; None when no set applies or
+    one of the roles is exempt on this target (the gateway's choice, and replay's)."""
+    roles = tuple(roles)
+    names: dict[str, None] = {}
+    t = config.targets.get(target)
+    if t is not None:
+        names.update(dict.fromkeys(t.masking))
+    for role in roles:
+        r = config.roles.get(role)
+        if r is None:
+            continue
+        if target in r.masking_exempt:
+            return None
+        names.update(dict.fromkeys(r.masking.get(target, ())))
+    rules = tuple(rule for n in names for rule in config.masking[n].rules)
+    return MaskingPolicy(rules) if rules else None
+
+
+def exempt_targets(
+    ctx: Ctx, table: dict[str, Any], keys: tuple[str | int, ...], targets: tuple[str, ...]
+) -> tuple[str, ...]:
+    """A role's ``masking_exempt``: true (all its targets), false, or a list of targets."""
+    value = get_value(ctx, table, keys, "masking_exempt", (bool, list), False)
+    if isinstance(value, bool):
+        return targets if value else ()
+    names = tuple(str_list(ctx, keys, "masking_exempt", value))
+    for n in names:
+        if n not in targets:
+            raise ctx.error((*keys, "masking_exempt"), f"{n!r} is not one of this role's targets")
+    return names

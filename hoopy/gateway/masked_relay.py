@@ -1,0 +1,278 @@
+"""The response relay of a session that masks: result sets whose plan masks a column are
+rewritten row by row; everything else passes as it came (DESIGN.md, fidelity rule 1).
+
+The session's masking policy (policy/masking.py) plans each result set from its column
+definitions. With no masked column, the rest of that result set is relayed in chunks by the
+response tracker, byte for byte, as in sessions without masking. With masked columns:
+
+- the column definitions go out as the plan rewrote them (room for the stand-in, NOT_NULL
+  cleared where a NULL may now appear), the rows decoded, masked and re-encoded in the
+  command's protocol (text for COM_QUERY, binary for COM_STMT_EXECUTE and COM_STMT_FETCH);
+- a row re-encoded across a 16 MiB boundary can take another packet than it came in, so the
+  sequence ids of the packets after it are renumbered (``_Out.shift``);
+- a value that cannot be masked ends the response with an ERR where the row would have gone
+  (never the value), and the rest of the server's response is read and dropped, so the
+  session stays in step with its target;
+- a cursor opened by COM_STMT_EXECUTE keeps its plan for the COM_STMT_FETCHes that read it.
+
+The tracker is fed every byte the server sent, so the outcome it collects (rows, status,
+errors) is the server's; the result digest is of the rows the client received.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from hoopy.policy.masking import MaskingError, MaskingPlan, MaskingPolicy
+from hoopy.wire import errors
+from hoopy.wire.command import ClientCommand
+from hoopy.wire.handshake import CLIENT_DEPRECATE_EOF, MARIADB_CLIENT_EXTENDED_METADATA
+from hoopy.wire.messages import EOF_HEADER, ERR_HEADER, ErrPacket, build_err
+from hoopy.wire.packets import MAX_PACKET_PAYLOAD, Packet, ProtocolError, Reader, frame
+from hoopy.wire.response import (
+    COM_QUERY,
+    COM_STMT_EXECUTE,
+    COM_STMT_FETCH,
+    ResponseSummary,
+    ResponseTracker,
+)
+
+if TYPE_CHECKING:
+    from hoopy.gateway.session import Session
+
+log = logging.getLogger("hoopy.masking")
+
+# Commands whose responses carry result sets (COM_FIELD_LIST carries definitions only).
+MASKED_COMMANDS = frozenset({COM_QUERY, COM_STMT_EXECUTE, COM_STMT_FETCH})
+# Rewritten bytes are sent in batches of about this size (one write per batch, not per row).
+_FLUSH_BYTES = 256 * 1024
+_LOCAL_INFILE_HEADER = 0xFB
+_OK_HEADER = 0x00
+
+
+class _Out:
+    """What goes to the client: batched, with sequence ids renumbered after a row that took
+    another number of packets than it came in."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.buffer = bytearray()
+        self.shift = 0
+
+    def raw(self, packet: Packet) -> None:
+        if self.shift:
+            self.payload(packet, packet.payload)
+        else:
+            self.buffer += packet.raw
+
+    def payload(self, packet: Packet, payload: bytes) -> bytes:
+        """``payload`` in place of ``packet``'s; returns the bytes queued."""
+        data, next_seq = frame(payload, (packet.seq + self.shift) & 0xFF)
+        self.shift = (next_seq - packet.next_seq) & 0xFF
+        self.buffer += data
+        return data
+
+    async def flush(self) -> None:
+        if self.buffer:
+            data = bytes(self.buffer)
+            self.buffer.clear()
+            await self.session.client.send_raw(data)
+
+
+async def relay_masked(
+    session: Session, tracker: ResponseTracker, decoded: ClientCommand, masking: MaskingPolicy
+) -> ResponseSummary:
+    """Relay one response of a masking session (see the module docstring)."""
+    assert session.upstream is not None and session.login is not None
+    command = decoded.kind
+    statement_id = decoded.prepared.statement_id if decoded.prepared is not None else None
+    if command == COM_STMT_FETCH:
+        plan = session.cursor_plans.get(statement_id) if statement_id is not None else None
+        if plan is None:
+            return await session.relay_response(tracker)
+        return await _Relay(session, tracker, masking, binary=True).rows_only(plan)
+    relay = _Relay(session, tracker, masking, binary=command == COM_STMT_EXECUTE)
+    summary, cursor_plan = await relay.run()
+    if statement_id is not None and command == COM_STMT_EXECUTE:
+        if cursor_plan is not None:
+            session.cursor_plans[statement_id] = cursor_plan
+        else:
+            session.cursor_plans.pop(statement_id, None)
+    return summary
+
+
+class _Relay:
+    def __init__(
+        self, session: Session, tracker: ResponseTracker, masking: MaskingPolicy, *, binary: bool
+    ) -> None:
+        assert session.upstream is not None and session.login is not None
+        self.session = session
+        self.upstream = session.upstream.packets
+        self.tracker = tracker
+        self.masking = masking
+        self.binary = binary
+        self.out = _Out(session)
+        capabilities = session.login.capabilities
+        self.deprecate_eof = bool(capabilities & CLIENT_DEPRECATE_EOF)
+        self.extended = bool(session.login.mariadb_capabilities & MARIADB_CLIENT_EXTENDED_METADATA)
+        self.terminator_limit = MAX_PACKET_PAYLOAD if self.deprecate_eof else 9
+        self.digest = tracker.digest
+        self.masked_values: dict[str, int] = {}
+        self.masked_columns: dict[str, list[str]] = {}
+        self.first = True
+
+    async def _read(self) -> Packet:
+        packet = self.upstream.buffered_packet()
+        if packet is None:
+            await self.out.flush()  # about to wait: what is ready goes first
+            packet = await self.upstream.read_packet(wait_first=self.first)
+            self.first = False
+        return packet
+
+    def _feed(self, packet: Packet, *, row: bool = False) -> None:
+        """Let the tracker see the server's bytes (not hashing a row the client gets
+        rewritten: that row is hashed as sent)."""
+        if row:
+            self.tracker.digest = None
+        used = self.tracker.feed(packet.raw)
+        self.tracker.digest = self.digest
+        if used != len(packet.raw):
+            raise ProtocolError("the target sent more than its response")
+
+    def _summary(self) -> ResponseSummary:
+        summary = self.tracker.summary
+        if self.masked_columns:
+            summary.masked = {
+                rule: {"columns": columns, "values": self.masked_values.get(rule, 0)}
+                for rule, columns in self.masked_columns.items()
+            }
+        return summary
+
+    async def run(self) -> tuple[ResponseSummary, MaskingPlan | None]:
+        tracker = self.tracker
+        tracker.pause_between_results = True
+        while True:
+            packet = await self._read()
+            head = packet.payload[0] if packet.payload else -1
+            if head in (_OK_HEADER, ERR_HEADER, _LOCAL_INFILE_HEADER):
+                self.out.raw(packet)
+                self._feed(packet)
+                if tracker.awaiting_local_infile:
+                    await self.out.flush()
+                    await self.session.relay_local_infile()
+                    tracker.local_infile_sent()
+                    continue
+                if tracker.done:
+                    await self.out.flush()
+                    return self._summary(), None
+                continue
+            count = Reader(packet.payload).lenenc_int()
+            self._feed(packet)
+            definitions = [packet]
+            for _ in range(count):
+                definitions.append(await self._read())
+            plan = self.masking.plan(
+                [p.payload for p in definitions[1:]], extended_metadata=self.extended
+            )
+            if plan is None:
+                for p in definitions:
+                    self.out.raw(p)
+                for p in definitions[1:]:
+                    self._feed(p)
+                await self.out.flush()
+                await self._relay_unmasked()
+                if tracker.done:
+                    return self._summary(), None
+                continue
+            self._note(plan)
+            self.out.raw(packet)
+            for p, rewritten in zip(definitions[1:], plan.definitions, strict=True):
+                self.out.payload(p, rewritten)
+                self._feed(p)
+            if tracker.done:  # a cursor (CLIENT_DEPRECATE_EOF): rows come with COM_STMT_FETCH
+                await self.out.flush()
+                return self._summary(), plan
+            if not self.deprecate_eof:
+                eof = await self._read()
+                self.out.raw(eof)
+                self._feed(eof)
+                if tracker.done:  # a cursor: its rows come with COM_STMT_FETCH
+                    await self.out.flush()
+                    return self._summary(), plan
+            if not await self._rows(plan):
+                return self._summary(), None
+            if tracker.done:
+                await self.out.flush()
+                return self._summary(), None
+
+    async def rows_only(self, plan: MaskingPlan) -> ResponseSummary:
+        """COM_STMT_FETCH: rows of the cursor's result set, and its end."""
+        self._note(plan)
+        if await self._rows(plan):
+            await self.out.flush()
+        return self._summary()
+
+    def _note(self, plan: MaskingPlan) -> None:
+        for rule, names in plan.rules.items():
+            known = self.masked_columns.setdefault(rule, [])
+            known.extend(n for n in names if n not in known)
+
+    async def _relay_unmasked(self) -> None:
+        """The rest of a result set without masked columns, in chunks, byte for byte."""
+        await self.out.flush()
+        tracker = self.tracker
+        upstream = self.upstream
+        client = self.session.client
+        while not tracker.done and not tracker.between_results:
+            data = await upstream.receive_some()
+            used = tracker.feed(data)
+            if used < len(data):
+                upstream.unread(data[used:])
+                data = data[:used]
+            if data:
+                if self.out.shift:
+                    raise ProtocolError("renumbered packets cannot be relayed in chunks")
+                await client.send_raw(data)
+
+    async def _rows(self, plan: MaskingPlan) -> bool:
+        """Rows until the result set's end; False when a value could not be masked (the
+        client got an ERR, the rest of the response was drained)."""
+        rewrite = plan.binary_row if self.binary else plan.text_row
+        counts = self.masked_values
+        while True:
+            packet = await self._read()
+            payload = packet.payload
+            head = payload[0] if payload else -1
+            if head == ERR_HEADER or (head == EOF_HEADER and len(payload) < self.terminator_limit):
+                self.out.raw(packet)
+                self._feed(packet)
+                return True
+            try:
+                new, masked = rewrite(payload)
+            except MaskingError as exc:
+                await self._fail(packet, plan, exc)
+                return False
+            for rule, n in masked.items():
+                counts[rule] = counts.get(rule, 0) + n
+            data = self.out.payload(packet, new)
+            if self.digest is not None:
+                self.digest.update(data)
+            self._feed(packet, row=True)
+            if len(self.out.buffer) >= _FLUSH_BYTES:
+                await self.out.flush()
+
+    async def _fail(self, packet: Packet, plan: MaskingPlan, exc: MaskingError) -> None:
+        message = (
+            f"hoopy could not mask a value of this result ({exc}), so the result was cut "
+            "here; no unmasked value was sent"
+        )
+        log.warning("session %s: %s", self.session.id, message)
+        kind = errors.MASKING_FAILED
+        self.out.payload(packet, build_err(kind.code, kind.sqlstate, message))
+        await self.out.flush()
+        self._feed(packet, row=True)
+        # Drain the server's response: the session stays in step with its target.
+        while not self.tracker.done:
+            self._feed(await self._read())
+        self.tracker.summary.error = ErrPacket(kind.code, kind.sqlstate, message)

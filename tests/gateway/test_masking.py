@@ -1,0 +1,286 @@
+"""Masking through real clients: each strategy and protocol, what the audit records, fidelity
+of what is not masked, and failing closed.
+
+One hoopy per module on the rig's MariaDB. Target ``app`` applies the set ``pii`` to every
+session; the gateway user ``auditor`` has a role exempt from masking on it. The table
+``customers`` holds personal data; its columns pick the strategies (see ``MASKING``).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mariadb as mariadb_client
+import MySQLdb
+import MySQLdb.constants.CLIENT
+import pymysql
+import pytest
+from mariadb.constants import CURSOR
+
+from hoopy.audit.reader import iter_records
+from tests.gateway.clients import MARIADB_CLI, hoopy_endpoint, require_binary, run_mariadb
+from tests.gateway.test_raw_protocol import BASE_CAPS, RawClient, count_response
+from tests.gateway_rig import (
+    APP_PASSWORD,
+    DEV_PASSWORD,
+    DEV_USER,
+    TEST_DB,
+    HoopyProcess,
+    deep_merge,
+    default_config,
+)
+from tests.rig import MariaDBServer
+
+AUDITOR_PASSWORD = "auditor-" + secrets.token_hex(8)
+MASK_KEY = secrets.token_hex(32)
+TABLE = "customers_" + secrets.token_hex(3)
+
+MASKING = {
+    "pii": {
+        "hmac_key_env": "HOOPY_TEST_MASK_KEY",
+        "rules": [
+            {"name": "emails", "columns": ["*.email"], "strategy": "hmac"},
+            {"name": "cards", "columns": [f"{TABLE}.card"], "strategy": "keep_last", "keep": 4},
+            {"name": "ssn", "columns": ["*ssn*"], "strategy": "redact"},
+            {"name": "born", "columns": [f"{TEST_DB}.{TABLE}.born"], "strategy": "redact"},
+            {"name": "salary", "columns": [f"{TABLE}.salary"], "strategy": "null"},
+        ],
+    }
+}
+
+ROWS = [
+    (1, "alice@example.com", "4111111111111111", "123-45-6789", "1980-05-17", 5000, "first"),
+    (2, "bob@example.com", "5500000000000004", "987-65-4321", "1975-01-02", 7000, None),
+    (3, None, None, None, None, None, "third"),
+]
+
+
+@pytest.fixture(scope="module")
+def gateway(mariadb: MariaDBServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HoopyProcess]:
+    mariadb.admin_sql(
+        f"CREATE TABLE {TEST_DB}.{TABLE} (id INT PRIMARY KEY, email VARCHAR(80), "
+        "card CHAR(16), ssn VARCHAR(11), born DATE, salary INT, note VARCHAR(20))",
+        *[
+            (f"INSERT INTO {TEST_DB}.{TABLE} VALUES (%s, %s, %s, %s, %s, %s, %s)", row)
+            for row in ROWS
+        ],
+    )
+    workdir = tmp_path_factory.mktemp("masking")
+    base = default_config(mariadb, workdir)
+    config = deep_merge(
+        base,
+        {
+            "masking": MASKING,
+            "targets": {"app": {"masking": ["pii"]}},
+            "users": {
+                "auditor": {"password_env": "HOOPY_TEST_AUDITOR_PASSWORD", "groups": ["audit"]}
+            },
+            "roles": {
+                "auditors": {"groups": ["audit"], "targets": ["app"], "masking_exempt": True}
+            },
+            "audit": {"directory": str(workdir / "audit")},
+        },
+    )
+    env = {"HOOPY_TEST_MASK_KEY": MASK_KEY, "HOOPY_TEST_AUDITOR_PASSWORD": AUDITOR_PASSWORD}
+    proc = HoopyProcess(config, workdir=workdir, env=env)
+    proc.start()
+    yield proc
+    proc.close()
+    mariadb.admin_sql(f"DROP TABLE IF EXISTS {TEST_DB}.{TABLE}")
+
+
+def audit_records(gateway: HoopyProcess) -> list[dict[str, Any]]:
+    return list(iter_records(Path(gateway.config["audit"]["directory"])))
+
+
+def wait_for_outcome(gateway: HoopyProcess, statement: dict[str, Any]) -> dict[str, Any]:
+    """The outcome of ``statement`` (outcomes are written with the next record or within
+    fsync_interval: they may not be in yet when the client has its answer)."""
+    deadline = time.monotonic() + 10
+    while True:
+        for r in audit_records(gateway):
+            if (
+                r.get("kind") == "outcome"
+                and r.get("session") == statement["session"]
+                and r.get("seq") == statement["seq"]
+            ):
+                return r
+        assert time.monotonic() < deadline, "no outcome recorded"
+        time.sleep(0.1)
+
+
+def assert_masked(rows: list[tuple[Any, ...]]) -> None:
+    """Rows of ``SELECT id, email, card, ssn, born, salary, note`` as masking must show them."""
+    by_id = {r[0]: r for r in rows}
+    alice, bob, empty = by_id[1], by_id[2], by_id[3]
+    assert str(alice[1]).startswith("h:") and len(alice[1]) == 18
+    assert alice[1] != bob[1]
+    assert alice[2] == "************1111" and bob[2] == "************0004"
+    assert alice[3] == bob[3] == "****"
+    assert str(alice[4]) == str(bob[4]) == "1970-01-01"
+    assert alice[5] is None and bob[5] is None
+    assert alice[6] == "first" and bob[6] is None
+    assert empty[1:6] == (None,) * 5 and empty[6] == "third"
+
+
+SELECT = f"SELECT id, email, card, ssn, born, salary, note FROM {TABLE} ORDER BY id"
+
+
+def test_pymysql_text_protocol_masks_every_strategy(gateway: HoopyProcess) -> None:
+    conn = gateway.connect(database=TEST_DB)
+    with conn.cursor() as cur:
+        cur.execute(SELECT)
+        rows = list(cur.fetchall())
+        description = cur.description
+    assert_masked(rows)
+    # Column metadata stays valid: room for the stand-in, and NULL now possible.
+    by_name = {d[0]: d for d in description}
+    assert by_name["email"][3] >= 18  # display size
+    assert by_name["salary"][6] is True  # null_ok
+    # Aliases do not hide the origin; the same value gives the same stand-in (joins work).
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT email AS e, card AS c FROM {TABLE} WHERE id = 1")
+        aliased = cur.fetchone()
+    assert aliased == (rows[0][1], rows[0][2])
+    conn.close()
+
+
+def test_the_audit_records_what_was_masked_never_the_values(gateway: HoopyProcess) -> None:
+    conn = gateway.connect(database=TEST_DB)
+    marker = f"/* masked-audit {secrets.token_hex(4)} */ "
+    with conn.cursor() as cur:
+        cur.execute(marker + SELECT)
+        cur.fetchall()
+    conn.close()
+    records = audit_records(gateway)
+    (statement,) = [r for r in records if r.get("kind") == "statement" and marker in (r.get("sql") or "")]
+    outcome = wait_for_outcome(gateway, statement)
+    assert outcome["masked"] == {
+        "pii/emails": {"columns": ["email"], "values": 2},
+        "pii/cards": {"columns": ["card"], "values": 2},
+        "pii/ssn": {"columns": ["ssn"], "values": 2},
+        "pii/born": {"columns": ["born"], "values": 2},
+        "pii/salary": {"columns": ["salary"], "values": 2},
+    }
+    assert outcome["rows"] == 3
+    text = Path(gateway.config["audit"]["directory"]).glob("*.jsonl")
+    for path in text:
+        data = path.read_text()
+        for value in ("alice@example.com", "4111111111111111", "123-45-6789", "1980-05-17"):
+            assert value not in data
+
+
+def test_an_exempt_role_sees_the_values(gateway: HoopyProcess) -> None:
+    conn = gateway.connect("auditor", AUDITOR_PASSWORD, database=TEST_DB)
+    with conn.cursor() as cur:
+        cur.execute(SELECT)
+        rows = cur.fetchall()
+    conn.close()
+    assert rows[0][1:4] == ("alice@example.com", "4111111111111111", "123-45-6789")
+
+
+def test_mysql_connector_prepared_statements_mask_in_the_binary_protocol(
+    gateway: HoopyProcess,
+) -> None:
+    text_conn = gateway.connect(database=TEST_DB)
+    with text_conn.cursor() as cur:
+        cur.execute(SELECT)
+        text_rows = list(cur.fetchall())
+    text_conn.close()
+    conn = gateway.connect_connector(TEST_DB)
+    cur = conn.cursor(prepared=True)
+    cur.execute(SELECT.replace("ORDER BY id", "WHERE id > ? ORDER BY id"), (0,))
+    rows = [tuple(v.decode() if isinstance(v, bytes | bytearray) else v for v in r) for r in cur.fetchall()]
+    assert_masked(rows)
+    # The same stand-ins in both protocols.
+    assert [r[1] for r in rows] == [r[1] for r in text_rows]
+    conn.close()
+
+
+def test_mariadb_connector_cursor_masks_the_rows_com_stmt_fetch_reads(gateway: HoopyProcess) -> None:
+    host, port = gateway.tcp["app"]
+    conn = mariadb_client.connect(
+        host=host, port=port, user=DEV_USER, password=DEV_PASSWORD, database=TEST_DB
+    )
+    cur = conn.cursor(cursor_type=CURSOR.READ_ONLY, prefetch_size=1)
+    cur.execute(SELECT.replace("ORDER BY id", "WHERE id > ? ORDER BY id"), (0,))
+    rows = [cur.fetchone() for _ in range(3)]
+    assert_masked(rows)  # type: ignore[arg-type]
+    cur.close()
+    conn.close()
+
+
+def test_mysqlclient_and_multiple_result_sets(gateway: HoopyProcess) -> None:
+    host, port = gateway.tcp["app"]
+    conn = MySQLdb.connect(
+        host=host, port=port, user=DEV_USER, password=DEV_PASSWORD, database=TEST_DB,
+        client_flag=MySQLdb.constants.CLIENT.MULTI_STATEMENTS,
+    )  # fmt: skip
+    cur = conn.cursor()
+    cur.execute(f"SELECT note FROM {TABLE} WHERE id = 1; {SELECT}; SELECT email FROM {TABLE} WHERE id = 2")
+    assert cur.fetchall() == (("first",),)
+    assert cur.nextset()
+    assert_masked(list(cur.fetchall()))
+    assert cur.nextset()
+    (email,) = cur.fetchall()[0]
+    assert email.startswith("h:")
+    assert not cur.nextset()
+    conn.close()
+
+
+def test_mariadb_cli_prints_masked_values(gateway: HoopyProcess) -> None:
+    require_binary(MARIADB_CLI)
+    result = run_mariadb(hoopy_endpoint(gateway), "--batch", sql=SELECT)
+    assert result.returncode == 0, result.text()
+    out = result.stdout.decode()
+    assert "************1111" in out and "****" in out
+    for value in ("alice@example.com", "4111111111111111", "123-45-6789", "1980-05-17", "5000"):
+        assert value not in out
+
+
+def test_results_without_masked_columns_pass_byte_for_byte(
+    gateway: HoopyProcess, mariadb: MariaDBServer
+) -> None:
+    host, port = gateway.tcp["app"]
+    direct = RawClient(mariadb.host, mariadb.port, "app", APP_PASSWORD, TEST_DB, BASE_CAPS)
+    through = RawClient(host, port, DEV_USER, DEV_PASSWORD, TEST_DB, BASE_CAPS)
+    for sql in (
+        f"SELECT id, note FROM {TABLE} ORDER BY id",
+        f"SELECT note FROM {TABLE}; SELECT id FROM {TABLE} ORDER BY id",
+        "SELECT 1",
+        f"UPDATE {TABLE} SET note = note WHERE id = 1",
+    ):
+        payload = b"\x03" + sql.encode()
+        assert count_response(through, payload) == count_response(direct, payload), sql
+    direct.close()
+    through.close()
+
+
+def test_a_value_that_cannot_be_masked_ends_the_result_with_an_error(gateway: HoopyProcess) -> None:
+    conn = gateway.connect(database=TEST_DB)
+    marker = f"/* unmaskable {secrets.token_hex(4)} */ "
+    with conn.cursor() as cur:
+        # Results in a character set hoopy cannot decode: no stand-in can be written.
+        cur.execute("SET character_set_results = 'dec8'")
+        with pytest.raises(pymysql.err.OperationalError) as info:
+            cur.execute(marker + SELECT)
+        code, message = info.value.args
+        assert code == 1105 and "could not mask" in message and "dec8" in message
+    # The session stays in step with its target and goes on.
+    with conn.cursor() as cur:
+        cur.execute("SET character_set_results = 'utf8mb4'")
+        cur.execute(SELECT)
+        assert_masked(list(cur.fetchall()))
+    conn.close()
+    (statement,) = [
+        r for r in audit_records(gateway)
+        if r.get("kind") == "statement" and marker in (r.get("sql") or "")
+    ]  # fmt: skip
+    failed = wait_for_outcome(gateway, statement)
+    assert failed["error"]["code"] == 1105 and "could not mask" in failed["error"]["message"]
+    assert "alice" not in json.dumps(failed)
