@@ -32,11 +32,12 @@ from hoopy.policy.masking import (
     MaskingPolicy,
     MaskingRule,
     MaskingSet,
+    Probe,
     Strategy,
 )
 
 _SET_KEYS = {"description", "hmac_key_env", "hmac_key_file", "rules"}
-_RULE_KEYS = {"name", "columns", "strategy", "replacement", "keep"}
+_RULE_KEYS = {"name", "columns", "strategy", "replacement", "keep", "probe"}
 # An HMAC key shorter than this is guessable offline from the masked values it keys.
 MIN_KEY_BYTES = 16
 # Keys stand in when the config is only read (hoopy replay, audit search): never used to mask.
@@ -117,7 +118,13 @@ def _rule(
         keep=keep,
         key=key if strategy is Strategy.HMAC else None,
     )
-    return MaskingRule(f"{set_name}/{name}", tuple(patterns), masker)
+    probe_word = get_value(ctx, r, keys, "probe", str, Probe.ALLOW.value)
+    try:
+        probe = Probe(probe_word)
+    except ValueError:
+        message = f'must be "allow" or "deny", got {probe_word!r}'
+        raise ctx.error((*keys, "probe"), message) from None
+    return MaskingRule(f"{set_name}/{name}", tuple(patterns), masker, probe)
 
 
 def _hmac_key(ctx: Ctx, body: dict[str, Any], keys: tuple[str | int, ...], base: Path) -> bytes:

@@ -15,6 +15,7 @@ from hoopy.config.masking import masking_for
 from hoopy.config.model import Config, Target
 from hoopy.gateway import offload
 from hoopy.gateway.estimates import RowEstimator, explainable
+from hoopy.gateway.views import ViewCatalog
 from hoopy.identity.principal import Principal
 from hoopy.policy.analysis import (
     Analyser,
@@ -51,6 +52,14 @@ class Policies:
         self._policies: dict[tuple[str, ...], Policy] = {}
         self._estimators: dict[str, RowEstimator] = {}
         self._masking: dict[tuple[str, tuple[str, ...]], MaskingPolicy | None] = {}
+        self._views: dict[str, ViewCatalog] = {}
+
+    def views(self, target: Target) -> ViewCatalog:
+        """The view catalog of ``target`` (masking), shared by its sessions."""
+        catalog = self._views.get(target.name)
+        if catalog is None:
+            catalog = self._views[target.name] = ViewCatalog(target)
+        return catalog
 
     def masking(self, target: Target, principal: Principal) -> MaskingPolicy | None:
         """The masking for ``target`` and the principal's roles, shared by every session
@@ -70,6 +79,8 @@ class Policies:
     async def aclose(self) -> None:
         for estimator in self._estimators.values():
             await estimator.aclose()
+        for catalog in self._views.values():
+            await catalog.aclose()
 
     def analyser(self, server: ServerVersion | None, multibyte: bool = False) -> Analyser:
         """The shared analysis cache for targets of this flavour and version (and for

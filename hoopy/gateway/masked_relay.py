@@ -24,7 +24,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from hoopy.policy.masking import MaskingError, MaskingPlan, MaskingPolicy
+from hoopy.gateway.views import ViewsUnavailable
+from hoopy.policy.lineage import StatementLineage
+from hoopy.policy.masking import MaskingError, MaskingPlan, MaskingPolicy, MaskingRefusal
 from hoopy.wire import errors
 from hoopy.wire.command import ClientCommand
 from hoopy.wire.handshake import CLIENT_DEPRECATE_EOF, MARIADB_CLIENT_EXTENDED_METADATA
@@ -49,6 +51,46 @@ MASKED_COMMANDS = frozenset({COM_QUERY, COM_STMT_EXECUTE, COM_STMT_FETCH})
 _FLUSH_BYTES = 256 * 1024
 _LOCAL_INFILE_HEADER = 0xFB
 _OK_HEADER = 0x00
+
+
+async def masking_refusal(session: Session, decoded: ClientCommand) -> MaskingRefusal | None:
+    """The masking stage before a COM_QUERY or COM_STMT_PREPARE runs: trace what feeds its
+    results, through the target's views (kept on the command for the relay, and for a
+    PREPARE on its statement), and refuse what masking could not follow. A failure to
+    trace, or to read the views, refuses (fail closed)."""
+    masking = session.masking
+    assert masking is not None
+    text = decoded.sql() or b""
+    database = session.command_state.database
+    try:
+        lineages = masking.trace(
+            text, session.server_version, multibyte=session.command_state.multibyte
+        )
+        catalog = session.server.policies.views(session.target)
+        if catalog.available and any(lin.tables or lin.every_source for lin in lineages):
+            try:
+                views = await catalog.views()
+            except ViewsUnavailable as exc:
+                return MaskingRefusal(
+                    "masking/views",
+                    f"hoopy masking: hoopy cannot read the views of target "
+                    f"'{session.target.name}' ({exc}), which masking follows, so the "
+                    "statement was not run",
+                )
+            lineages = views.resolve(lineages, database)
+        decoded.lineage = lineages
+        refusal = masking.refusal(text, lineages, database)
+    except Exception as exc:  # a bug must refuse the statement, not leak or end the session
+        log.error("session %s: cannot trace the statement for masking: %s", session.id,
+                  type(exc).__name__)  # fmt: skip
+        return MaskingRefusal(
+            "masking_error",
+            "hoopy could not check this statement against its masking rules, so it was not "
+            "run (the gateway log has the details)",
+        )
+    if refusal is None:
+        return None
+    return MaskingRefusal(refusal.rule, f"hoopy masking: {refusal.message}")
 
 
 class _Out:
@@ -92,7 +134,12 @@ async def relay_masked(
         if plan is None:
             return await session.relay_response(tracker)
         return await _Relay(session, tracker, masking, binary=True).rows_only(plan)
+    if command == COM_STMT_EXECUTE:
+        lineages = decoded.prepared.lineage if decoded.prepared is not None else None
+    else:
+        lineages = decoded.lineage
     relay = _Relay(session, tracker, masking, binary=command == COM_STMT_EXECUTE)
+    relay.lineages = tuple(lineages or ())
     summary, cursor_plan = await relay.run()
     if statement_id is not None and command == COM_STMT_EXECUTE:
         if cursor_plan is not None:
@@ -121,6 +168,20 @@ class _Relay:
         self.masked_values: dict[str, int] = {}
         self.masked_columns: dict[str, list[str]] = {}
         self.first = True
+        # Per statement of the command, what feeds its result (results line up with
+        # statements, one each, until a CALL); ``result`` counts the results seen.
+        self.lineages: tuple[StatementLineage, ...] = ()
+        self.result = 0
+        self.database = session.command_state.database
+
+    def _lineage(self) -> StatementLineage | None:
+        for earlier in self.lineages[: self.result]:
+            if earlier.calls:
+                return None
+        if self.result < len(self.lineages):
+            lin = self.lineages[self.result]
+            return None if lin.calls or lin.unknown else lin
+        return None
 
     async def _read(self) -> Packet:
         packet = self.upstream.buffered_packet()
@@ -158,6 +219,8 @@ class _Relay:
             if head in (_OK_HEADER, ERR_HEADER, _LOCAL_INFILE_HEADER):
                 self.out.raw(packet)
                 self._feed(packet)
+                if head == _OK_HEADER:
+                    self.result += 1
                 if tracker.awaiting_local_infile:
                     await self.out.flush()
                     await self.session.relay_local_infile()
@@ -173,8 +236,12 @@ class _Relay:
             for _ in range(count):
                 definitions.append(await self._read())
             plan = self.masking.plan(
-                [p.payload for p in definitions[1:]], extended_metadata=self.extended
+                [p.payload for p in definitions[1:]],
+                extended_metadata=self.extended,
+                lineage=self._lineage(),
+                database=self.database,
             )
+            self.result += 1
             if plan is None:
                 for p in definitions:
                     self.out.raw(p)

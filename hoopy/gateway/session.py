@@ -39,7 +39,7 @@ from hoopy.gateway.frontdoor import (
 )
 from hoopy.gateway.guardrails import SessionGuardrails, may_switch_to_multibyte
 from hoopy.gateway.idle import IdleWatch, TargetEnded
-from hoopy.gateway.masked_relay import MASKED_COMMANDS, relay_masked
+from hoopy.gateway.masked_relay import MASKED_COMMANDS, masking_refusal, relay_masked
 from hoopy.gateway.refusal import LongData, refusal_reply
 from hoopy.gateway.review import review
 from hoopy.gateway.session_audit import SessionAudit
@@ -525,6 +525,13 @@ class Session:
                     if reviewed is None:
                         return
                     approved, record = reviewed
+        if self.masking is not None and command in (COM_QUERY, COM_STMT_PREPARE):
+            refused = await masking_refusal(self, decoded)
+            if refused is not None:
+                await self._deny(
+                    packet, refused.rule, errors.GUARDRAIL, refused.message, command=decoded
+                )
+                return
         if (
             command == COM_QUERY
             and self.guardrails is None

@@ -28,13 +28,16 @@ import fnmatch
 import hashlib
 import hmac
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Final
+from typing import Any, Final
 
 from mysql_mimic.charset import CharacterSet, Collation
 
+from hoopy.policy.lineage import Source, StatementLineage, lineage
+from hoopy.sql.lexer import ServerVersion
 from hoopy.wire.packets import ProtocolError, Reader, lenenc_str
 from hoopy.wire.params import (
     MYSQL_TYPE_BIT,
@@ -217,6 +220,14 @@ class ColumnPattern:
             and (self.schema is None or fnmatch.fnmatchcase(schema, self.schema))
         )
 
+    def matches_source(self, schema: str | None, table: str, column: str) -> bool:
+        """``matches`` for a source whose schema may be unknown (None): then any schema."""
+        return (
+            fnmatch.fnmatchcase(column, self.column)
+            and (self.table is None or fnmatch.fnmatchcase(table, self.table))
+            and (schema is None or self.schema is None or fnmatch.fnmatchcase(schema, self.schema))
+        )
+
     def __str__(self) -> str:
         return ".".join(p for p in (self.schema, self.table, self.column) if p is not None)
 
@@ -350,11 +361,29 @@ class Masker:
 # --- rules, policy, plan ------------------------------------------------------------------
 
 
+class Probe(enum.Enum):
+    """What a statement may do with a masked column outside its output (WHERE, JOIN ... ON,
+    GROUP BY, HAVING, ORDER BY), where a value can be found by probing (``WHERE email LIKE
+    'a%'``) without ever being returned."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+
+
 @dataclass(frozen=True, slots=True)
 class MaskingRule:
     name: str  # "set/rule"
     columns: tuple[ColumnPattern, ...]
     masker: Masker
+    probe: Probe = Probe.ALLOW
+
+    def matches_source(self, source: Source, database: str | None) -> bool:
+        schema = source.schema or database
+        return any(p.matches_source(schema, source.table, source.column) for p in self.columns)
+
+    def may_name(self, word: str) -> bool:
+        """Whether ``word`` could be the column part of a column this rule masks."""
+        return any(fnmatch.fnmatchcase(word, p.column) for p in self.columns)
 
     def matches(self, column: ColumnDefinition) -> bool:
         if column.org_name:
@@ -458,42 +487,183 @@ def _mask_binary(masker: Masker, column: ColumnDefinition, cell: bytes) -> bytes
     return None if masked is None else lenenc_str(masked)
 
 
+_PLAN_CACHE = 4096
+_LINEAGE_CACHE = 4096
+_LINEAGE_MAX_TEXT = 16 * 1024
+_WORD = re.compile(rb"[A-Za-z0-9_$\x80-\xff]+")
+
+
+@dataclass(frozen=True, slots=True)
+class MaskingRefusal:
+    """A statement masking does not let run, and why (the client gets the message)."""
+
+    rule: str
+    message: str
+
+
 @dataclass(frozen=True)
 class MaskingPolicy:
     """The masking rules that apply to one session (its role's sets for its target), first
     matching rule per column."""
 
     rules: tuple[MaskingRule, ...]
-    _cache: dict[tuple[bytes, ...], MaskingPlan | None] = field(
+    _cache: dict[Any, MaskingPlan | None] = field(default_factory=dict, compare=False, repr=False)
+    _lineages: dict[Any, tuple[StatementLineage, ...]] = field(
         default_factory=dict, compare=False, repr=False
     )
 
+    # --- before the statement runs --------------------------------------------------------
+
+    def trace(
+        self, text: bytes, server: ServerVersion | None, *, multibyte: bool
+    ) -> tuple[StatementLineage, ...]:
+        """The statement's lineage (policy/lineage.py), cached by text."""
+        if len(text) > _LINEAGE_MAX_TEXT:
+            return lineage(text, server, multibyte=multibyte)
+        key = (bytes(text), server, multibyte)
+        found = self._lineages.get(key)
+        if found is None:
+            found = lineage(text, server, multibyte=multibyte)
+            if len(self._lineages) >= _LINEAGE_CACHE:
+                del self._lineages[next(iter(self._lineages))]
+            self._lineages[key] = found
+        return found
+
+    def rule_for(self, sources: Iterable[Source], database: str | None) -> MaskingRule | None:
+        """The first rule masking any of ``sources``."""
+        sources = tuple(sources)
+        for rule in self.rules:
+            if any(rule.matches_source(s, database) for s in sources):
+                return rule
+        return None
+
+    def refusal(
+        self, text: bytes, lineages: Sequence[StatementLineage], database: str | None
+    ) -> MaskingRefusal | None:
+        """Why the statement must not run, or None: a masked column would flow somewhere
+        masking cannot follow (a table, a user variable, a file), a rule forbids probing
+        it, or what feeds the result cannot be traced in a text that names a column some
+        rule masks."""
+        for lin in lineages:
+            if lin.dynamic:
+                return MaskingRefusal(
+                    "masking/dynamic_sql",
+                    "SQL-level PREPARE and EXECUTE run a text hoopy cannot trace for masking, "
+                    "so it was not run (use your client's prepared statements instead)",
+                )
+            if lin.calls:
+                return MaskingRefusal(
+                    "masking/call",
+                    "a stored procedure's results cannot be traced for masking, so CALL was "
+                    "not run",
+                )
+            if lin.unknown is not None:
+                words = {w.decode("utf-8", "replace").lower() for w in _WORD.findall(text)}
+                named = next((r for r in self.rules for w in words if r.may_name(w)), None)
+                if named is not None:
+                    return MaskingRefusal(
+                        named.name,
+                        f"{lin.unknown}, and it may read a column masking rule {named.name} "
+                        "covers, so it was not run",
+                    )
+                continue
+            writer = self.rule_for(lin.writes, database)
+            if writer is not None:
+                return MaskingRefusal(
+                    writer.name,
+                    f"this statement copies a column masking rule {writer.name} covers into a "
+                    "table, a user variable or a file, where masking could not follow it, so "
+                    "it was not run",
+                )
+            for rule in self.rules:
+                if rule.probe is Probe.DENY and any(
+                    rule.matches_source(s, database) for s in lin.filters
+                ):
+                    return MaskingRefusal(
+                        rule.name,
+                        f"masking rule {rule.name} does not allow its columns in WHERE, JOIN, "
+                        "GROUP BY, HAVING or ORDER BY (probe = \"deny\"), so it was not run",
+                    )
+        return None
+
+    # --- on the result ----------------------------------------------------------------------
+
     def plan(
-        self, definitions: Sequence[bytes], *, extended_metadata: bool = False
+        self,
+        definitions: Sequence[bytes],
+        *,
+        extended_metadata: bool = False,
+        lineage: StatementLineage | None = None,
+        database: str | None = None,
     ) -> MaskingPlan | None:
         """The plan for a result set with these column definition payloads; None when no
-        column is masked. Raises ProtocolError for a malformed definition."""
-        key = tuple(definitions)
+        column is masked. ``lineage``: what the statement's text says feeds each column
+        (None: the definitions alone decide). Raises ProtocolError for a malformed
+        definition."""
+        key = (tuple(definitions), lineage, database)
         if key in self._cache:
             return self._cache[key]
         columns = tuple(
             decode_column_definition(d, extended_metadata=extended_metadata) for d in definitions
         )
+        fed = _fed_by(columns, lineage) if lineage is not None else None
         masked = []
         rewritten = list(definitions)
         for i, column in enumerate(columns):
-            for rule in self.rules:
-                if rule.matches(column):
-                    masked.append(MaskedColumn(i, rule.name, rule.masker))
-                    wider = with_room_for(
-                        column,
-                        length=rule.masker.room(column),
-                        nullable=rule.masker.nullable(column),
-                    )
-                    if wider is not column:
-                        rewritten[i] = encode_column_definition(wider)
-                    break
+            rule = next((r for r in self.rules if r.matches(column)), None)
+            if rule is None and fed is not None:
+                rule = self.rule_for(fed[i], database)
+            if rule is None:
+                continue
+            masked.append(MaskedColumn(i, rule.name, rule.masker))
+            wider = with_room_for(
+                column, length=rule.masker.room(column), nullable=rule.masker.nullable(column)
+            )
+            if wider is not column:
+                rewritten[i] = encode_column_definition(wider)
         plan = MaskingPlan(columns, tuple(masked), tuple(rewritten)) if masked else None
-        if len(self._cache) < 4096:
-            self._cache[key] = plan
+        if len(self._cache) >= _PLAN_CACHE:
+            del self._cache[next(iter(self._cache))]
+        self._cache[key] = plan
         return plan
+
+
+def _fed_by(
+    columns: Sequence[ColumnDefinition], lin: StatementLineage
+) -> list[frozenset[Source]]:
+    """Per result column, the sources that can feed it: from the lineage's output at its
+    position (outputs before the first ``*`` line up from the start, those after the last
+    from the end; between stars every source of the statement), and from the origin its
+    definition reports, followed through a derived table or CTE of that name."""
+    n = len(columns)
+    outputs = lin.outputs
+    every = frozenset(s for o in outputs for s in o.sources) | frozenset(
+        s for _, outs in lin.derived for o in outs for s in o.sources
+    )
+    by_position: list[frozenset[Source] | None] = [None] * n
+    stars = [i for i, o in enumerate(outputs) if o.star]
+    if not stars:
+        if len(outputs) == n:
+            by_position = [o.sources for o in outputs]
+    else:
+        head = outputs[: stars[0]]
+        tail = outputs[stars[-1] + 1 :]
+        if len(head) + len(tail) <= n:
+            for i, o in enumerate(head):
+                by_position[i] = o.sources
+            for j, o in enumerate(tail):
+                by_position[n - len(tail) + j] = o.sources
+    fed: list[frozenset[Source]] = []
+    for i, column in enumerate(columns):
+        sources = set(by_position[i] or ())
+        if column.org_name:
+            table, name = _name(column.org_table), _name(column.org_name)
+            through = lin.derived_output(table, name) if table else None
+            if through is not None:
+                sources |= through.sources
+            elif table:
+                sources.add(Source(_name(column.schema) or None, table, name))
+        elif by_position[i] is None:
+            sources |= every  # an expression hoopy cannot line up: anything it reads
+        fed.append(frozenset(sources))
+    return fed

@@ -63,6 +63,7 @@ class PreparedStatement:
     # (hoopy.gateway.session_audit), the guardrails' verdict (hoopy.policy.rules).
     recorded: Any = None
     verdict: Any = None
+    lineage: Any = None  # the masking's lineage of its text (hoopy.policy.lineage)
     # The types the client bound were in an EXECUTE hoopy refused: the server lacks them, so
     # the next EXECUTE that reuses them has them written in (params.bind_types).
     types_unsent: bool = False
@@ -77,6 +78,7 @@ class ClientCommand:
         "_sql",
         "capabilities",
         "kind",
+        "lineage",
         "loads_local",
         "params",
         "payload",
@@ -104,6 +106,7 @@ class ClientCommand:
         self.prepared = prepared  # and the session's record of it, if it has one
         self.recorded: Any = None
         self.verdict: Any = None
+        self.lineage: Any = None  # masking sessions: per statement, what feeds its columns
         self.params: Any = None  # an EXECUTE's parameters, once the audit decoded them
         # Whether the text holds a LOAD DATA|XML LOCAL (None: not analysed; the session
         # then runs hoopy.sql.checks itself).
@@ -181,6 +184,7 @@ class SessionCommands:
                     command.sql(),
                     recorded=command.recorded,
                     verdict=command.verdict,
+                    lineage=command.lineage,
                 )
         elif summary.error is not None:
             if kind == COM_QUERY and command.use_in_several:
