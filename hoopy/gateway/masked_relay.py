@@ -26,11 +26,17 @@ from typing import TYPE_CHECKING
 
 from hoopy.gateway.views import ViewsUnavailable
 from hoopy.policy.lineage import StatementLineage
-from hoopy.policy.masking import MaskingError, MaskingPlan, MaskingPolicy, MaskingRefusal
+from hoopy.policy.masking import (
+    DIAGNOSTICS,
+    MaskingError,
+    MaskingPlan,
+    MaskingPolicy,
+    MaskingRefusal,
+)
 from hoopy.wire import errors
 from hoopy.wire.command import ClientCommand
 from hoopy.wire.handshake import CLIENT_DEPRECATE_EOF, MARIADB_CLIENT_EXTENDED_METADATA
-from hoopy.wire.messages import EOF_HEADER, ERR_HEADER, ErrPacket, build_err
+from hoopy.wire.messages import EOF_HEADER, ERR_HEADER, ErrPacket, build_err, parse_err
 from hoopy.wire.packets import MAX_PACKET_PAYLOAD, Packet, ProtocolError, Reader, frame
 from hoopy.wire.response import (
     COM_QUERY,
@@ -79,7 +85,9 @@ async def masking_refusal(session: Session, decoded: ClientCommand) -> MaskingRe
                 )
             lineages = views.resolve(lineages, database)
         decoded.lineage = lineages
-        refusal = masking.refusal(text, lineages, database)
+        refusal = masking.refusal(
+            text, lineages, database, diagnostics_masked=session.diagnostics_masked
+        )
     except Exception as exc:  # a bug must refuse the statement, not leak or end the session
         log.error("session %s: cannot trace the statement for masking: %s", session.id,
                   type(exc).__name__)  # fmt: skip
@@ -173,6 +181,9 @@ class _Relay:
         self.lineages: tuple[StatementLineage, ...] = ()
         self.result = 0
         self.database = session.command_state.database
+        self.capabilities = capabilities
+        self.touching = False
+        self.diagnostics = False
 
     def _lineage(self) -> StatementLineage | None:
         for earlier in self.lineages[: self.result]:
@@ -182,6 +193,37 @@ class _Relay:
             lin = self.lineages[self.result]
             return None if lin.calls or lin.unknown else lin
         return None
+
+    def _begin_result(self, plan: MaskingPlan | None = None) -> None:
+        """A result starts: note whether its statement reads masked columns (its error
+        message is then hidden, and so are the warnings SHOW WARNINGS shows after it)."""
+        lin = self._lineage()
+        self.diagnostics = lin is not None and lin.diagnostics
+        self.touching = plan is not None or self.masking.touches(lin, self.database)
+
+    def _end_result(self) -> None:
+        if not self.diagnostics:
+            self.session.diagnostics_masked = self.touching
+        self.result += 1
+
+    def _error(self, packet: Packet) -> None:
+        """An ERR: relayed, with its message hidden when the statement reads masked columns
+        (messages can quote values: "XPATH syntax error: '~alice@...'")."""
+        if not self.touching:
+            self.out.raw(packet)
+            self._feed(packet)
+            return
+        try:
+            code = parse_err(packet.payload, self.capabilities)
+        except ProtocolError:
+            code = ErrPacket(1105, "HY000", "")
+        message = (
+            f"hoopy hid this error's message: the statement reads masked columns, and error "
+            f"messages can quote values (error {code.code})"
+        )
+        self.out.payload(packet, build_err(code.code, code.sqlstate, message))
+        self._feed(packet)
+        self.tracker.summary.error = ErrPacket(code.code, code.sqlstate, message)
 
     async def _read(self) -> Packet:
         packet = self.upstream.buffered_packet()
@@ -217,10 +259,15 @@ class _Relay:
             packet = await self._read()
             head = packet.payload[0] if packet.payload else -1
             if head in (_OK_HEADER, ERR_HEADER, _LOCAL_INFILE_HEADER):
-                self.out.raw(packet)
-                self._feed(packet)
-                if head == _OK_HEADER:
-                    self.result += 1
+                if head != _LOCAL_INFILE_HEADER:
+                    self._begin_result()
+                if head == ERR_HEADER:
+                    self._error(packet)
+                else:
+                    self.out.raw(packet)
+                    self._feed(packet)
+                if head != _LOCAL_INFILE_HEADER:
+                    self._end_result()
                 if tracker.awaiting_local_infile:
                     await self.out.flush()
                     await self.session.relay_local_infile()
@@ -235,21 +282,36 @@ class _Relay:
             definitions = [packet]
             for _ in range(count):
                 definitions.append(await self._read())
-            plan = self.masking.plan(
-                [p.payload for p in definitions[1:]],
-                extended_metadata=self.extended,
-                lineage=self._lineage(),
-                database=self.database,
+            lin = self._lineage()
+            payloads = [p.payload for p in definitions[1:]]
+            if lin is not None and lin.diagnostics and self.session.diagnostics_masked:
+                policy = DIAGNOSTICS
+            else:
+                policy = self.masking
+            plan = policy.plan(
+                payloads, extended_metadata=self.extended, lineage=lin, database=self.database
             )
-            self.result += 1
+            self._begin_result(plan)
             if plan is None:
                 for p in definitions:
                     self.out.raw(p)
                 for p in definitions[1:]:
                     self._feed(p)
-                await self.out.flush()
-                await self._relay_unmasked()
+                if self.touching:
+                    # Rows pass as they came, packet by packet, so an ERR among them can
+                    # have its message hidden.
+                    if not self.deprecate_eof:
+                        eof = await self._read()
+                        self.out.raw(eof)
+                        self._feed(eof)
+                    if not tracker.done and not await self._rows(None):
+                        return self._summary(), None
+                else:
+                    await self.out.flush()
+                    await self._relay_unmasked()
+                self._end_result()
                 if tracker.done:
+                    await self.out.flush()
                     return self._summary(), None
                 continue
             self._note(plan)
@@ -269,6 +331,7 @@ class _Relay:
                     return self._summary(), plan
             if not await self._rows(plan):
                 return self._summary(), None
+            self._end_result()
             if tracker.done:
                 await self.out.flush()
                 return self._summary(), None
@@ -276,6 +339,7 @@ class _Relay:
     async def rows_only(self, plan: MaskingPlan) -> ResponseSummary:
         """COM_STMT_FETCH: rows of the cursor's result set, and its end."""
         self._note(plan)
+        self.touching = True
         if await self._rows(plan):
             await self.out.flush()
         return self._summary()
@@ -302,19 +366,30 @@ class _Relay:
                     raise ProtocolError("renumbered packets cannot be relayed in chunks")
                 await client.send_raw(data)
 
-    async def _rows(self, plan: MaskingPlan) -> bool:
-        """Rows until the result set's end; False when a value could not be masked (the
-        client got an ERR, the rest of the response was drained)."""
-        rewrite = plan.binary_row if self.binary else plan.text_row
+    async def _rows(self, plan: MaskingPlan | None) -> bool:
+        """Rows until the result set's end (None: relayed as they came); False when a
+        value could not be masked (the client got an ERR, the rest of the response was
+        drained)."""
+        rewrite = None if plan is None else (plan.binary_row if self.binary else plan.text_row)
         counts = self.masked_values
         while True:
             packet = await self._read()
             payload = packet.payload
             head = payload[0] if payload else -1
-            if head == ERR_HEADER or (head == EOF_HEADER and len(payload) < self.terminator_limit):
+            if head == ERR_HEADER:
+                self._error(packet)
+                return True
+            if head == EOF_HEADER and len(payload) < self.terminator_limit:
                 self.out.raw(packet)
                 self._feed(packet)
                 return True
+            if rewrite is None:
+                self.out.raw(packet)
+                self._feed(packet)
+                if len(self.out.buffer) >= _FLUSH_BYTES:
+                    await self.out.flush()
+                continue
+            assert plan is not None
             try:
                 new, masked = rewrite(payload)
             except MaskingError as exc:

@@ -163,6 +163,8 @@ class Session:
         # When masking sets apply (set at login): results go through gateway/masked_relay.py.
         self.masking: MaskingPolicy | None = None
         self.cursor_plans: dict[int, MaskingPlan] = {}  # open cursors' masking plans
+        # The last statement read masked columns: SHOW WARNINGS hides its messages.
+        self.diagnostics_masked = False
 
     # --- lifecycle -----------------------------------------------------------------------
 

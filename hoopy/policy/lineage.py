@@ -66,6 +66,10 @@ class StatementLineage:
     calls: bool = False
     # SQL-level PREPARE / EXECUTE / EXECUTE IMMEDIATE: the text that runs is not this one.
     dynamic: bool = False
+    # SHOW WARNINGS / SHOW ERRORS (``diagnostics``) and GET DIAGNOSTICS (``get_diagnostics``):
+    # they read the messages of the statement before, which can quote its values.
+    diagnostics: bool = False
+    get_diagnostics: bool = False
     # The base tables (or views) it reads: views among them are followed (``Views``).
     tables: frozenset[tuple[str | None, str]] = frozenset()
 
@@ -386,7 +390,12 @@ def _trace(code: str) -> StatementLineage:
     import sqlglot
     from sqlglot.errors import SqlglotError
 
-    first = code.split(" ", 1)[0].split("(", 1)[0].upper()
+    words = code.upper().replace("(", " ").split()
+    first = words[0] if words else ""
+    if first == "SHOW" and len(words) > 1 and words[1] in ("WARNINGS", "ERRORS", "COUNT"):
+        return StatementLineage(diagnostics=True)
+    if first == "GET" and "DIAGNOSTICS" in words[1:3]:
+        return StatementLineage(get_diagnostics=True)
     if first == "CALL":
         return StatementLineage(calls=True)
     if first in ("PREPARE", "EXECUTE"):

@@ -537,14 +537,45 @@ class MaskingPolicy:
                 return rule
         return None
 
+    def touches(self, lin: StatementLineage | None, database: str | None) -> bool:
+        """Whether the statement may read a masked column (its errors and warnings may then
+        quote masked values): a source some rule masks, or a ``*`` over a table a rule's
+        pattern covers. Unknown lineage counts as touching."""
+        if lin is None or lin.unknown is not None:
+            return True
+        if self.rule_for(lin.every_source, database) is not None:
+            return True
+        if any(o.star for o in lin.outputs):
+            for schema, table in lin.tables:
+                s = schema or database
+                for rule in self.rules:
+                    if any(
+                        (p.table is None or fnmatch.fnmatchcase(table, p.table))
+                        and (p.schema is None or s is None or fnmatch.fnmatchcase(s, p.schema))
+                        for p in rule.columns
+                    ):
+                        return True
+        return False
+
     def refusal(
-        self, text: bytes, lineages: Sequence[StatementLineage], database: str | None
+        self,
+        text: bytes,
+        lineages: Sequence[StatementLineage],
+        database: str | None,
+        *,
+        diagnostics_masked: bool = False,
     ) -> MaskingRefusal | None:
         """Why the statement must not run, or None: a masked column would flow somewhere
         masking cannot follow (a table, a user variable, a file), a rule forbids probing
         it, or what feeds the result cannot be traced in a text that names a column some
         rule masks."""
         for lin in lineages:
+            if lin.get_diagnostics and diagnostics_masked:
+                return MaskingRefusal(
+                    "masking/diagnostics",
+                    "GET DIAGNOSTICS would copy the messages of a statement that read masked "
+                    "columns (they can quote its values) into variables, so it was not run",
+                )
             if lin.dynamic:
                 return MaskingRefusal(
                     "masking/dynamic_sql",
@@ -667,3 +698,17 @@ def _fed_by(
             sources |= every  # an expression hoopy cannot line up: anything it reads
         fed.append(frozenset(sources))
     return fed
+
+
+# SHOW WARNINGS / SHOW ERRORS after a statement that read masked columns: their messages can
+# quote its values ("Truncated incorrect INTEGER value: 'alice@example.com'").
+HIDDEN_MESSAGE = "<hidden by hoopy: the statement read masked columns>"
+DIAGNOSTICS = MaskingPolicy(
+    (
+        MaskingRule(
+            "masking/diagnostics",
+            (ColumnPattern.parse("message"),),
+            Masker(Strategy.REDACT, replacement=HIDDEN_MESSAGE),
+        ),
+    )
+)

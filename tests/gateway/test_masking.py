@@ -394,3 +394,40 @@ def test_evasions_through_prepared_statements(gateway: HoopyProcess) -> None:
         rows = cur.fetchall()
         assert rows and leaks(rows) == [], (sql, rows)
     conn.close()
+
+
+def test_errors_and_warnings_of_statements_reading_masked_columns_hide_their_messages(
+    gateway: HoopyProcess,
+) -> None:
+    conn = gateway.connect(database=TEST_DB, client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS)
+    with conn.cursor() as cur:
+        # Error-based exfiltration: the server quotes the value in its message.
+        with pytest.raises(pymysql.err.MySQLError) as info:
+            cur.execute(
+                f"SELECT EXTRACTVALUE(1, CONCAT(0x7e, (SELECT email FROM {TABLE} WHERE id = 1)))"
+            )
+        code, message = info.value.args
+        assert code == 1105 and "hoopy hid this error's message" in message
+        assert "alice" not in message
+        # Warnings quote values too: SHOW WARNINGS after such a statement hides them.
+        cur.execute(f"SELECT CAST(email AS SIGNED) FROM {TABLE} WHERE id = 1")
+        assert cur.fetchall()
+        cur.execute("SHOW WARNINGS")
+        warnings = cur.fetchall()
+        assert warnings and all("alice" not in str(w) for w in warnings)
+        assert "hidden by hoopy" in warnings[0][2]
+        # Also within one multi-statement text.
+        cur.execute(f"SELECT CAST(card AS SIGNED) FROM {TABLE} WHERE id = 2; SHOW WARNINGS")
+        cur.fetchall()
+        assert cur.nextset()
+        assert all("5500000000000004" not in str(w) for w in cur.fetchall())
+        # GET DIAGNOSTICS would copy them into variables: refused.
+        with pytest.raises(pymysql.err.OperationalError) as refused:
+            cur.execute("GET DIAGNOSTICS CONDITION 1 @m = MESSAGE_TEXT")
+        assert refused.value.args[0] == 1290
+        # After a statement that reads nothing masked, warnings show again.
+        cur.execute("SELECT CAST('12abc' AS SIGNED)")
+        cur.fetchall()
+        cur.execute("SHOW WARNINGS")
+        assert "12abc" in str(cur.fetchall())
+    conn.close()
