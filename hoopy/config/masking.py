@@ -22,8 +22,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from hoopy.audit.redact import Detector
 from hoopy.config.fields import Ctx, check_keys, get_value, name_ok, resolve_path, str_list
 from hoopy.config.model import Config, Secret, SecretUnavailable
+from hoopy.policy.classifiers import classifiers_named, pattern_classifier
 from hoopy.policy.masking import (
     DEFAULT_KEEP,
     DEFAULT_REPLACEMENT,
@@ -37,7 +39,9 @@ from hoopy.policy.masking import (
 )
 
 _SET_KEYS = {"description", "hmac_key_env", "hmac_key_file", "rules"}
-_RULE_KEYS = {"name", "columns", "strategy", "replacement", "keep", "probe"}
+_RULE_KEYS = {
+    "name", "columns", "strategy", "replacement", "keep", "probe", "classifiers", "patterns",
+}  # fmt: skip
 # An HMAC key shorter than this is guessable offline from the masked values it keys.
 MIN_KEY_BYTES = 16
 # Keys stand in when the config is only read (hoopy replay, audit search): never used to mask.
@@ -63,8 +67,6 @@ def parse_masking_sets(
         )
         if needs_key:
             key = _hmac_key(ctx, body, keys, base)
-        elif "hmac_key_env" in body or "hmac_key_file" in body:
-            raise ctx.error(keys, 'an HMAC key is set, but no rule uses strategy = "hmac"')
         rules: list[MaskingRule] = []
         seen: set[str] = set()
         for i, r in enumerate(rules_value):
@@ -76,6 +78,8 @@ def parse_masking_sets(
                 raise ctx.error((*rkeys, "name"), f"a second rule named {rule.name!r} in this set")
             seen.add(rule.name)
             rules.append(rule)
+        if not needs_key and ("hmac_key_env" in body or "hmac_key_file" in body):
+            raise ctx.error(keys, 'an HMAC key is set, but no rule uses strategy = "hmac"')
         sets[name] = MaskingSet(name, tuple(rules))
     return sets
 
@@ -86,7 +90,8 @@ def _rule(
     check_keys(ctx, r, keys, _RULE_KEYS)
     name = get_value(ctx, r, keys, "name", str)
     name_ok(ctx, (*keys, "name"), name)
-    columns_value = get_value(ctx, r, keys, "columns", (list, str))
+    classifiers = _classifiers(ctx, r, keys)
+    columns_value = get_value(ctx, r, keys, "columns", (list, str), ["*"] if classifiers else ...)
     items = [columns_value] if isinstance(columns_value, str) else columns_value
     patterns = []
     for text in str_list(ctx, keys, "columns", items):
@@ -124,7 +129,25 @@ def _rule(
     except ValueError:
         message = f'must be "allow" or "deny", got {probe_word!r}'
         raise ctx.error((*keys, "probe"), message) from None
-    return MaskingRule(f"{set_name}/{name}", tuple(patterns), masker, probe)
+    return MaskingRule(f"{set_name}/{name}", tuple(patterns), masker, probe, classifiers)
+
+
+def _classifiers(ctx: Ctx, r: dict[str, Any], keys: tuple[str | int, ...]) -> tuple[Detector, ...]:
+    """A rule's ``classifiers`` (built-in names and groups) and ``patterns`` (regexes)."""
+    names = str_list(ctx, keys, "classifiers", get_value(ctx, r, keys, "classifiers", list, []))
+    try:
+        found = list(classifiers_named(names))
+    except ValueError as exc:
+        raise ctx.error((*keys, "classifiers"), str(exc)) from None
+    patterns = str_list(ctx, keys, "patterns", get_value(ctx, r, keys, "patterns", list, []))
+    for i, pattern in enumerate(patterns):
+        try:
+            found.append(pattern_classifier(i, pattern))
+        except ValueError as exc:
+            raise ctx.error((*keys, "patterns"), str(exc)) from None
+    if ("classifiers" in r or "patterns" in r) and not found:
+        raise ctx.error((*keys, "classifiers"), "lists no classifier")
+    return tuple(found)
 
 
 def _hmac_key(ctx: Ctx, body: dict[str, Any], keys: tuple[str | int, ...], base: Path) -> bytes:

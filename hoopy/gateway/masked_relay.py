@@ -209,14 +209,14 @@ class _Relay:
     def _error(self, packet: Packet) -> None:
         """An ERR: relayed, with its message hidden when the statement reads masked columns
         (messages can quote values: "XPATH syntax error: '~alice@...'")."""
-        if not self.touching:
-            self.out.raw(packet)
-            self._feed(packet)
-            return
         try:
             code = parse_err(packet.payload, self.capabilities)
         except ProtocolError:
             code = ErrPacket(1105, "HY000", "")
+        if not self.touching and not self.masking.classified(code.message):
+            self.out.raw(packet)
+            self._feed(packet)
+            return
         message = (
             f"hoopy hid this error's message: the statement reads masked columns, and error "
             f"messages can quote values (error {code.code})"

@@ -36,6 +36,8 @@ from typing import Any, Final
 
 from mysql_mimic.charset import CharacterSet, Collation
 
+from hoopy.audit.redact import Detector
+from hoopy.policy.classifiers import MAX_CLASSIFIED_BYTES, classify
 from hoopy.policy.lineage import Source, StatementLineage, lineage
 from hoopy.sql.lexer import ServerVersion
 from hoopy.wire.packets import ProtocolError, Reader, lenenc_str
@@ -372,14 +374,27 @@ class Probe(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class MaskingRule:
+    """``columns`` says which columns the rule covers; with ``classifiers`` it masks a value
+    of those only when a classifier finds something in it (policy/classifiers.py)."""
+
     name: str  # "set/rule"
     columns: tuple[ColumnPattern, ...]
     masker: Masker
     probe: Probe = Probe.ALLOW
+    classifiers: tuple[Detector, ...] = ()
+
+    @property
+    def classifying(self) -> bool:
+        return bool(self.classifiers)
 
     def matches_source(self, source: Source, database: str | None) -> bool:
         schema = source.schema or database
         return any(p.matches_source(schema, source.table, source.column) for p in self.columns)
+
+    @property
+    def covers_all(self) -> bool:
+        """Whether the rule's patterns cover every column (``*``), expressions included."""
+        return any(p.column == "*" and p.open_origin for p in self.columns)
 
     def may_name(self, word: str) -> bool:
         """Whether ``word`` could be the column part of a column this rule masks."""
@@ -404,9 +419,13 @@ class MaskingSet:
 
 @dataclass(frozen=True, slots=True)
 class MaskedColumn:
+    """A masked column: every value by ``masker`` (``rule``), or, when ``classified`` is
+    set, each value the first of those rules whose classifiers find something in it."""
+
     index: int
     rule: str
     masker: Masker
+    classified: tuple[MaskingRule, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,7 +442,8 @@ class MaskingPlan:
         out: dict[str, list[str]] = {}
         for m in self.masked:
             c = self.columns[m.index]
-            out.setdefault(m.rule, []).append(_name(c.name))
+            for name in [r.name for r in m.classified] or [m.rule]:
+                out.setdefault(name, []).append(_name(c.name))
         return out
 
     def text_row(self, payload: bytes) -> tuple[bytes, dict[str, int]]:
@@ -436,9 +456,18 @@ class MaskingPlan:
         counts: dict[str, int] = {}
         for m in self.masked:
             cell = cells[m.index]
-            if cell is not None:
-                cells[m.index] = m.masker.mask_text(self.columns[m.index], cell)
-                counts[m.rule] = counts.get(m.rule, 0) + 1
+            if cell is None:
+                continue
+            column = self.columns[m.index]
+            if m.classified:
+                rule = _classified_by(m.classified, column, cell)
+                if rule is None:
+                    continue
+                cells[m.index] = rule.masker.mask_text(column, cell)
+                counts[rule.name] = counts.get(rule.name, 0) + 1
+                continue
+            cells[m.index] = m.masker.mask_text(column, cell)
+            counts[m.rule] = counts.get(m.rule, 0) + 1
         return encode_text_row(cells), counts
 
     def binary_row(self, payload: bytes) -> tuple[bytes, dict[str, int]]:
@@ -450,14 +479,60 @@ class MaskingPlan:
         counts: dict[str, int] = {}
         for m in self.masked:
             cell = cells[m.index]
-            if cell is not None:
-                cells[m.index] = _mask_binary(m.masker, self.columns[m.index], cell)
-                counts[m.rule] = counts.get(m.rule, 0) + 1
+            if cell is None:
+                continue
+            column = self.columns[m.index]
+            if m.classified:
+                try:
+                    data = Reader(cell).lenenc_str()  # classified columns are strings
+                except ProtocolError as exc:
+                    raise MaskingError(str(exc)) from None
+                rule = _classified_by(m.classified, column, data)
+                if rule is None:
+                    continue
+                masked = rule.masker.mask_text(column, data)
+                cells[m.index] = None if masked is None else lenenc_str(masked)
+                counts[rule.name] = counts.get(rule.name, 0) + 1
+                continue
+            cells[m.index] = _mask_binary(m.masker, column, cell)
+            counts[m.rule] = counts.get(m.rule, 0) + 1
         return encode_binary_row(cells), counts
 
     @property
     def types(self) -> list[int]:
         return [c.type for c in self.columns]
+
+
+# Types whose values content classifiers read (text and blobs; numbers and dates are not).
+_CLASSIFIED_TYPES: Final = frozenset(
+    {
+        0x0F,  # VARCHAR
+        0xF5,  # JSON
+        0xF7,  # ENUM
+        0xF8,  # SET
+        0xF9,  # TINY_BLOB
+        0xFA,  # MEDIUM_BLOB
+        0xFB,  # LONG_BLOB
+        0xFC,  # BLOB
+        0xFD,  # VAR_STRING
+        0xFE,  # STRING
+    }
+)
+
+
+def _classified_by(
+    rules: Sequence[MaskingRule], column: ColumnDefinition, value: bytes
+) -> MaskingRule | None:
+    """The first rule whose classifiers find something in ``value``. A value too long to
+    scan counts as found by the first rule (fail closed)."""
+    if len(value) > MAX_CLASSIFIED_BYTES:
+        return rules[0]
+    codec = codec_of(column.charset) or "utf-8"
+    text = value.decode(codec, "replace")  # for reading only: what is masked is the bytes
+    for rule in rules:
+        if classify(text, rule.classifiers) is not None:
+            return rule
+    return None
 
 
 def _mask_binary(masker: Masker, column: ColumnDefinition, cell: bytes) -> bytes | None:
@@ -530,12 +605,19 @@ class MaskingPolicy:
         return found
 
     def rule_for(self, sources: Iterable[Source], database: str | None) -> MaskingRule | None:
-        """The first rule masking any of ``sources``."""
+        """The first rule masking any of ``sources`` by column (classifying rules mask by
+        content, not by column: they do not count here)."""
         sources = tuple(sources)
         for rule in self.rules:
+            if rule.classifying:
+                continue
             if any(rule.matches_source(s, database) for s in sources):
                 return rule
         return None
+
+    def classified(self, text: str) -> bool:
+        """Whether a classifying rule finds something in ``text`` (an error message)."""
+        return any(r.classifying and classify(text, r.classifiers) for r in self.rules)
 
     def touches(self, lin: StatementLineage | None, database: str | None) -> bool:
         """Whether the statement may read a masked column (its errors and warnings may then
@@ -641,17 +723,36 @@ class MaskingPolicy:
         masked = []
         rewritten = list(definitions)
         for i, column in enumerate(columns):
-            rule = next((r for r in self.rules if r.matches(column)), None)
-            if rule is None and fed is not None:
-                rule = self.rule_for(fed[i], database)
+            sources = fed[i] if fed is not None else frozenset()
+            rule = next(
+                (
+                    r
+                    for r in self.rules
+                    if not r.classifying
+                    and (r.matches(column) or any(r.matches_source(s, database) for s in sources))
+                ),
+                None,
+            )
+            classified: tuple[MaskingRule, ...] = ()
+            if rule is None and column.type in _CLASSIFIED_TYPES:
+                classified = tuple(
+                    r
+                    for r in self.rules
+                    if r.classifying
+                    and (r.matches(column) or any(r.matches_source(s, database) for s in sources)
+                         or r.covers_all)
+                )  # fmt: skip
+                rule = classified[0] if classified else None
             if rule is None:
                 continue
-            masked.append(MaskedColumn(i, rule.name, rule.masker))
-            wider = with_room_for(
-                column, length=rule.masker.room(column), nullable=rule.masker.nullable(column)
-            )
-            if wider is not column:
-                rewritten[i] = encode_column_definition(wider)
+            masked.append(MaskedColumn(i, rule.name, rule.masker, classified))
+            for r in classified or (rule,):
+                column_room = with_room_for(
+                    column, length=r.masker.room(column), nullable=r.masker.nullable(column)
+                )
+                if column_room is not column:
+                    column = column_room
+                    rewritten[i] = encode_column_definition(column)
         plan = MaskingPlan(columns, tuple(masked), tuple(rewritten)) if masked else None
         if len(self._cache) >= _PLAN_CACHE:
             del self._cache[next(iter(self._cache))]

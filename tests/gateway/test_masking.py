@@ -37,12 +37,25 @@ from tests.gateway_rig import (
 from tests.rig import MariaDBServer
 
 AUDITOR_PASSWORD = "auditor-" + secrets.token_hex(8)
+SUPPORT_PASSWORD = "support-" + secrets.token_hex(8)
 MASK_KEY = secrets.token_hex(32)
 TABLE = "customers_" + secrets.token_hex(3)
 VIEW = "v_" + TABLE
 OTHER = "other_" + TABLE
 
 MASKING = {
+    # Content classifiers as a backstop, for the role "support" (on top of "pii").
+    "backstop": {
+        "rules": [
+            {
+                "name": "found",
+                "classifiers": ["email", "card", "ip"],
+                "patterns": ["EMP-[0-9]{6}"],
+                "strategy": "redact",
+                "replacement": "[classified]",
+            }
+        ]
+    },
     "pii": {
         "hmac_key_env": "HOOPY_TEST_MASK_KEY",
         "rules": [
@@ -82,15 +95,21 @@ def gateway(mariadb: MariaDBServer, tmp_path_factory: pytest.TempPathFactory) ->
             "masking": MASKING,
             "targets": {"app": {"masking": ["pii"]}},
             "users": {
-                "auditor": {"password_env": "HOOPY_TEST_AUDITOR_PASSWORD", "groups": ["audit"]}
+                "auditor": {"password_env": "HOOPY_TEST_AUDITOR_PASSWORD", "groups": ["audit"]},
+                "support": {"password_env": "HOOPY_TEST_SUPPORT_PASSWORD", "groups": ["support"]},
             },
             "roles": {
-                "auditors": {"groups": ["audit"], "targets": ["app"], "masking_exempt": True}
+                "auditors": {"groups": ["audit"], "targets": ["app"], "masking_exempt": True},
+                "support": {"groups": ["support"], "targets": ["app"], "masking": ["backstop"]},
             },
             "audit": {"directory": str(workdir / "audit")},
         },
     )
-    env = {"HOOPY_TEST_MASK_KEY": MASK_KEY, "HOOPY_TEST_AUDITOR_PASSWORD": AUDITOR_PASSWORD}
+    env = {
+        "HOOPY_TEST_MASK_KEY": MASK_KEY,
+        "HOOPY_TEST_AUDITOR_PASSWORD": AUDITOR_PASSWORD,
+        "HOOPY_TEST_SUPPORT_PASSWORD": SUPPORT_PASSWORD,
+    }
     proc = HoopyProcess(config, workdir=workdir, env=env)
     proc.start()
     yield proc
@@ -430,4 +449,39 @@ def test_errors_and_warnings_of_statements_reading_masked_columns_hide_their_mes
         cur.fetchall()
         cur.execute("SHOW WARNINGS")
         assert "12abc" in str(cur.fetchall())
+    conn.close()
+
+
+def test_content_classifiers_mask_what_looks_sensitive_wherever_it_comes_from(
+    gateway: HoopyProcess, mariadb: MariaDBServer
+) -> None:
+    mariadb.admin_sql(
+        (
+            f"INSERT INTO {TEST_DB}.{OTHER} (note) VALUES (%s), (%s), (%s), (%s)",
+            (
+                "write to zed@example.org",
+                "card 4111 1111 1111 1111 on file",
+                "from 10.1.2.3",
+                "badge EMP-123456",
+            ),
+        ),
+    )
+    conn = gateway.connect("support", SUPPORT_PASSWORD, database=TEST_DB)
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT note FROM {OTHER} WHERE note IS NOT NULL ORDER BY id")
+        notes = [r[0] for r in cur.fetchall()]
+        # Literals and expressions are classified too.
+        cur.execute("SELECT CONCAT('mail ', 'amy@example.net'), 'nothing to see', 42")
+        literal = cur.fetchone()
+        # The column rules of the target's set still apply to the role's members.
+        cur.execute(SELECT)
+        assert_masked(list(cur.fetchall()))
+    conn.close()
+    assert notes[-4:] == ["[classified]"] * 4, notes
+    assert literal == ("[classified]", "nothing to see", 42)
+    # Other roles do not get the backstop.
+    conn = gateway.connect(database=TEST_DB)
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT note FROM {OTHER} WHERE note LIKE 'badge%'")
+        assert cur.fetchone() == ("badge EMP-123456",)
     conn.close()
