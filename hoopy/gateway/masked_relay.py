@@ -400,7 +400,7 @@ class _Relay:
             data = self.out.payload(packet, new)
             if self.digest is not None:
                 self.digest.update(data)
-            self._feed(packet, row=True)
+            self.tracker.row_relayed(packet.next_seq)
             if len(self.out.buffer) >= _FLUSH_BYTES:
                 await self.out.flush()
 

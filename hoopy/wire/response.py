@@ -270,6 +270,15 @@ class ResponseTracker:
         """True when every byte fed so far completed a packet (an ERR may be injected)."""
         return not self._skip and not self._partial and not self._continuation
 
+    def row_relayed(self, next_seq: int) -> None:
+        """A whole row packet (or a row of several packets, the last before ``next_seq``)
+        that the caller relayed itself, rewritten (the masking relay): counted, not fed."""
+        if self._state is not _State.ROWS or self._partial or self._skip or self._continuation:
+            raise ProtocolError("a row outside the rows of a result set")
+        assert self._current is not None
+        self._current.rows += 1
+        self.last_seq = (next_seq - 1) & 0xFF
+
     def local_infile_sent(self) -> None:
         if self._state is not _State.LOCAL_INFILE:
             raise ProtocolError("no LOCAL INFILE request is pending")

@@ -175,6 +175,44 @@ def decode_text_row(payload: bytes, count: int) -> list[bytes | None]:
     return values
 
 
+def text_row_spans(payload: bytes, count: int) -> list[tuple[int, int, int]]:
+    """Where each of the ``count`` values of a text row lies: (start, value start, end),
+    value start -1 for NULL. The fast path of masking (only the masked cells are rewritten,
+    the bytes between them are copied); raises ProtocolError like ``decode_text_row``."""
+    spans: list[tuple[int, int, int]] = []
+    pos = 0
+    n = len(payload)
+    for i in range(count):
+        if pos >= n:
+            raise ProtocolError(f"malformed text row (column {i + 1}): cut")
+        b = payload[pos]
+        if b < 0xFB:
+            start = pos + 1
+            end = start + b
+        elif b == _TEXT_NULL:
+            spans.append((pos, -1, pos + 1))
+            pos += 1
+            continue
+        elif b == 0xFC:
+            start = pos + 3
+            end = start + int.from_bytes(payload[pos + 1 : start], "little")
+        elif b == 0xFD:
+            start = pos + 4
+            end = start + int.from_bytes(payload[pos + 1 : start], "little")
+        elif b == 0xFE:
+            start = pos + 9
+            end = start + int.from_bytes(payload[pos + 1 : start], "little")
+        else:
+            raise ProtocolError(f"malformed text row (column {i + 1}): 0xFF length")
+        if start > n or end > n:
+            raise ProtocolError(f"malformed text row (column {i + 1}): cut")
+        spans.append((pos, start, end))
+        pos = end
+    if pos != n:
+        raise ProtocolError(f"text row has {n - pos} bytes past its {count} values")
+    return spans
+
+
 def encode_text_row(values: Sequence[bytes | None]) -> bytes:
     out = bytearray()
     for value in values:
