@@ -383,6 +383,34 @@ def test_pymysql_held_delete_runs_once_approved(
     assert "fingerprint" not in json.loads(body)["approval"]
 
 
+def test_cli_watch_prints_each_new_request_as_it_arrives(
+    gateway: HoopyProcess, mariadb: MariaDBServer, make_table: Callable[[str], str]
+) -> None:
+    table = make_table("r_")
+    argv = [sys.executable, "-m", "hoopy", "approvals", "list", "--watch", "--json",
+            "--socket", gateway.ready["admin"]["unix_socket"]]  # fmt: skip
+    watcher = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    try:
+        seen: list[str] = []
+        reader = ThreadPoolExecutor(1)
+        conn = gateway.connect(database=TEST_DB)
+        asked = approval_id(refused(conn, f"UPDATE {table} SET v = 0 WHERE id = 1"))
+        conn.close()
+        # Lines for what was pending already may come first; the new request follows.
+        deadline = time.monotonic() + 30
+        while asked not in seen:
+            assert watcher.stdout is not None
+            line = reader.submit(watcher.stdout.readline).result(
+                timeout=max(deadline - time.monotonic(), 0.1)
+            )
+            assert line, "the watcher stopped"
+            seen.append(json.loads(line)["id"])
+        assert seen.count(asked) == 1
+    finally:
+        watcher.terminate()
+        watcher.wait(timeout=10)
+
+
 def test_pymysql_held_delete_denied_gets_the_reason_and_does_not_run(
     gateway: HoopyProcess, mariadb: MariaDBServer, make_table: Callable[[str], str]
 ) -> None:
