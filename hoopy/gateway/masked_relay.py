@@ -297,9 +297,10 @@ class _Relay:
                     self.out.raw(p)
                 for p in definitions[1:]:
                     self._feed(p)
-                if self.touching:
+                if self.touching or self.out.shift:
                     # Rows pass as they came, packet by packet, so an ERR among them can
-                    # have its message hidden.
+                    # have its message hidden (and so their sequence ids can be renumbered
+                    # after an earlier rewritten row changed its packet count).
                     if not self.deprecate_eof:
                         eof = await self._read()
                         self.out.raw(eof)

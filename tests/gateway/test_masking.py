@@ -64,6 +64,7 @@ MASKING = {
             {"name": "ssn", "columns": ["*ssn*"], "strategy": "redact", "probe": "deny"},
             {"name": "born", "columns": [f"{TEST_DB}.{TABLE}.born"], "strategy": "redact"},
             {"name": "salary", "columns": [f"{TABLE}.salary"], "strategy": "null"},
+            {"name": "big", "columns": ["*.secret_blob"], "strategy": "redact"},
         ],
     }
 }
@@ -485,3 +486,38 @@ def test_content_classifiers_mask_what_looks_sensitive_wherever_it_comes_from(
         cur.execute(f"SELECT note FROM {OTHER} WHERE note LIKE 'badge%'")
         assert cur.fetchone() == ("badge EMP-123456",)
     conn.close()
+
+
+def test_rows_over_16_mib_are_masked_and_the_packets_after_them_renumbered(
+    gateway: HoopyProcess, mariadb: MariaDBServer
+) -> None:
+    """A 17 MiB value takes two packets; masked to "****" its row takes one, so every packet
+    after it (the next rows, the EOF, the next result) needs the sequence id one lower: a
+    client checks them ("Packet sequence number wrong")."""
+    big = f"big_{TABLE}"
+    size = 17 * 1024 * 1024
+    mariadb.admin_sql(
+        f"CREATE TABLE {TEST_DB}.{big} (id INT PRIMARY KEY, secret_blob LONGTEXT, plain LONGTEXT)",
+        f"INSERT INTO {TEST_DB}.{big} VALUES (1, REPEAT('s', {size}), 'p'), "
+        f"(2, 'short', REPEAT('q', {size})), (3, REPEAT('t', {size}), REPEAT('r', {size}))",
+    )
+    try:
+        conn = gateway.connect(
+            database=TEST_DB,
+            client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS,
+            max_allowed_packet=64 * 1024 * 1024,
+        )
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT id, secret_blob, plain FROM {big} ORDER BY id; SELECT 1")
+            rows = cur.fetchall()
+            assert cur.nextset()
+            assert cur.fetchall() == ((1,),)
+        assert [(r[0], r[1], len(r[2])) for r in rows] == [
+            (1, "****", 1),
+            (2, "****", size),
+            (3, "****", size),
+        ]
+        assert rows[1][2] == "q" * size
+        conn.close()
+    finally:
+        mariadb.admin_sql(f"DROP TABLE IF EXISTS {TEST_DB}.{big}")
