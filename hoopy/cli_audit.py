@@ -466,4 +466,17 @@ def describe_outcome(s: dict[str, Any], o: dict[str, Any] | None) -> str:
         parts.append(f"{o['warnings']} warnings")
     if o.get("principal"):
         parts.append(f"now {escape(str(o['principal'].get('name')))}")
+    masked = o.get("masked")
+    if isinstance(masked, dict) and masked:
+        parts.append("[magenta]masked " + "; ".join(_masked_text(masked)) + "[/]")
     return (", ".join(parts) or "ok") + f" [dim]{ms}[/]"
+
+
+def _masked_text(masked: dict[str, Any]) -> list[str]:
+    """``pii/emails: email (2 values)`` per rule of an outcome's ``masked``."""
+    out = []
+    for rule, info in masked.items():
+        info = info if isinstance(info, dict) else {}
+        columns = ", ".join(str(c) for c in info.get("columns") or [])
+        out.append(escape(f"{rule}: {columns} ({info.get('values', 0)} values)"))
+    return out

@@ -9,7 +9,10 @@ session; the gateway user ``auditor`` has a role exempt from masking on it. The 
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +32,7 @@ from tests.gateway_rig import (
     APP_PASSWORD,
     DEV_PASSWORD,
     DEV_USER,
+    REPO_ROOT,
     TEST_DB,
     HoopyProcess,
     deep_merge,
@@ -196,6 +200,17 @@ def test_the_audit_records_what_was_masked_never_the_values(gateway: HoopyProces
         "pii/salary": {"columns": ["salary"], "values": 2},
     }
     assert outcome["rows"] == 3
+    # hoopy replay shows what was masked with the statement.
+    shown = subprocess.run(
+        [sys.executable, "-m", "hoopy", "replay", statement["session"], "--config",
+         str(gateway.config_path)],
+        capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
+        env={**os.environ, "COLUMNS": "250"},
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    text = " ".join(shown.stdout.split())  # rich wraps long lines
+    assert "rows, masked pii/" in text and "pii/emails: email (2 values)" in text, text
+    assert "alice@example.com" not in shown.stdout
     text = Path(gateway.config["audit"]["directory"]).glob("*.jsonl")
     for path in text:
         data = path.read_text()
