@@ -15,7 +15,6 @@ import hashlib
 import hmac
 import http.server
 import json
-import os
 import re
 import secrets
 import struct
@@ -30,8 +29,10 @@ from typing import Any
 
 import pymysql
 import pytest
+from typer.testing import CliRunner
 
 from hoopy.audit.reader import iter_records
+from hoopy.cli import app as hoopy_cli
 from hoopy.identity.dev_tokens import create_signing_key
 from hoopy.wire.params import MYSQL_TYPE_LONG, MYSQL_TYPE_LONGLONG, Param, encode_execute
 from tests.gateway.test_raw_protocol import BASE_CAPS, RawClient, count_response
@@ -222,17 +223,22 @@ def values(mariadb: MariaDBServer, table: str) -> list[tuple[Any, ...]]:
 # --- the approver: the real CLI -----------------------------------------------------------
 
 
-def cli(gateway: HoopyProcess, *args: str, env: dict[str, str] | None = None) -> Any:
-    """``hoopy approvals ARGS --json`` on the gateway's admin socket; the parsed output,
-    or the CompletedProcess when it failed."""
-    argv = [sys.executable, "-m", "hoopy", "approvals", *args, "--json"]
+_RUNNER = CliRunner()
+
+
+def cli(gateway: HoopyProcess, *args: str) -> Any:
+    """``hoopy approvals ARGS --json`` on the gateway's admin socket, run in this process (the
+    CLI's own code, without a Python start per call); the parsed output, or a
+    CompletedProcess with the exit code and output when it failed. ``--watch`` runs as a
+    process of its own (test_cli_watch_prints_each_new_request_as_it_arrives)."""
+    argv = ["approvals", *args, "--json"]
     if "--url" not in args:
         argv += ["--socket", gateway.ready["admin"]["unix_socket"]]
-    done = subprocess.run(
-        argv, capture_output=True, text=True, timeout=60, cwd=REPO_ROOT, env=env
-    )
-    if done.returncode != 0:
-        return done
+    done = _RUNNER.invoke(hoopy_cli, argv)
+    if done.exception is not None and not isinstance(done.exception, SystemExit):
+        raise done.exception
+    if done.exit_code != 0:
+        return subprocess.CompletedProcess(argv, done.exit_code, done.stdout, done.stderr)
     return json.loads(done.stdout)
 
 
@@ -283,23 +289,24 @@ def statement_records(gateway: HoopyProcess, sql: str) -> list[dict[str, Any]]:
     return [r for r in iter_records(audit) if r.get("kind") == "statement" and r.get("sql") == sql]
 
 
+def hoopy(*argv: str) -> str:
+    """``hoopy ARGV`` in this process (as ``cli``); its output."""
+    done = _RUNNER.invoke(hoopy_cli, list(argv), env={"COLUMNS": "200"})
+    if done.exception is not None and not isinstance(done.exception, SystemExit):
+        raise done.exception
+    assert done.exit_code == 0, done.stderr
+    return str(done.stdout)
+
+
 def replay(gateway: HoopyProcess, session: str, *args: str) -> Any:
     """``hoopy replay SESSION``: the timeline (parsed with --json, else the text)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "hoopy", "replay", session, "--config", str(gateway.config_path), *args],
-        capture_output=True, text=True, timeout=60, cwd=REPO_ROOT, env={**os.environ, "COLUMNS": "200"},
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout) if "--json" in args else done.stdout
+    text = hoopy("replay", session, "--config", str(gateway.config_path), *args)
+    return json.loads(text) if "--json" in args else text
 
 
 def audit_search(gateway: HoopyProcess, *args: str) -> list[dict[str, Any]]:
-    done = subprocess.run(
-        [sys.executable, "-m", "hoopy", "audit", "search", *args, "--json", "--config", str(gateway.config_path)],
-        capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return list(json.loads(done.stdout))
+    text = hoopy("audit", "search", *args, "--json", "--config", str(gateway.config_path))
+    return list(json.loads(text))
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 10) -> None:

@@ -18,8 +18,10 @@ from typing import Any
 
 import pymysql
 import pytest
+from typer.testing import CliRunner
 
 from hoopy.audit.reader import iter_records, verify
+from hoopy.cli import app as hoopy_app
 from tests.gateway_rig import (
     DEFAULT_ENV,
     DEV_USER,
@@ -30,14 +32,16 @@ from tests.gateway_rig import (
 Start = Any
 
 
+_RUNNER = CliRunner()
+
+
 def hoopy_cli(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "hoopy", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **DEFAULT_ENV, "COLUMNS": "200"},
-        timeout=120,
-    )
+    """``hoopy ARGS``, run in this process: the CLI's own code, without a Python start per
+    call (the live-follow test runs it as a process of its own)."""
+    done = _RUNNER.invoke(hoopy_app, list(args), env={**DEFAULT_ENV, "COLUMNS": "200"})
+    if done.exception is not None and not isinstance(done.exception, SystemExit):
+        raise done.exception
+    result = subprocess.CompletedProcess(list(args), done.exit_code, done.stdout, done.stderr)
     if check and result.returncode != 0:
         raise AssertionError(f"hoopy {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result
