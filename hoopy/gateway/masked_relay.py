@@ -187,11 +187,11 @@ class _Relay:
 
     def _lineage(self) -> StatementLineage | None:
         for earlier in self.lineages[: self.result]:
-            if earlier.calls:
+            if earlier.calls or earlier.opaque:
                 return None
         if self.result < len(self.lineages):
             lin = self.lineages[self.result]
-            return None if lin.calls or lin.unknown else lin
+            return None if lin.calls or lin.opaque or lin.unknown else lin
         return None
 
     def _begin_result(self, plan: MaskingPlan | None = None) -> None:
@@ -203,7 +203,13 @@ class _Relay:
 
     def _end_result(self) -> None:
         if not self.diagnostics:
-            self.session.diagnostics_masked = self.touching
+            lin = self._lineage()
+            if self.touching:
+                self.session.diagnostics_masked = True
+            elif lin is not None and lin.tables:
+                # The server keeps the last messages through statements that use no table
+                # (SELECT 1): only a statement that reads a table replaces them.
+                self.session.diagnostics_masked = False
         self.result += 1
 
     def _error(self, packet: Packet) -> None:

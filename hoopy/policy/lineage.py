@@ -64,6 +64,10 @@ class StatementLineage:
     # CALL: the procedure sends results of its own, so results and statements no longer
     # line up after it (the masking relay then goes by column definitions alone).
     calls: bool = False
+    # Statements masking cannot follow at all, and why: compound statements (IF ... END IF,
+    # run whole by the server, with results of their own), definitions of functions,
+    # triggers, events and views (their bodies run later, untraced).
+    opaque: str | None = None
     # SQL-level PREPARE / EXECUTE / EXECUTE IMMEDIATE: the text that runs is not this one.
     dynamic: bool = False
     # SHOW WARNINGS / SHOW ERRORS (``diagnostics``) and GET DIAGNOSTICS (``get_diagnostics``):
@@ -80,9 +84,12 @@ class StatementLineage:
                 for o in outputs:
                     if o.name == column:
                         return o
-                # A star inside the derived table: any of its sources.
-                every = frozenset(s for o in outputs for s in o.sources)
-                return Output(column, every) if any(o.star for o in outputs) else None
+                # A star inside the derived table: the column of that name in what it
+                # expands to (a base table's column, or any source of a derived one).
+                stars = [o for o in outputs if o.star]
+                if not stars:
+                    return None
+                return Output(column, frozenset(named(s, column) for o in stars for s in o.sources))
         return None
 
     @property
@@ -94,6 +101,13 @@ class StatementLineage:
 
 
 UNKNOWN_PARSE = "hoopy cannot parse this statement"
+# The column of a ``Source`` that stands for every column of its table (a ``*`` over it).
+ANY_COLUMN = "*"
+
+
+def named(source: Source, column: str) -> Source:
+    """``source``, with a ``*`` over its table resolved to the column named ``column``."""
+    return Source(source.schema, source.table, column) if source.column == ANY_COLUMN else source
 
 
 class _Unknown(Exception):
@@ -158,13 +172,18 @@ class _Tracer:
         for e in node.expressions:
             outputs.extend(self._projection(e, scope, env))
         for join in node.args.get("joins") or ():
-            for key in ("on", "using"):
-                if join.args.get(key) is not None:
-                    self.filters |= self._sources(join.args[key], scope, env)
+            if join.args.get("on") is not None:
+                self.filters |= self._sources(join.args["on"], scope, env)
+            if join.args.get("using") or "NATURAL" in str(join.args.get("method") or "").upper():
+                # The join compares columns it does not name: count every column of every
+                # table of the query as compared.
+                self.filters |= {s for o in [self._star(scope, None)] for s in o.sources}
         for key in ("where", "group", "having", "order", "qualify"):
             part = node.args.get(key)
             if part is not None:
                 self.filters |= self._sources(part, scope, env, outputs)
+                if key in ("group", "order"):
+                    self.filters |= _ordinals(part, outputs)
         into = node.args.get("into")
         if into is not None:
             self.writes |= {s for o in outputs for s in o.sources}
@@ -270,6 +289,9 @@ class _Tracer:
             kind, value = source
             if kind == "derived":
                 found.update(s for o in value for s in o.sources)
+            else:
+                schema, name = value
+                found.add(Source(schema, name, ANY_COLUMN))
         return Output("*", frozenset(found), star=True)
 
     def _lookup(self, scope: _Scope | None, alias: str) -> tuple[str, Any] | None:
@@ -331,6 +353,19 @@ class _Tracer:
                 return set(o.sources)
         return set()  # a word sqlglot read as a column with no table to come from
 
+    def _inner_queries(self, tree: Any, skip: Any) -> set[Source]:
+        """The sources of every query inside ``tree`` but ``skip`` (traced already)."""
+        from sqlglot import exp
+
+        found: set[Source] = set()
+        for select in tree.find_all(exp.Select):
+            if select is skip or (skip is not None and _inside(select, skip)):
+                continue
+            if isinstance(select.parent, exp.Union | exp.Intersect | exp.Except):
+                continue  # traced with its set operation
+            found.update(s for o in self.query(select, {}, None) for s in o.sources)
+        return found
+
     @staticmethod
     def _from(source: tuple[str, Any], name: str) -> set[Source]:
         kind, value = source
@@ -339,8 +374,10 @@ class _Tracer:
             return {Source(schema, table, name)}
         found: set[Source] = set()
         for o in value:
-            if o.name == name or o.star:
+            if o.name == name:
                 found |= o.sources
+            elif o.star:
+                found.update(named(s, name) for s in o.sources)
         return found
 
     # --- statements ---------------------------------------------------------------------------
@@ -356,6 +393,20 @@ class _Tracer:
             if isinstance(inner, exp.Select | exp.Union | exp.Subquery):
                 sources = self.query(inner, {}, None)
                 self.writes |= {s for o in sources for s in o.sources}
+            else:
+                inner = None  # VALUES or none: its queries are found below
+            # VALUES (...), SET, ON DUPLICATE KEY UPDATE, RETURNING: whatever any query
+            # inside reads is written (or, with RETURNING, handed back).
+            self.writes |= self._inner_queries(tree, inner)
+            if isinstance(tree, exp.Insert):
+                scope = _Scope({})
+                if isinstance(tree.this, exp.Table):
+                    self._source(tree.this, scope, {})
+                elif isinstance(tree.this, exp.Schema) and isinstance(tree.this.this, exp.Table):
+                    self._source(tree.this.this, scope, {})
+                for key in ("returning",):
+                    if tree.args.get(key) is not None:
+                        self.writes |= self._sources(tree.args[key], scope, {})
         elif isinstance(tree, exp.Update):
             scope = _Scope({})
             self._source(tree.this, scope, {})
@@ -373,10 +424,16 @@ class _Tracer:
             self._source(tree.this, scope, {})
             if tree.args.get("where") is not None:
                 self.filters |= self._sources(tree.args["where"], scope, {})
+            if tree.args.get("returning") is not None:
+                self.writes |= self._sources(tree.args["returning"], scope, {})
         elif isinstance(tree, exp.Set):
             scope = _Scope({})
             for item in tree.expressions:
                 self.writes |= self._sources(item, scope, {})
+        elif not isinstance(tree, _QUIET_TREES) and any(True for _ in tree.find_all(exp.Select)):
+            # A statement of a kind the tracer does not follow that runs a query (EXPLAIN
+            # SELECT, a compound statement...): unknown, never "reads nothing".
+            raise _Unknown(f"a {type(tree).__name__} statement that runs a query")
         return StatementLineage(
             outputs=outputs,
             derived=tuple(sorted(self.derived.items())),
@@ -384,6 +441,43 @@ class _Tracer:
             writes=frozenset(self.writes),
             tables=frozenset(self.tables),
         )
+
+
+def _inside(node: Any, ancestor: Any) -> bool:
+    while node is not None:
+        if node is ancestor:
+            return True
+        node = node.parent
+    return False
+
+
+def _ordinals(part: Any, outputs: Sequence[Output]) -> set[Source]:
+    """``ORDER BY 2`` / ``GROUP BY 2``: the sources of the output at that position."""
+    from sqlglot import exp
+
+    found: set[Source] = set()
+    for literal in part.find_all(exp.Literal):
+        if not literal.is_string and literal.this.isdigit():
+            n = int(literal.this)
+            if 1 <= n <= len(outputs):
+                found |= outputs[n - 1].sources
+    return found
+
+
+def _quiet_trees() -> tuple[type, ...]:
+    from sqlglot import exp
+
+    return (exp.Command, exp.Show, exp.Use, exp.Transaction, exp.Commit, exp.Rollback)
+
+
+_QUIET_TREES: tuple[type, ...] = ()
+
+
+# The first words of compound statements (run whole by the server, sending results of
+# their own) and of definitions whose bodies run later (functions, triggers, events, views
+# defined again): masking cannot follow either.
+_COMPOUND = frozenset(("IF", "WHILE", "LOOP", "REPEAT", "FOR", "CASE"))
+_ROUTINE_OBJECTS = frozenset(("FUNCTION", "PROCEDURE", "TRIGGER", "EVENT", "VIEW", "PACKAGE"))
 
 
 def _trace(code: str) -> StatementLineage:
@@ -398,6 +492,30 @@ def _trace(code: str) -> StatementLineage:
         return StatementLineage(get_diagnostics=True)
     if first == "CALL":
         return StatementLineage(calls=True)
+    if (
+        first in _COMPOUND
+        or (first == "BEGIN" and words[1:3] == ["NOT", "ATOMIC"])
+        or (len(words) > 1 and words[0].endswith(":"))
+    ):
+        return StatementLineage(opaque="a compound statement (IF, WHILE, BEGIN NOT ATOMIC...)")
+    if first in ("CREATE", "ALTER") and _ROUTINE_OBJECTS & set(words[1:8]):
+        return StatementLineage(
+            opaque="a definition of a function, procedure, trigger, event or view, whose body "
+            "would run later where masking cannot follow it"
+        )
+    if first in ("EXPLAIN", "DESCRIBE", "DESC", "ANALYZE") and len(words) > 1:
+        inner = code.split(None, 1)[1]
+        traced = _trace(inner)
+        # EXPLAIN's notes can quote values (Note 1003 shows the query with constants in):
+        # what the statement reads counts as read, nothing as output.
+        return StatementLineage(
+            unknown=traced.unknown,
+            filters=traced.every_source,
+            tables=traced.tables,
+            calls=traced.calls,
+            dynamic=traced.dynamic,
+            opaque=traced.opaque,
+        )
     if first in ("PREPARE", "EXECUTE"):
         return StatementLineage(dynamic=True)
 
@@ -410,6 +528,9 @@ def _trace(code: str) -> StatementLineage:
     trees = [t for t in trees if t is not None]
     if len(trees) != 1:
         return StatementLineage(unknown=UNKNOWN_PARSE)
+    global _QUIET_TREES
+    if not _QUIET_TREES:
+        _QUIET_TREES = _quiet_trees()
     try:
         return _Tracer().statement(trees[0])
     except _Unknown as exc:
@@ -425,8 +546,12 @@ def _trace(code: str) -> StatementLineage:
 def _join(a: StatementLineage, b: StatementLineage) -> StatementLineage:
     if a.unknown or b.unknown:
         return StatementLineage(unknown=a.unknown or b.unknown, calls=a.calls or b.calls)
-    if a.calls or b.calls or a.dynamic or b.dynamic:
-        return StatementLineage(calls=a.calls or b.calls, dynamic=a.dynamic or b.dynamic)
+    if a.calls or b.calls or a.dynamic or b.dynamic or a.opaque or b.opaque:
+        return StatementLineage(
+            calls=a.calls or b.calls,
+            dynamic=a.dynamic or b.dynamic,
+            opaque=a.opaque or b.opaque,
+        )
     if len(a.outputs) != len(b.outputs):
         return StatementLineage(unknown="the readings of this statement select different columns")
     derived = dict(a.derived)

@@ -237,9 +237,10 @@ class ColumnPattern:
         )
 
     def matches_source(self, schema: str | None, table: str, column: str) -> bool:
-        """``matches`` for a source whose schema may be unknown (None): then any schema."""
+        """``matches`` for a source whose schema may be unknown (None: then any schema), or
+        whose column is ``*`` (every column of its table: then any column)."""
         return (
-            fnmatch.fnmatchcase(column, self.column)
+            (column == "*" or fnmatch.fnmatchcase(column, self.column))
             and (self.table is None or fnmatch.fnmatchcase(table, self.table))
             and (schema is None or self.schema is None or fnmatch.fnmatchcase(schema, self.schema))
         )
@@ -416,6 +417,16 @@ class MaskingRule:
     def covers_all(self) -> bool:
         """Whether the rule's patterns cover every column (``*``), expressions included."""
         return any(p.column == "*" and p.open_origin for p in self.columns)
+
+    def may_name_table(self, word: str) -> bool:
+        """Whether ``word`` could be a table (or schema) this rule covers columns of: a
+        statement hoopy cannot trace that names one may read them through a ``*``."""
+        return any(
+            p.table is None
+            or fnmatch.fnmatchcase(word, p.table)
+            or (p.schema is not None and fnmatch.fnmatchcase(word, p.schema))
+            for p in self.columns
+        )
 
     def may_name(self, word: str) -> bool:
         """Whether ``word`` could be the column part of a column this rule masks."""
@@ -697,6 +708,11 @@ class MaskingPolicy:
                     "SQL-level PREPARE and EXECUTE run a text hoopy cannot trace for masking, "
                     "so it was not run (use your client's prepared statements instead)",
                 )
+            if lin.opaque:
+                return MaskingRefusal(
+                    "masking/untraceable",
+                    f"{lin.opaque} cannot be run in a session that masks, so it was not run",
+                )
             if lin.calls:
                 return MaskingRefusal(
                     "masking/call",
@@ -705,7 +721,16 @@ class MaskingPolicy:
                 )
             if lin.unknown is not None:
                 words = {w.decode("utf-8", "replace").lower() for w in _WORD.findall(text)}
-                named = next((r for r in self.rules for w in words if r.may_name(w)), None)
+                named = next(
+                    (
+                        r
+                        for r in self.rules
+                        if not r.classifying
+                        for w in words
+                        if r.may_name(w) or r.may_name_table(w)
+                    ),
+                    None,
+                )
                 if named is not None:
                     return MaskingRefusal(
                         named.name,
@@ -828,6 +853,14 @@ def _fed_by(
                 sources |= through.sources
             elif table:
                 sources.add(Source(_name(column.schema) or None, table, name))
+            else:
+                # A UNION reports the name but no table: it may come from any table or
+                # derived table of the statement.
+                sources.update(Source(schema, t, name) for schema, t in lin.tables)
+                for derived, _ in lin.derived:
+                    found = lin.derived_output(derived, name)
+                    if found is not None:
+                        sources |= found.sources
         elif by_position[i] is None:
             sources |= every  # an expression hoopy cannot line up: anything it reads
         fed.append(frozenset(sources))
