@@ -606,6 +606,9 @@ def _mask_binary(masker: Masker, column: ColumnDefinition, cell: bytes) -> bytes
     return None if masked is None else lenenc_str(masked)
 
 
+# character_set_results values that are not ASCII-compatible, and the words that set them.
+_WIDE_CHARSETS = (b"ucs2", b"utf16", b"utf32")
+_CHARSET_WORDS = (b"names", b"character_set_results", b"charset", b"character set")
 _PLAN_CACHE = 4096
 _LINEAGE_CACHE = 4096
 _LINEAGE_MAX_TEXT = 16 * 1024
@@ -695,6 +698,14 @@ class MaskingPolicy:
         masking cannot follow (a table, a user variable, a file), a rule forbids probing
         it, or what feeds the result cannot be traced in a text that names a column some
         rule masks."""
+        low = bytes(text).lower()
+        if any(c in low for c in _WIDE_CHARSETS) and any(k in low for k in _CHARSET_WORDS):
+            # Column names would come in a character set hoopy does not read them in.
+            return MaskingRefusal(
+                "masking/charset",
+                "results in ucs2, utf16 or utf32 cannot be masked (column definitions would "
+                "name the columns in it), so the statement was not run",
+            )
         for lin in lineages:
             if lin.get_diagnostics and diagnostics_masked:
                 return MaskingRefusal(

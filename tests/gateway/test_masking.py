@@ -396,6 +396,7 @@ DENIED = [
     f"IF 1 THEN SELECT CONCAT(email, '') FROM {TABLE}; END IF",
     f"CREATE FUNCTION f_{TABLE}() RETURNS TEXT RETURN (SELECT email FROM {TABLE} LIMIT 1)",
     f"SELECT * FROM {TABLE} WHERE id = 1 INTO @i, @e, @c, @s, @b, @p, @n",
+    "SET character_set_results = utf32",
 ]
 
 
