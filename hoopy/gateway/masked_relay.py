@@ -199,7 +199,21 @@ class _Relay:
         message is then hidden, and so are the warnings SHOW WARNINGS shows after it)."""
         lin = self._lineage()
         self.diagnostics = lin is not None and lin.diagnostics
-        self.touching = plan is not None or self.masking.touches(lin, self.database)
+        if lin is None and self._untraced_alone():
+            # Text hoopy could not parse that names no table a rule covers (else it was
+            # refused): it cannot read masked columns, and its errors (syntax errors, most
+            # often) keep their message.
+            self.touching = plan is not None
+        else:
+            self.touching = plan is not None or self.masking.touches(lin, self.database)
+
+    def _untraced_alone(self) -> bool:
+        """Whether this result's statement is unparsed text after nothing opaque."""
+        if self.result >= len(self.lineages):
+            return False
+        if any(e.calls or e.opaque for e in self.lineages[: self.result + 1]):
+            return False
+        return self.lineages[self.result].unknown is not None
 
     def _end_result(self) -> None:
         if not self.diagnostics:

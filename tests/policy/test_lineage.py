@@ -38,7 +38,10 @@ def outputs(sql: str, server: ServerVersion | None = None) -> list[set[Source]]:
         ("SELECT 'x' UNION SELECT email FROM customers", [{EMAIL}]),
         ("SELECT GROUP_CONCAT(email) FROM customers", [{EMAIL}]),
         ("SELECT JSON_OBJECT('a', email) FROM customers", [{EMAIL}]),
-        ("SELECT CASE WHEN id = 1 THEN email ELSE '' END FROM customers", [{EMAIL, Source(None, "customers", "id")}]),
+        (
+            "SELECT CASE WHEN id = 1 THEN email ELSE '' END FROM customers",
+            [{EMAIL, Source(None, "customers", "id")}],
+        ),
         (
             "WITH RECURSIVE r AS (SELECT email AS e FROM customers UNION ALL SELECT e FROM r) "
             "SELECT e FROM r",
@@ -109,8 +112,19 @@ def expression(alias: str) -> bytes:
 
 def origin(table: str, column: str) -> bytes:
     return encode_column_definition(
-        ColumnDefinition(b"def", b"shop", table.encode(), table.encode(), column.encode(),
-                         column.encode(), 45, 80, 253, 0, 0)
+        ColumnDefinition(
+            b"def",
+            b"shop",
+            table.encode(),
+            table.encode(),
+            column.encode(),
+            column.encode(),
+            45,
+            80,
+            253,
+            0,
+            0,
+        )
     )
 
 
@@ -175,7 +189,9 @@ def disguised(draw: st.DrawFn) -> str:
 @given(disguised(), st.sampled_from([None, MARIADB, MYSQL]))
 @example("SELECT /*!50000 email AS */ x FROM customers", MARIADB)
 @example("SELECT /*M! CONCAT(email, '') AS */ y FROM customers", MARIADB)
-def test_disguised_evasions_keep_their_masked_source(sql: str, server: ServerVersion | None) -> None:
+def test_disguised_evasions_keep_their_masked_source(
+    sql: str, server: ServerVersion | None
+) -> None:
     lineages = lineage(sql.encode(), server)
     assert lineages
     for lin in lineages:
@@ -183,3 +199,25 @@ def test_disguised_evasions_keep_their_masked_source(sql: str, server: ServerVer
             continue  # masking refuses it (it names the column)
         sources = {(s.table.lower(), s.column.lower()) for o in lin.outputs for s in o.sources}
         assert ("customers", "email") in sources, (sql, lin)
+
+
+def test_untraceable_text_is_refused_when_it_could_name_a_covered_table() -> None:
+    narrow = MaskingPolicy(
+        (
+            MaskingRule(
+                "p/e", (ColumnPattern.parse("shop.customers.email"),), Masker(Strategy.REDACT)
+            ),
+        )
+    )
+    open_ = MaskingPolicy(
+        (MaskingRule("p/s", (ColumnPattern.parse("*ssn*"),), Masker(Strategy.REDACT)),)
+    )
+    for text in (b"SELEC 1", b"SELECT * FROM customers INTO @a, @b"):
+        lineages = lineage(text)
+        assert lineages[0].unknown is not None, text
+        assert open_.refusal(text, lineages, "shop") is not None  # any word may be a table
+    # Narrow rules refuse only texts naming their table (or column).
+    assert narrow.refusal(b"SELEC 1", lineage(b"SELEC 1"), "shop") is None
+    text = b"SELECT * FROM customers INTO @a, @b"
+    refused = narrow.refusal(text, lineage(text), "shop")
+    assert refused is not None and refused.rule == "p/e"
