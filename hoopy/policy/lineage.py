@@ -361,8 +361,7 @@ class _Tracer:
         for select in tree.find_all(exp.Select):
             if select is skip or (skip is not None and _inside(select, skip)):
                 continue
-            if isinstance(select.parent, exp.Union | exp.Intersect | exp.Except):
-                continue  # traced with its set operation
+            # Each branch of a UNION on its own: the union of their sources is the same.
             found.update(s for o in self.query(select, {}, None) for s in o.sources)
         return found
 

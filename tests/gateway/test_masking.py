@@ -391,6 +391,7 @@ DENIED = [
     # Writes through VALUES, SET and RETURNING, not only INSERT ... SELECT.
     f"INSERT INTO {OTHER} (note) VALUES ((SELECT email FROM {TABLE} LIMIT 1))",
     f"INSERT INTO {OTHER} SET note = (SELECT ssn FROM {TABLE} LIMIT 1)",
+    f"INSERT INTO {OTHER} (note) VALUES ((SELECT 'x' UNION SELECT email FROM {TABLE} LIMIT 1))",
     f"DELETE FROM {OTHER} WHERE id = 0 RETURNING (SELECT CONCAT(email, '') FROM {TABLE} LIMIT 1)",
     # What masking cannot follow at all.
     f"IF 1 THEN SELECT CONCAT(email, '') FROM {TABLE}; END IF",
