@@ -213,3 +213,47 @@ def one_of(*choices: str) -> Callable[[str], str]:
 
 
 log_level_value = one_of("debug", "info", "warning", "error")
+
+
+def set_names(
+    ctx: Ctx,
+    table: dict[str, Any],
+    keys: tuple[str | int, ...],
+    key: str,
+    sets: Any,
+    what: str,
+) -> tuple[str, ...]:
+    """A ``key = [...]`` list (or one string) naming sets of ``sets`` (``what``: "rule set",
+    "masking set", for the error)."""
+    value = get_value(ctx, table, keys, key, (list, str), [])
+    items = [value] if isinstance(value, str) else value
+    names = tuple(str_list(ctx, keys, key, items))
+    for n in names:
+        if n not in sets:
+            known = ", ".join(sorted(sets)) or "none are defined"
+            raise ctx.error((*keys, key), f"no {what} named {n!r} (known: {known})")
+    return names
+
+
+def role_set_names(
+    ctx: Ctx,
+    table: dict[str, Any],
+    keys: tuple[str | int, ...],
+    key: str,
+    sets: Any,
+    what: str,
+    targets: tuple[str, ...],
+) -> dict[str, tuple[str, ...]]:
+    """A role's ``key``: a list (for each of its targets) or a table target -> list."""
+    value = table.get(key)
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        out = {}
+        for target, names in value.items():
+            if target not in targets:
+                raise ctx.error((*keys, key, target), "is not one of this role's targets")
+            out[target] = set_names(ctx, {key: names}, (*keys, key), key, sets, what)
+        return out
+    names_for_all = set_names(ctx, table, keys, key, sets, what)
+    return {t: names_for_all for t in targets}

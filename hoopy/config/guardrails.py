@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hoopy.approvals.policy import ApprovalPolicy
+from hoopy.config import fields
 from hoopy.config.approvals import POLICY_KEYS, approval_policy
 from hoopy.config.fields import Ctx, check_keys, get_value, name_ok, non_negative, str_list
 from hoopy.config.model import Config
@@ -179,12 +180,7 @@ def set_names(
     ctx: Ctx, table: dict[str, Any], keys: tuple[str | int, ...], sets: dict[str, RuleSet]
 ) -> tuple[str, ...]:
     """A ``guardrails = [...]`` list naming sets that exist."""
-    names = _strings(ctx, table, keys, "guardrails")
-    for n in names:
-        if n not in sets:
-            known = ", ".join(sorted(sets))
-            raise ctx.error((*keys, "guardrails"), f"no rule set named {n!r} (known: {known})")
-    return names
+    return fields.set_names(ctx, table, keys, "guardrails", sets, "rule set")
 
 
 def role_set_names(
@@ -195,20 +191,7 @@ def role_set_names(
     targets: tuple[str, ...],
 ) -> dict[str, tuple[str, ...]]:
     """A role's ``guardrails``: a list (for each of its targets) or a table target -> list."""
-    value = table.get("guardrails")
-    if value is None:
-        return {}
-    if isinstance(value, dict):
-        out = {}
-        for target, names in value.items():
-            if target not in targets:
-                raise ctx.error(
-                    (*keys, "guardrails", target), "is not one of this role's targets"
-                )
-            out[target] = set_names(ctx, {"guardrails": names}, (*keys, "guardrails"), sets)
-        return out
-    names_for_all = set_names(ctx, table, keys, sets)
-    return {t: names_for_all for t in targets}
+    return fields.role_set_names(ctx, table, keys, "guardrails", sets, "rule set", targets)
 
 
 def sets_for(config: Config, target: str | None, roles: Iterable[str]) -> tuple[str, ...]:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hoopy.audit.redact import Detector
+from hoopy.config import fields
 from hoopy.config.fields import Ctx, check_keys, get_value, name_ok, resolve_path, str_list
 from hoopy.config.model import Config, Secret, SecretUnavailable
 from hoopy.policy.classifiers import classifiers_named, pattern_classifier
@@ -193,14 +194,7 @@ def set_names(
     ctx: Ctx, table: dict[str, Any], keys: tuple[str | int, ...], sets: dict[str, MaskingSet]
 ) -> tuple[str, ...]:
     """A ``masking = [...]`` list naming sets that exist."""
-    value = get_value(ctx, table, keys, "masking", (list, str), [])
-    items = [value] if isinstance(value, str) else value
-    names = tuple(str_list(ctx, keys, "masking", items))
-    for n in names:
-        if n not in sets:
-            known = ", ".join(sorted(sets)) or "none are defined"
-            raise ctx.error((*keys, "masking"), f"no masking set named {n!r} (known: {known})")
-    return names
+    return fields.set_names(ctx, table, keys, "masking", sets, "masking set")
 
 
 def role_set_names(
@@ -211,18 +205,7 @@ def role_set_names(
     targets: tuple[str, ...],
 ) -> dict[str, tuple[str, ...]]:
     """A role's ``masking``: a list (for each of its targets) or a table target -> list."""
-    value = table.get("masking")
-    if value is None:
-        return {}
-    if isinstance(value, dict):
-        out = {}
-        for target, names in value.items():
-            if target not in targets:
-                raise ctx.error((*keys, "masking", target), "is not one of this role's targets")
-            out[target] = set_names(ctx, {"masking": names}, (*keys, "masking"), sets)
-        return out
-    names_for_all = set_names(ctx, table, keys, sets)
-    return {t: names_for_all for t in targets}
+    return fields.role_set_names(ctx, table, keys, "masking", sets, "masking set", targets)
 
 
 def masking_for(config: Config, target: str, roles: Iterable[str]) -> MaskingPolicy | None:
