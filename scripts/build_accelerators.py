@@ -2,7 +2,8 @@
 
 Usage: python scripts/build_accelerators.py [--check]
 
-Builds ``hoopy/wire/_rowscan.py`` into extension modules beside it (gitignored) and records
+Builds ``hoopy/wire/_rowscan.py`` and ``_rowmask.py`` into extension modules beside them
+(gitignored) and records
 the source's hash in ``_rowscan.built``; Python then imports the compiled module instead of
 the source. Rebuilds only when the source changed. Without mypy or a compiler it says so and
 exits 0: hoopy works the same without it, only slower when streaming large results.
@@ -20,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MODULES = ["hoopy/wire/_rowscan.py"]
+MODULES = ["hoopy/wire/_rowscan.py", "hoopy/wire/_rowmask.py"]
 
 
 def source_hash(path: Path) -> str:

@@ -7,7 +7,9 @@ response tracker, byte for byte, as in sessions without masking. With masked col
 
 - the column definitions go out as the plan rewrote them (room for the stand-in, NOT_NULL
   cleared where a NULL may now appear), the rows decoded, masked and re-encoded in the
-  command's protocol (text for COM_QUERY, binary for COM_STMT_EXECUTE and COM_STMT_FETCH);
+  command's protocol (text for COM_QUERY, binary for COM_STMT_EXECUTE and COM_STMT_FETCH):
+  whole chunks of rows through the compiled loop (wire/_rowmask.py), and each packet it
+  leaves (the rows' end, an ERR, a 16 MiB row, one it cannot mask) one at a time;
 - a row re-encoded across a 16 MiB boundary can take another packet than it came in, so the
   sequence ids of the packets after it are renumbered (``_Out.shift``);
 - a value that cannot be masked ends the response with an ERR where the row would have gone
@@ -15,8 +17,9 @@ response tracker, byte for byte, as in sessions without masking. With masked col
   session stays in step with its target;
 - a cursor opened by COM_STMT_EXECUTE keeps its plan for the COM_STMT_FETCHes that read it.
 
-The tracker is fed every byte the server sent, so the outcome it collects (rows, status,
-errors) is the server's; the result digest is of the rows the client received.
+The tracker is fed every byte the server sent except the rows this relay rewrites or
+renumbers (counted instead), so the outcome it collects (rows, status, errors) is the
+server's; the result digest is of the rows the client received.
 """
 
 from __future__ import annotations
@@ -28,12 +31,15 @@ from hoopy.gateway.views import ViewsUnavailable
 from hoopy.policy.lineage import StatementLineage
 from hoopy.policy.masking import (
     DIAGNOSTICS,
+    UNMASKED,
     MaskingError,
     MaskingPlan,
     MaskingPolicy,
     MaskingRefusal,
+    RowRewriter,
 )
 from hoopy.wire import errors
+from hoopy.wire._rowmask import MORE, mask_rows
 from hoopy.wire.command import ClientCommand
 from hoopy.wire.handshake import CLIENT_DEPRECATE_EOF, MARIADB_CLIENT_EXTENDED_METADATA
 from hoopy.wire.messages import EOF_HEADER, ERR_HEADER, ErrPacket, build_err, parse_err
@@ -55,6 +61,9 @@ log = logging.getLogger("hoopy.masking")
 MASKED_COMMANDS = frozenset({COM_QUERY, COM_STMT_EXECUTE, COM_STMT_FETCH})
 # Rewritten bytes are sent in batches of about this size (one write per batch, not per row).
 _FLUSH_BYTES = 256 * 1024
+# A row packet the compiled loop waits for across reads at most (longer ones, rare, take
+# the general path, which reads a packet of any size without copying it again per read).
+_CHUNK_ROW_MAX = 256 * 1024
 _LOCAL_INFILE_HEADER = 0xFB
 _OK_HEADER = 0x00
 
@@ -392,8 +401,11 @@ class _Relay:
         value could not be masked (the client got an ERR, the rest of the response was
         drained)."""
         rewrite = None if plan is None else (plan.binary_row if self.binary else plan.text_row)
+        fast = UNMASKED if plan is None else plan.rewriter(self.binary)
         counts = self.masked_values
         while True:
+            if fast is not None:
+                await self._chunk(fast)
             packet = await self._read()
             payload = packet.payload
             head = payload[0] if payload else -1
@@ -424,6 +436,42 @@ class _Relay:
             self.tracker.row_relayed(packet.next_seq)
             if len(self.out.buffer) >= _FLUSH_BYTES:
                 await self.out.flush()
+
+    async def _chunk(self, fast: RowRewriter) -> None:
+        """Rows as they are buffered or arrive, through the compiled loop (wire/_rowmask.py),
+        until a packet it leaves to the general path (the rows' end, an error, a row it
+        cannot rewrite, one longer than ``_CHUNK_ROW_MAX``) is next."""
+        upstream = self.upstream
+        out = self.out
+        tally = [0] * len(fast.kinds)
+        if not upstream.buffered:
+            await out.flush()  # about to wait: what is ready goes first
+        data = await upstream.receive_some()
+        while True:
+            mark = len(out.buffer)
+            pos, rows, next_seq, why = mask_rows(
+                data, 0, len(data), self.terminator_limit, self.binary, fast.slots,
+                fast.widths, fast.kinds, fast.args, tally, out.shift, out.buffer,
+            )  # fmt: skip
+            if rows:
+                if self.digest is not None:
+                    self.digest.update(memoryview(out.buffer)[mark:])
+                self.tracker.rows_relayed(rows, next_seq)
+                for k, n in enumerate(tally):
+                    if n:
+                        rule = fast.rules[k]
+                        self.masked_values[rule] = self.masked_values.get(rule, 0) + n
+                        tally[k] = 0
+            rest = data[pos:] if pos else data
+            if len(out.buffer) >= _FLUSH_BYTES:
+                await out.flush()
+            if why != MORE or (
+                len(rest) >= 4 and rest[0] | (rest[1] << 8) | (rest[2] << 16) > _CHUNK_ROW_MAX
+            ):
+                upstream.unread(rest)
+                return
+            await out.flush()  # about to wait
+            data = rest + await upstream.receive_some()
 
     async def _fail(self, packet: Packet, plan: MaskingPlan, exc: MaskingError) -> None:
         message = (

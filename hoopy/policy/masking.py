@@ -29,10 +29,10 @@ import functools
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from mysql_mimic.charset import CharacterSet, Collation
 
@@ -40,6 +40,7 @@ from hoopy.audit.redact import Detector
 from hoopy.policy.classifiers import MAX_CLASSIFIED_BYTES, classify
 from hoopy.policy.lineage import Source, StatementLineage, lineage
 from hoopy.sql.lexer import ServerVersion
+from hoopy.wire import _rowmask
 from hoopy.wire.packets import ProtocolError, Reader, lenenc_str
 from hoopy.wire.params import (
     MYSQL_TYPE_BIT,
@@ -65,6 +66,7 @@ from hoopy.wire.rows import (
     ColumnDefinition,
     binary_encoding,
     binary_value,
+    binary_widths,
     decode_binary_row,
     decode_column_definition,
     encode_binary_row,
@@ -373,6 +375,43 @@ class Masker:
             return b"00:00:00"
         return b"1970-01-01" if ctype in _DATES else b"1970-01-01 00:00:00"
 
+    def loop_form(self, column: ColumnDefinition) -> tuple[int, object]:
+        """How the compiled row loop (wire/_rowmask.py) masks a text value of ``column``:
+        the strategies a result streams most (a keyed hash or a fixed stand-in for a string
+        column, NULL) with the column's decisions made once, the others (``VALUE``) by
+        ``mask_text``. Each gives what ``mask_text`` gives, and raises what it raises
+        (tests/wire/test_rowmask.py checks both for every strategy, type and charset)."""
+        general: tuple[int, object] = (_rowmask.VALUE, functools.partial(self.mask_text, column))
+        if self.nullable(column):
+            return _rowmask.NULL, None
+        ctype = column.type
+        if ctype in _RAW_BINARY or ctype in _DECIMALS or ctype == MYSQL_TYPE_JSON:
+            return general
+        try:
+            codec = codec_of(column.charset)
+        except MaskingError:
+            return general  # raises the same error for the first value
+        if self.strategy is Strategy.REDACT:
+            try:
+                return _rowmask.CONSTANT, self._string(column, b"")
+            except MaskingError:
+                return general
+        if self.strategy is Strategy.HMAC and codec not in _WIDE_CODECS:
+            # The stand-in is ASCII, which every other codec hoopy writes encodes as itself.
+            assert self.key is not None
+            inner, outer = _hmac_pads(self.key)
+            return _rowmask.HMAC, (inner, outer, HMAC_PREFIX.encode(), HMAC_HEX_DIGITS // 2)
+        return general
+
+    def text_function(self, column: ColumnDefinition) -> Callable[[bytes], bytes | None]:
+        """``loop_form`` as a function of the value (what the loop computes, for tests)."""
+        kind, arg = self.loop_form(column)
+        if kind == _rowmask.VALUE:
+            return cast(Callable[[bytes], bytes | None], arg)
+        return functools.partial(_rowmask._masked, kind, arg) if kind == _rowmask.HMAC else (
+            lambda value: cast(bytes | None, arg)
+        )
+
     def room(self, column: ColumnDefinition) -> int:
         """The most bytes a stand-in for ``column`` takes (for its column length)."""
         if self.strategy is Strategy.HMAC:
@@ -380,6 +419,9 @@ class Masker:
         if self.strategy is Strategy.REDACT:
             return len(self.replacement.encode("utf-8")) * 4 + 2
         return 0  # keep_last writes no more than it read (one fill byte per character)
+
+
+_WIDE_CODECS: Final = frozenset({"utf-16-be", "utf-16-le", "utf-32-be"})
 
 
 # --- rules, policy, plan ------------------------------------------------------------------
@@ -461,12 +503,58 @@ class MaskedColumn:
 
 
 @dataclass(frozen=True, slots=True)
+class RowRewriter:
+    """A plan in the form the compiled row loop takes (wire/_rowmask.py ``mask_rows``): per
+    column, the index of how it is masked (-1: not masked) and, for binary rows, its width;
+    per masked column, how (``kinds``, ``args``) and the rule whose count it adds to."""
+
+    slots: list[int]
+    widths: list[int]
+    kinds: list[int]
+    args: list[object]
+    rules: tuple[str, ...]
+
+
+# Rows that pass unchanged (re-framed only): no column is looked at.
+UNMASKED: Final = RowRewriter([], [], [], [], ())
+
+
+@dataclass(frozen=True, slots=True)
 class MaskingPlan:
     """The masked columns of one result set, and its column definitions as rewritten."""
 
     columns: tuple[ColumnDefinition, ...]
     masked: tuple[MaskedColumn, ...]
     definitions: tuple[bytes, ...]  # the column definition payloads the client gets
+    _rewriters: dict[bool, RowRewriter | None] = field(
+        default_factory=dict, compare=False, hash=False, repr=False
+    )
+
+    def rewriter(self, binary: bool) -> RowRewriter | None:
+        """The plan for the compiled row loop (made once per plan); None when a column is
+        masked by classifiers (its rows take ``text_row``/``binary_row``)."""
+        if binary in self._rewriters:
+            return self._rewriters[binary]
+        rewriter: RowRewriter | None = None
+        if not any(m.classified for m in self.masked):
+            slots = [-1] * len(self.columns)
+            kinds: list[int] = []
+            args: list[object] = []
+            for m in self.masked:
+                column = self.columns[m.index]
+                slots[m.index] = len(kinds)
+                arg: object
+                if binary and column.type in _RAW_BINARY and not m.masker.nullable(column):
+                    kind, arg = _rowmask.CELL, functools.partial(_mask_binary, m.masker, column)
+                else:
+                    kind, arg = m.masker.loop_form(column)
+                kinds.append(kind)
+                args.append(arg)
+            widths = binary_widths(self.types) if binary else []
+            rules = tuple(m.rule for m in self.masked)
+            rewriter = RowRewriter(slots, widths, kinds, args, rules)
+        self._rewriters[binary] = rewriter
+        return rewriter
 
     @property
     def rules(self) -> dict[str, list[str]]:
@@ -579,13 +667,15 @@ def _classified_by(
     return None
 
 
+# Types whose binary-protocol values are not length-prefixed strings (numbers, dates, times).
+_RAW_BINARY: Final = frozenset({*_INTEGERS, *_FLOATS, *_DATES, *_DATETIMES, MYSQL_TYPE_TIME})
+
+
 def _mask_binary(masker: Masker, column: ColumnDefinition, cell: bytes) -> bytes | None:
     """A binary cell masked through its text form, re-encoded in the column's type."""
     ctype = column.type
     try:
-        if ctype in _INTEGERS or ctype in _FLOATS or ctype in _DATES or ctype in _DATETIMES or (
-            ctype == MYSQL_TYPE_TIME
-        ):
+        if ctype in _RAW_BINARY:
             value = binary_value(ctype, column.unsigned, cell)
             text = repr(value) if isinstance(value, float) else str(value)
             masked = masker.mask_text(column, text.encode())

@@ -273,10 +273,14 @@ class ResponseTracker:
     def row_relayed(self, next_seq: int) -> None:
         """A whole row packet (or a row of several packets, the last before ``next_seq``)
         that the caller relayed itself, rewritten (the masking relay): counted, not fed."""
+        self.rows_relayed(1, next_seq)
+
+    def rows_relayed(self, count: int, next_seq: int) -> None:
+        """``row_relayed`` for ``count`` rows, the last of them before ``next_seq``."""
         if self._state is not _State.ROWS or self._partial or self._skip or self._continuation:
             raise ProtocolError("a row outside the rows of a result set")
         assert self._current is not None
-        self._current.rows += 1
+        self._current.rows += count
         self.last_seq = (next_seq - 1) & 0xFF
 
     def local_infile_sent(self) -> None:

@@ -238,6 +238,12 @@ def _fixed_width(ctype: int) -> int | None:
     return fmt.size if fmt is not None else None
 
 
+def binary_widths(types: Sequence[int]) -> list[int]:
+    """Per column of a binary row: the fixed width of its values in bytes, 0 when each value
+    is length-prefixed, -1 for a NULL-typed column (which never has a value)."""
+    return [-1 if t == MYSQL_TYPE_NULL else (_fixed_width(t) or 0) for t in types]
+
+
 def decode_binary_row(payload: bytes, types: Sequence[int]) -> list[bytes | None]:
     """The values of a binary row, one per column type in ``types`` (None for NULL), each as
     its wire bytes ("Binary Protocol Value", length prefix included)."""

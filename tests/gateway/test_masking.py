@@ -8,6 +8,7 @@ session; the gateway user ``auditor`` has a role exempt from masking on it. The 
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import secrets
@@ -565,3 +566,59 @@ def test_rows_over_16_mib_are_masked_and_the_packets_after_them_renumbered(
         conn.close()
     finally:
         mariadb.admin_sql(f"DROP TABLE IF EXISTS {TEST_DB}.{big}")
+
+
+def test_a_long_stream_is_masked_in_both_protocols_and_counted(
+    gateway: HoopyProcess, mariadb: MariaDBServer
+) -> None:
+    """Thousands of rows arrive in reads that cut rows anywhere: each row is masked (the
+    compiled loop takes most of them, the per-packet path the rest), NULLs stay NULL, and the
+    audit counts every masked value."""
+    many = f"many_{TABLE}"
+    count = 30_000
+    mariadb.admin_sql(
+        f"CREATE TABLE {TEST_DB}.{many} (id INT PRIMARY KEY, email VARCHAR(80), "
+        "ssn_last INT, note VARCHAR(300))",
+        f"INSERT INTO {TEST_DB}.{many} SELECT seq, IF(seq % 7 = 0, NULL, "
+        "CONCAT('user', seq, '@example.com')), seq, REPEAT('n', seq % 300) "
+        f"FROM {TEST_DB}.seq_1_to_{count}",
+    )
+    key = MASK_KEY.encode()
+
+    def expected(i: int) -> tuple[Any, ...]:
+        email = None if i % 7 == 0 else "h:" + hmac.new(
+            key, f"user{i}@example.com".encode(), "sha256"
+        ).hexdigest()[:16]
+        return (i, email, 0, "n" * (i % 300))
+
+    want = [expected(i) for i in range(1, count + 1)]
+    marker = f"/* long-stream {secrets.token_hex(4)} */ "
+    query = f"{marker}SELECT id, email, ssn_last, note FROM {many} ORDER BY id"
+    try:
+        conn = gateway.connect(database=TEST_DB)
+        with conn.cursor() as cur:
+            cur.execute(query)
+            assert list(cur.fetchall()) == want
+        conn.close()
+        connector = gateway.connect_connector(TEST_DB)
+        cur = connector.cursor(prepared=True)
+        cur.execute(query.replace("ORDER BY", "WHERE id > ? ORDER BY"), (0,))
+        rows = [tuple(v.decode() if isinstance(v, bytes | bytearray) else v for v in r)
+                for r in cur.fetchall()]  # fmt: skip
+        assert rows == want
+        connector.close()
+    finally:
+        mariadb.admin_sql(f"DROP TABLE IF EXISTS {TEST_DB}.{many}")
+    statements = [
+        r for r in audit_records(gateway)
+        if r.get("kind") == "statement" and marker in (r.get("sql") or "")
+        and r.get("command") != "COM_STMT_PREPARE"
+    ]  # fmt: skip
+    assert [s["command"] for s in statements] == ["COM_QUERY", "COM_STMT_EXECUTE"]
+    for statement in statements:
+        outcome = wait_for_outcome(gateway, statement)
+        assert outcome["rows"] == count
+        assert outcome["masked"] == {
+            "pii/emails": {"columns": ["email"], "values": count - count // 7},
+            "pii/ssn": {"columns": ["ssn_last"], "values": count},
+        }
