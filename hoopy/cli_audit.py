@@ -66,11 +66,13 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def load_cli_config(path: Path, required: bool) -> Config | None:
+def load_cli_config(
+    path: Path, required: bool, *, read_masking_keys: bool = False
+) -> Config | None:
     if not path.exists() and not required:
         return None
     try:
-        return load_config(path, read_secrets=False)
+        return load_config(path, read_secrets=False, read_masking_keys=read_masking_keys)
     except ConfigError as exc:
         fail(str(exc))
     return None

@@ -307,8 +307,11 @@ def _execute(
     from rich.progress import Progress
 
     from hoopy.audit.timeline import plan
+    from hoopy.config.masking import masking_for
+    from hoopy.gateway.replay import ReplayMasking
     from hoopy.gateway.replay import replay as run_replay
     from hoopy.gateway.upstream import UpstreamError
+    from hoopy.gateway.views import ViewCatalog
 
     if allow_writes and skip_writes:
         raise typer.BadParameter("--allow-writes and --skip-writes contradict each other")
@@ -343,7 +346,8 @@ def _execute(
         return
     if target_name is None:
         raise typer.BadParameter("--execute needs --target NAME (a target in the config)")
-    config = load_cli_config(config_path, required=True)
+    # The masking keys read, as serving reads them: results are masked with the real keys.
+    config = load_cli_config(config_path, required=True, read_masking_keys=True)
     assert config is not None
     target = config.targets.get(target_name)
     if target is None:
@@ -364,8 +368,24 @@ def _execute(
     start = timeline.start or {}
     recorded_caps = (start.get("client") or {}).get("capabilities")
     db = database if database is not None else start.get("database")
+    # Results are masked as the recorded session's were (its target's sets and its roles',
+    # in today's config), so they compare with what its client saw.
+    recorded_target = start.get("target")
+    if recorded_target not in config.targets:
+        recorded_target = target_name
+    roles = [str(r) for r in (start.get("principal") or {}).get("roles") or []]
+    policy = masking_for(config, str(recorded_target), roles)
+    if policy is not None and not as_json:
+        err.print(
+            f"[dim]results are masked as session {escape(timeline.session)} was masked "
+            f"(target '{escape(str(recorded_target))}', roles {escape(', '.join(roles))})[/]"
+        )
 
     async def run() -> Any:
+        masking = None
+        if policy is not None:
+            masking = ReplayMasking(policy, ViewCatalog(target))
+
         async def replay_with(on_step: Callable[[Any, Any], None] | None) -> Any:
             return await run_replay(
                 target,
@@ -374,6 +394,7 @@ def _execute(
                 database=db,
                 recorded_capabilities=recorded_caps,
                 on_step=on_step,
+                masking=masking,
             )
 
         if as_json or not sys.stderr.isatty():

@@ -19,12 +19,22 @@ class ConfigError(Exception):
 
 
 class Ctx:
-    def __init__(self, path: Path, text: str, *, read_secrets: bool = True) -> None:
+    def __init__(
+        self,
+        path: Path,
+        text: str,
+        *,
+        read_secrets: bool = True,
+        read_masking_keys: bool | None = None,
+    ) -> None:
         self.path = path
         self.lines = text.splitlines()
         # False for commands that only read the config (audit queries): gateway users'
         # passwords are then neither read nor required, and their hashes stay empty.
         self.read_secrets = read_secrets
+        # The masking sets' HMAC keys (``hoopy replay --execute`` masks as the gateway did,
+        # without the gateway users' passwords); by default as the other secrets.
+        self.read_masking_keys = read_secrets if read_masking_keys is None else read_masking_keys
 
     def line_of(self, keys: tuple[str | int, ...]) -> int | None:
         """Best-effort line of a dotted key: its table header, then the key inside it."""

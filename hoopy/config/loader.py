@@ -68,9 +68,13 @@ def format_password_hash(password: bytes) -> str:
     )
 
 
-def load_config(path: str | Path, *, read_secrets: bool = True) -> Config:
+def load_config(
+    path: str | Path, *, read_secrets: bool = True, read_masking_keys: bool | None = None
+) -> Config:
     """Load and check the config. ``read_secrets=False`` is for commands that do not serve
-    (``hoopy sessions``, ``replay``...): they must work without the gateway's secrets."""
+    (``hoopy sessions``, ``replay``...): they must work without the gateway's secrets.
+    ``read_masking_keys`` (default: as ``read_secrets``) reads the masking sets' HMAC keys
+    (``replay --execute`` masks with them)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -80,13 +84,20 @@ def load_config(path: str | Path, *, read_secrets: bool = True) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return build_config(data, path, text, read_secrets=read_secrets)
+    return build_config(
+        data, path, text, read_secrets=read_secrets, read_masking_keys=read_masking_keys
+    )
 
 
 def build_config(
-    data: dict[str, Any], path: Path, text: str = "", *, read_secrets: bool = True
+    data: dict[str, Any],
+    path: Path,
+    text: str = "",
+    *,
+    read_secrets: bool = True,
+    read_masking_keys: bool | None = None,
 ) -> Config:
-    ctx = Ctx(path, text, read_secrets=read_secrets)
+    ctx = Ctx(path, text, read_secrets=read_secrets, read_masking_keys=read_masking_keys)
     base = path.parent.resolve()
     check_keys(
         ctx,

@@ -173,7 +173,7 @@ def _hmac_key(ctx: Ctx, body: dict[str, Any], keys: tuple[str | int, ...], base:
                 f"{path} is open to other users (mode {stat.S_IMODE(mode):04o}): whoever reads "
                 "the key can test guesses of masked values; chmod 600 it",
             )
-    if not ctx.read_secrets:
+    if not ctx.read_masking_keys:
         return _UNREAD_KEY
     try:
         key = Secret(env=env, file=path).read()

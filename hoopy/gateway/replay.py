@@ -15,18 +15,23 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hoopy.audit import events
 from hoopy.audit.timeline import PlannedStep
 from hoopy.audit.values import param_from_json
 from hoopy.config.model import SecretUnavailable, Target
+from hoopy.gateway import sql_checks
+from hoopy.gateway.replay_masking import Remasked, remask
 from hoopy.gateway.session_audit import has_rows
 from hoopy.gateway.stream import ConnectionClosed
 from hoopy.gateway.upstream import TARGET_UNAVAILABLE, UpstreamConnection, UpstreamError
+from hoopy.policy.lineage import StatementLineage
+from hoopy.policy.masking import MaskingPlan, MaskingPolicy
 from hoopy.wire.handshake import (
     CLIENT_CONNECT_ATTRS,
     CLIENT_CONNECT_WITH_DB,
@@ -47,8 +52,13 @@ from hoopy.wire.handshake import (
     SSLRequest,
 )
 from hoopy.wire.login import initial_auth_response
+from hoopy.wire.packets import ProtocolError
 from hoopy.wire.params import encode_execute
 from hoopy.wire.response import ResponseSummary, ResponseTracker
+
+if TYPE_CHECKING:
+    from hoopy.gateway.views import ViewCatalog  # which imports this module
+    from hoopy.sql.lexer import ServerVersion
 
 # The recorded client's capabilities that change what a statement returns, and so must
 # match for outcomes to be comparable; everything else is hoopy's choice as a client.
@@ -88,7 +98,9 @@ COMMAND_BYTES = {
     "COM_RESET_CONNECTION": 0x1F,
 }
 NO_RESPONSE = frozenset({"COM_STMT_CLOSE", "COM_STMT_SEND_LONG_DATA"})
-COMPARED = ("error", "affected_rows", "rows", "digest")
+COMPARED = ("error", "affected_rows", "rows", "digest", "masked")
+_MASKED_COMMANDS = {"COM_QUERY": False, "COM_STMT_EXECUTE": True, "COM_STMT_FETCH": True}
+_USE = re.compile(r"\s*use\s+`?([^`;\s]+)`?\s*;?\s*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -191,6 +203,10 @@ class ReplayConnection:
             raise
         return cls(upstream, caps)
 
+    @property
+    def server_version(self) -> ServerVersion | None:
+        return sql_checks.server_version(self.upstream.greeting)
+
     async def request(self, payload: bytes) -> tuple[ResponseSummary, str | None]:
         """Send one command and read its whole response: (summary, row digest)."""
         digest = hashlib.sha256()
@@ -288,8 +304,8 @@ def compare(
         if name == "error":
             a = (recorded.get("error") or {}).get("code")
             b = (replayed.get("error") or {}).get("code")
-        elif name == "digest":
-            a, b = recorded.get("digest"), replayed.get("digest")
+        elif name in ("digest", "masked"):
+            a, b = recorded.get(name), replayed.get(name)
             if a is None and b is None:
                 continue
         else:
@@ -297,6 +313,16 @@ def compare(
         if a != b:
             out.append(Difference(seq, name, a, b))
     return out
+
+
+@dataclass
+class ReplayMasking:
+    """The masking the recorded session had (config/masking.py ``masking_for``), and the
+    views it follows (None: not followed, as for a passthrough target)."""
+
+    policy: MaskingPolicy
+    views: ViewCatalog | None = None
+    cursor_plans: dict[int, MaskingPlan | None] = field(default_factory=dict)
 
 
 async def replay(
@@ -307,20 +333,22 @@ async def replay(
     database: str | None,
     recorded_capabilities: int | None,
     on_step: Callable[[PlannedStep, StepResult | None], Awaitable[None] | None] | None = None,
+    masking: ReplayMasking | None = None,
 ) -> ReplayReport:
-    """Run the planned steps in order and compare each outcome with the recorded one."""
+    """Run the planned steps in order and compare each outcome with the recorded one; with
+    ``masking``, results are masked as the gateway masked the recorded ones first."""
     report = ReplayReport(target.name)
     connection = await ReplayConnection.open(
         target, database=database, recorded_capabilities=recorded_capabilities, session=session
     )
-    ids: dict[int, int] = {}
+    state = _State(database or target.database, masking)
     try:
         for item in planned:
             result = None
             if not item.run:
                 report.skipped.append(item)
             else:
-                result = await _run_step(connection, item, ids)
+                result = await _run_step(connection, item, state)
                 report.results.append(result)
             if on_step is not None:
                 maybe = on_step(item, result)
@@ -328,13 +356,23 @@ async def replay(
                     await maybe
     finally:
         await connection.aclose()
+        if masking is not None and masking.views is not None:
+            await masking.views.aclose()
     return report
 
 
+@dataclass
+class _State:
+    database: str | None
+    masking: ReplayMasking | None
+    ids: dict[int, int] = field(default_factory=dict)
+
+
 async def _run_step(
-    connection: ReplayConnection, item: PlannedStep, ids: dict[int, int]
+    connection: ReplayConnection, item: PlannedStep, state: _State
 ) -> StepResult:
     step = item.step
+    ids = state.ids
     try:
         payload = build_payload(step.statement, ids, connection.capabilities)
     except (ReplayError, ValueError, KeyError) as exc:
@@ -345,14 +383,73 @@ async def _run_step(
             ids.pop(int(step.statement["statement_id"]), None)
         return StepResult(step.seq, None)
     started = time.monotonic()
-    summary, digest = await connection.request(payload)
+    masking = state.masking
+    if masking is not None and step.command in _MASKED_COMMANDS:
+        summary, digest, masked = await _masked_request(connection, step, payload, state)
+    else:
+        summary, digest = await connection.request(payload)
+        masked = None
     outcome = events.outcome("replay", step.seq, summary, time.monotonic() - started)
     if digest is not None:
         outcome["digest"] = digest
+    if masked is not None:
+        if masked.masked:
+            outcome["masked"] = masked.masked
+        if masked.error is not None:
+            outcome["error"] = {"code": masked.error}
     if step.command == "COM_STMT_PREPARE" and summary.prepared is not None and step.outcome:
         recorded_id = step.outcome.get("statement_id")
         if isinstance(recorded_id, int):
             ids[recorded_id] = summary.prepared.statement_id
     if step.command == "COM_RESET_CONNECTION":
         ids.clear()
+    if summary.error is None:
+        if step.command == "COM_INIT_DB":
+            state.database = str(step.statement.get("argument", "")) or state.database
+        elif step.command == "COM_QUERY" and (use := _USE.match(str(step.statement.get("sql")))):
+            state.database = use.group(1)
     return StepResult(step.seq, outcome, compare(step.seq, step.outcome, outcome))
+
+
+async def _masked_request(
+    connection: ReplayConnection, step: Any, payload: bytes, state: _State
+) -> tuple[ResponseSummary, str | None, Remasked]:
+    """One command whose results masking rewrites: sent, and its response masked."""
+    masking = state.masking
+    assert masking is not None
+    policy = masking.policy
+    recorded_id = step.statement.get("statement_id")
+    cursor_plan = None
+    lineages: tuple[StatementLineage, ...] = ()
+    if step.command == "COM_STMT_FETCH":
+        if isinstance(recorded_id, int):
+            cursor_plan = masking.cursor_plans.get(recorded_id)
+    else:
+        sql = str(step.statement.get("sql") or "").encode("utf-8")
+        lineages = policy.trace(sql, connection.server_version, multibyte=False)
+        views = masking.views
+        if views is not None and views.available and any(
+            lin.tables or lin.every_source for lin in lineages
+        ):
+            from hoopy.gateway.views import ViewsUnavailable
+
+            try:
+                lineages = (await views.views()).resolve(lineages, state.database)
+            except ViewsUnavailable as exc:
+                raise UpstreamError(
+                    TARGET_UNAVAILABLE, f"cannot read the views masking follows: {exc}"
+                ) from None
+    if step.command == "COM_STMT_FETCH" and cursor_plan is None:
+        summary, digest = await connection.request(payload)  # a cursor without masked columns
+        return summary, digest, Remasked(None)
+    summary, raw = await connection.request_raw(payload)
+    try:
+        remasked = remask(
+            raw, payload[0], connection.capabilities, policy, lineages, state.database,
+            binary=_MASKED_COMMANDS[step.command], cursor_plan=cursor_plan,
+        )  # fmt: skip
+    except ProtocolError as exc:
+        raise UpstreamError(TARGET_UNAVAILABLE, f"unreadable response: {exc}") from None
+    if step.command == "COM_STMT_EXECUTE" and isinstance(recorded_id, int):
+        masking.cursor_plans[recorded_id] = remasked.cursor_plan
+    return summary, remasked.digest, remasked

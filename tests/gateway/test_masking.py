@@ -622,3 +622,60 @@ def test_a_long_stream_is_masked_in_both_protocols_and_counted(
             "pii/emails": {"columns": ["email"], "values": count - count // 7},
             "pii/ssn": {"columns": ["ssn_last"], "values": count},
         }
+
+
+def test_replay_execute_compares_masked_results_as_the_client_saw_them(
+    gateway: HoopyProcess, mariadb: MariaDBServer
+) -> None:
+    """``hoopy replay --execute`` masks the replayed results with the session's masking, so a
+    masked session replays clean (digests and masked counts equal), and a masked value that
+    changed since shows as a difference."""
+    conn = gateway.connect(database=TEST_DB)
+    marker = f"/* replay {secrets.token_hex(4)} */ "
+    with conn.cursor() as cur:
+        cur.execute(marker + SELECT)
+        assert_masked(list(cur.fetchall()))
+        cur.execute(f"{marker}SELECT id, mail FROM {VIEW} ORDER BY id")  # through a view
+        cur.fetchall()
+    conn.close()
+    connector = gateway.connect_connector(TEST_DB)
+    cur = connector.cursor(prepared=True)
+    cur.execute(marker + SELECT.replace("ORDER BY id", "WHERE id > ? ORDER BY id"), (0,))
+    cur.fetchall()
+    connector.close()
+    records = audit_records(gateway)
+    statements = [
+        r for r in records if r.get("kind") == "statement" and marker in (r.get("sql") or "")
+    ]
+    for statement in statements:
+        wait_for_outcome(gateway, statement)
+    session = statements[0]["session"]
+    sessions = {r["session"] for r in statements}
+    assert len(sessions) == 2  # pymysql's, text; mysql-connector's, binary
+    env = gateway.env  # the gateway's secrets: replay reads the same config
+
+    def replay(session: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "hoopy", "replay", session, "--config",
+             str(gateway.config_path), "--execute", "--target", "app", "--json"],
+            capture_output=True, text=True, timeout=120, cwd=REPO_ROOT, env=env,
+        )  # fmt: skip
+
+    for s in sorted(sessions):
+        done = replay(s)
+        assert done.returncode == 0, done.stdout + done.stderr
+        report = json.loads(done.stdout)
+        assert report["differences"] == []
+        masked = [r["outcome"]["masked"] for r in report["results"]
+                  if r["outcome"] and r["outcome"].get("masked")]  # fmt: skip
+        assert masked, report
+        assert "alice@example.com" not in done.stdout
+    # The data changes: the masked email of alice differs, and replay says so.
+    mariadb.admin_sql(f"UPDATE {TEST_DB}.{TABLE} SET email = 'carol@example.com' WHERE id = 1")
+    try:
+        done = replay(session)
+        assert done.returncode == 1, done.stdout + done.stderr
+        fields = {d["field"] for d in json.loads(done.stdout)["differences"]}
+        assert fields == {"digest"}
+    finally:
+        mariadb.admin_sql(f"UPDATE {TEST_DB}.{TABLE} SET email = 'alice@example.com' WHERE id = 1")
