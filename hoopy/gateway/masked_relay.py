@@ -417,8 +417,14 @@ class _Relay:
                 self._feed(packet)
                 return True
             if rewrite is None:
-                self.out.raw(packet)
-                self._feed(packet)
+                if self.out.shift:  # renumbered: the digest is of the row as sent
+                    data = self.out.payload(packet, payload)
+                    if self.digest is not None:
+                        self.digest.update(data)
+                    self.tracker.row_relayed(packet.next_seq)
+                else:
+                    self.out.raw(packet)
+                    self._feed(packet)
                 if len(self.out.buffer) >= _FLUSH_BYTES:
                     await self.out.flush()
                 continue
