@@ -70,3 +70,22 @@ def test_audit_verify_reports_ok_and_names_the_first_broken_record(tmp_path: Pat
     assert broken.exit_code == 1
     report = json.loads(broken.stdout)
     assert report["ok"] is False and report["first_problem"].startswith(f"{path.name}:3:")
+
+
+def test_help_lists_every_command_and_flags_show_no_value_type() -> None:
+    result = runner.invoke(app, ["--help"], env={"COLUMNS": "120"})
+    assert result.exit_code == 0
+    for command in ("serve", "hash-password", "token", "sessions", "audit", "replay", "approvals"):
+        assert command in result.stdout
+    assert "--version" in result.stdout and "<bool>" not in result.stdout
+    sessions = runner.invoke(app, ["sessions", "--help"], env={"COLUMNS": "120"})
+    assert "--json" in sessions.stdout and "<bool>" not in sessions.stdout
+    assert "<int>" in sessions.stdout  # options that take a value still say which
+
+
+def test_config_errors_are_printed_as_text_not_markup(tmp_path: Path) -> None:
+    config = tmp_path / "hoopy.toml"
+    config.write_text('[targets.a]\nlogin = "passthrough"\n')  # no [[listeners]]
+    result = runner.invoke(app, ["serve", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "at least one [[listeners]] entry is required" in result.stderr

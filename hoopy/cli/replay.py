@@ -12,8 +12,9 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from hoopy.cli_audit import (
+from hoopy.cli.common import (
     NO_RESPONSE_COMMANDS,
+    TIMELINE_STATEMENT_CHARS,
     AuditDirOption,
     ConfigOption,
     JsonOption,
@@ -198,7 +199,7 @@ def _step_markup(step: Any, clock: _Clock) -> str:
     }.get(recorded, f" [bold red]DENIED ({rule})[/]")
     lines = [
         f"[dim]{clock.offset(s.get('ts')):>10}[/] [bold]#{step.seq}[/] "
-        f"{escape(describe_statement(s, width=0))}{verdict}",
+        f"{escape(describe_statement(s, width=0, shorten=TIMELINE_STATEMENT_CHARS))}{verdict}",
         f"{'':>11} → {describe_outcome(s, step.outcome)}",
     ]
     lines += [
@@ -288,9 +289,7 @@ def _policy(timeline: Any, config_path: Path, sets: str | None, as_json: bool) -
         out.print(line)
     out.print()
     judged = sum(1 for r in results if r.verdict is not None)
-    out.print(
-        f"{len(changed)} of {judged} judged statements would now get a different verdict"
-    )
+    out.print(f"{len(changed)} of {judged} judged statements would now get a different verdict")
 
 
 def _execute(
@@ -339,10 +338,10 @@ def _execute(
                 mark = "run " if p.run else "skip"
                 why = f"  [dim]({escape(p.reason)})[/]" if p.reason else ""
                 kind = " [yellow]write[/]" if p.write else ""
-                out.print(
-                    f"{mark} #{p.step.seq}{kind} "
-                    f"{escape(describe_statement(p.step.statement, width=0))}{why}"
+                line = describe_statement(
+                    p.step.statement, width=0, shorten=TIMELINE_STATEMENT_CHARS
                 )
+                out.print(f"{mark} #{p.step.seq}{kind} {escape(line)}{why}")
         return
     if target_name is None:
         raise typer.BadParameter("--execute needs --target NAME (a target in the config)")
@@ -429,3 +428,7 @@ def _execute(
         )
     if report.differences:
         raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("replay")(replay)

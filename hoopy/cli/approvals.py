@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from hoopy.approvals.client import AdminClient, AdminError
-from hoopy.cli_audit import err, fail, load_cli_config, out
+from hoopy.cli.common import err, fail, load_cli_config, out
 
 approvals_app = typer.Typer(
     help="Decide on statements the guardrails hold for a human's approval.",

@@ -1,0 +1,110 @@
+"""``hoopy serve`` and ``hoopy hash-password``: running the gateway (hoopy/gateway/server.py)."""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hoopy.cli.common import err, fail
+from hoopy.config.loader import ConfigError, format_password_hash, load_config
+from hoopy.config.model import LoginMode
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)
+    app.command("hash-password")(hash_password)
+
+
+def serve(
+    config: Annotated[Path, typer.Option("--config", "-c", help="The TOML config file.")] = Path(
+        "hoopy.toml"
+    ),
+    ready_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write bound addresses as JSON here once listening (for scripts and tests)."
+        ),
+    ] = None,
+) -> None:
+    """Start the gateway in front of the configured targets."""
+    import trio
+
+    from hoopy.approvals.store import StoreError
+    from hoopy.audit.writer import AuditUnavailable
+    from hoopy.config.model import SecretUnavailable
+    from hoopy.gateway.server import GatewayServer, run_gateway
+
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        fail(str(exc))
+        return
+    logging.basicConfig(
+        level=cfg.gateway.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+    def announce(server: GatewayServer) -> None:
+        if server.certificate is not None:
+            verb = "generated" if server.certificate.generated else "using"
+            err.print(f"TLS: {verb} self-signed certificate {server.certificate.cert}")
+            err.print(f"     SHA-256 fingerprint {server.certificate.fingerprint()}")
+        for b in server.bound:
+            target = cfg.targets[b.config.target]
+            where = []
+            if b.tcp:
+                where.append(f"{b.tcp[0]}:{b.tcp[1]}")
+            if b.unix_socket:
+                where.append(str(b.unix_socket))
+            err.print(
+                f"listener [bold]{b.config.name}[/] on {' and '.join(where)}"
+                f"{' (TLS offered)' if b.tls_context else ''} -> target [bold]{target.name}[/] "
+                f"at {target.address()} ({target.login.value})",
+                highlight=False,
+            )
+            user = (
+                "YOUR_DB_USER"
+                if target.login is LoginMode.PASSTHROUGH
+                else (next(iter(cfg.users), "USER"))
+            )
+            if b.tcp:
+                parts = ["mariadb", "-h", b.tcp[0], "-P", str(b.tcp[1]), "-u", user, "-p"]
+                if b.tls_context and server.certificate is not None:
+                    parts += ["--ssl-ca", str(server.certificate.cert)]
+            else:
+                parts = ["mariadb", "-S", str(b.unix_socket), "-u", user, "-p"]
+            err.print(f"  connect: {shlex.join(parts)}", soft_wrap=True)
+        err.print("ready. Ctrl-C to stop.")
+
+    try:
+        trio.run(lambda: run_gateway(cfg, ready_file=ready_file, on_ready=announce))
+    except OSError as exc:
+        fail(f"cannot start: {exc}")
+    except (AuditUnavailable, SecretUnavailable, StoreError) as exc:
+        fail(f"cannot start: {exc}")
+    except KeyboardInterrupt:
+        pass
+
+
+def hash_password(
+    password_stdin: Annotated[
+        bool, typer.Option("--stdin", help="Read the password from standard input.")
+    ] = False,
+) -> None:
+    """Print a password_hash for a gateway user (its `users.NAME` table in the config)."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            fail("the passwords differ")
+    if not password:
+        fail("empty password")
+    print(format_password_hash(password.encode("utf-8")))
