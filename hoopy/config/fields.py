@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,8 +17,44 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class Finding:
+    """One problem in a config: where (file, line, dotted key), what, and how bad. Printed
+    as ``file:line: key: message``, the same text by ``hoopy serve`` and ``lint-config``."""
+
+    path: Path
+    line: int | None
+    key: str
+    message: str
+    severity: str = "error"  # or "warning"
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else str(self.path)
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "severity": self.severity,
+            "file": str(self.path),
+            "line": self.line,
+            "key": self.key,
+            "message": self.message,
+        }
+
+
 class ConfigError(Exception):
-    """A configuration problem, located: ``file:line: key: what is wrong``."""
+    """A configuration problem, located: ``file:line: key: what is wrong``; with every
+    problem found (``findings``) when the whole file was checked."""
+
+    def __init__(self, message: str, findings: tuple[Finding, ...] = ()) -> None:
+        super().__init__(message)
+        self.findings = findings
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or nothing."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class Ctx:
@@ -35,21 +74,76 @@ class Ctx:
         # The masking sets' HMAC keys (``hoopy replay --execute`` masks as the gateway did,
         # without the gateway users' passwords); by default as the other secrets.
         self.read_masking_keys = read_secrets if read_masking_keys is None else read_masking_keys
+        # Every problem found so far (the whole file is read, each entry on its own), and
+        # the names of entries that had one: references to them are not reported again.
+        self.findings: list[Finding] = []
+        self.broken: dict[str, set[str]] = {}
+
+    @contextlib.contextmanager
+    def entry(self, kind: str = "", name: str = "") -> Iterator[None]:
+        """Read one entry (a target, a rule set...): its first error is recorded and the
+        rest of the file is still read. ``kind``/``name`` mark it broken on error."""
+        try:
+            yield
+        except ConfigError as exc:
+            if not exc.findings:
+                raise  # not a located finding of this file: a bug
+            self.findings.extend(exc.findings)
+            if kind:
+                self.broken.setdefault(kind, set()).add(name)
+
+    def is_broken(self, kind: str, name: str) -> bool:
+        return name in self.broken.get(kind, ())
+
+    def known(self, kind: str, names: Iterable[str]) -> list[str]:
+        """``names`` and the broken entries of ``kind``: what a misspelt reference meant."""
+        return [*names, *sorted(self.broken.get(kind, ()))]
+
+    def report(self, keys: tuple[str | int, ...], message: str, severity: str = "error") -> None:
+        """A problem that does not stop the entry being read (an unknown key)."""
+        self.findings.append(self.finding(keys, message, severity))
+
+    def raise_errors(self) -> None:
+        """Raise every error found, in the order of the file (those without a line last)."""
+        errors = tuple(
+            sorted(
+                (f for f in self.findings if f.severity == "error"),
+                key=lambda f: f.line or 1 << 30,
+            )
+        )
+        if errors:
+            raise ConfigError("\n".join(str(f) for f in errors), errors)
+
+    def finding(
+        self, keys: tuple[str | int, ...], message: str, severity: str = "error"
+    ) -> Finding:
+        # Indexes of [[array]] entries give the line, not the text: "listeners.target".
+        dotted = ".".join(k for k in keys if isinstance(k, str))
+        return Finding(self.path, self.line_of(keys), dotted, message, severity)
 
     def line_of(self, keys: tuple[str | int, ...]) -> int | None:
-        """Best-effort line of a dotted key: its table header, then the key inside it."""
+        """Best-effort line of a dotted key: its table header (the Nth ``[[array]]`` entry
+        for an index in ``keys``), then the key inside it."""
         names = [k for k in keys if isinstance(k, str)]
         if not names:
             return None
+        index = next((k for k in keys if isinstance(k, int)), 0)
+        if len(keys) == 2 and isinstance(keys[1], int):
+            names = [*names, ""]  # the entry itself: its header's line
         table, key = names[:-1], names[-1]
         start = 0
         if table:
             header = re.compile(
                 r"^\s*\[\[?\s*" + r"\s*\.\s*".join(re.escape(t) for t in table) + r"\s*\]\]?\s*$"
             )
-            found = next((i for i, ln in enumerate(self.lines) if header.match(ln)), None)
-            if found is None:
-                return None
+            found_all = [i for i, ln in enumerate(self.lines) if header.match(ln)]
+            if not found_all:
+                # An inline table or array (``rules = [{...}]``): the line of its key.
+                parent = tuple(k for k in keys if isinstance(k, str))[:-1]
+                return self.line_of(parent) if parent else None
+            found = found_all[min(index, len(found_all) - 1)]
+            if not key:
+                return found + 1
             start = found + 1
         key_re = re.compile(r"^\s*" + re.escape(key) + r"\s*=")
         for i in range(start, len(self.lines)):
@@ -60,10 +154,8 @@ class Ctx:
         return start if table else None
 
     def error(self, keys: tuple[str | int, ...], message: str) -> ConfigError:
-        line = self.line_of(keys)
-        where = f"{self.path}:{line}" if line else str(self.path)
-        dotted = ".".join(str(k) for k in keys)
-        return ConfigError(f"{where}: {dotted}: {message}")
+        found = self.finding(keys, message)
+        return ConfigError(str(found), (found,))
 
 
 def get_value(
@@ -110,10 +202,12 @@ def kind_name(kind: type | tuple[type, ...]) -> str:
 def check_keys(
     ctx: Ctx, table: dict[str, Any], keys: tuple[str | int, ...], allowed: set[str]
 ) -> None:
+    """Every unknown key is reported (with the closest known one); reading goes on."""
     for key in table:
         if key not in allowed:
-            hint = ", ".join(sorted(allowed))
-            raise ctx.error((*keys, key), f"unknown key (expected one of: {hint})")
+            close = did_you_mean(key, allowed)
+            hint = close or f" (expected one of: {', '.join(sorted(allowed))})"
+            ctx.report((*keys, key), f"unknown key{hint}")
 
 
 def enum_value(
@@ -122,7 +216,8 @@ def enum_value(
     try:
         return kind(value)
     except ValueError:
-        raise ctx.error(keys, f"must be one of {', '.join(choices)}, got {value!r}") from None
+        hint = did_you_mean(value, choices)
+        raise ctx.error(keys, f"must be one of {', '.join(choices)}, got {value!r}{hint}") from None
 
 
 def is_loopback(host: str) -> bool:
@@ -239,9 +334,10 @@ def set_names(
     items = [value] if isinstance(value, str) else value
     names = tuple(str_list(ctx, keys, key, items))
     for n in names:
-        if n not in sets:
+        if n not in sets and not ctx.is_broken(what, n):
             known = ", ".join(sorted(sets)) or "none are defined"
-            raise ctx.error((*keys, key), f"no {what} named {n!r} (known: {known})")
+            hint = did_you_mean(n, ctx.known(what, sets)) or f" (known: {known})"
+            raise ctx.error((*keys, key), f"no {what} named {n!r}{hint}")
     return names
 
 

@@ -59,6 +59,41 @@ def _strings(
     return tuple(str_list(ctx, keys, key, items))
 
 
+def _rule_set(
+    ctx: Ctx, name: str, body: Any, builtin: bool, approvals: ApprovalPolicy | None
+) -> RuleSet:
+    keys: tuple[str | int, ...] = ("guardrails", name)
+    name_ok(ctx, keys, name)
+    if name == BUILTIN_SET and not builtin:
+        raise ctx.error(
+            keys,
+            f"the name {BUILTIN_SET!r} is the built-in set (docs/guardrails.md); give "
+            "yours another name and list both where they apply",
+        )
+    if not isinstance(body, dict):
+        raise ctx.error(keys, "must be a table ([guardrails.NAME])")
+    check_keys(ctx, body, keys, _SET_KEYS)
+    rules = []
+    seen: set[str] = set()
+    for i, r in enumerate(get_value(ctx, body, keys, "rules", list, [])):
+        rkeys: tuple[str | int, ...] = (*keys, "rules", i)
+        with ctx.entry("rule set", name):  # each broken rule is reported
+            if not isinstance(r, dict):
+                raise ctx.error(rkeys, f"must be a table ([[guardrails.{name}.rules]])")
+            rule = _rule(ctx, r, rkeys, approvals or ApprovalPolicy())
+            if rule.name in seen:
+                raise ctx.error((*rkeys, "name"), f"two rules are named {rule.name!r}")
+            seen.add(rule.name)
+            rules.append(rule)
+    return RuleSet(
+        name=name,
+        rules=tuple(rules),
+        default=_action(ctx, body, keys, "default", Action.ALLOW),
+        unparsed=_action(ctx, body, keys, "unparsed", Action.DENY),
+        dynamic_sql=_action(ctx, body, keys, "dynamic_sql", Action.DENY),
+    )
+
+
 def parse_rule_sets(
     ctx: Ctx,
     table: dict[str, Any],
@@ -69,35 +104,10 @@ def parse_rule_sets(
     """``approvals``: the ``[approvals]`` defaults a rule's ``approval`` table completes."""
     sets: dict[str, RuleSet] = {}
     for name, body in table.items():
-        keys: tuple[str | int, ...] = ("guardrails", name)
-        name_ok(ctx, keys, name)
-        if name == BUILTIN_SET and not builtin:
-            raise ctx.error(
-                keys,
-                f"the name {BUILTIN_SET!r} is the built-in set (docs/guardrails.md); give "
-                "yours another name and list both where they apply",
-            )
-        if not isinstance(body, dict):
-            raise ctx.error(keys, "must be a table ([guardrails.NAME])")
-        check_keys(ctx, body, keys, _SET_KEYS)
-        rules = []
-        seen: set[str] = set()
-        for i, r in enumerate(get_value(ctx, body, keys, "rules", list, [])):
-            rkeys: tuple[str | int, ...] = (*keys, "rules", i)
-            if not isinstance(r, dict):
-                raise ctx.error(rkeys, f"must be a table ([[guardrails.{name}.rules]])")
-            rule = _rule(ctx, r, (*keys, "rules"), approvals or ApprovalPolicy())
-            if rule.name in seen:
-                raise ctx.error((*keys, "rules", "name"), f"two rules are named {rule.name!r}")
-            seen.add(rule.name)
-            rules.append(rule)
-        sets[name] = RuleSet(
-            name=name,
-            rules=tuple(rules),
-            default=_action(ctx, body, keys, "default", Action.ALLOW),
-            unparsed=_action(ctx, body, keys, "unparsed", Action.DENY),
-            dynamic_sql=_action(ctx, body, keys, "dynamic_sql", Action.DENY),
-        )
+        with ctx.entry("rule set", name):
+            found = _rule_set(ctx, name, body, builtin, approvals)
+            if not ctx.is_broken("rule set", name):
+                sets[name] = found
     return sets
 
 
@@ -173,7 +183,9 @@ def builtin_sets() -> dict[str, RuleSet]:
     text = _DEFAULTS_FILE.read_text()
     ctx = Ctx(_DEFAULTS_FILE, text)
     data = tomllib.loads(text)
-    return parse_rule_sets(ctx, data["guardrails"], builtin=True)
+    sets = parse_rule_sets(ctx, data["guardrails"], builtin=True)
+    ctx.raise_errors()
+    return sets
 
 
 def set_names(

@@ -54,24 +54,35 @@ def parse_masking_sets(
 ) -> dict[str, MaskingSet]:
     sets: dict[str, MaskingSet] = {}
     for name, body in table.items():
-        keys: tuple[str | int, ...] = ("masking", name)
-        name_ok(ctx, keys, name)
-        if not isinstance(body, dict):
-            raise ctx.error(keys, "must be a table ([masking.NAME])")
-        check_keys(ctx, body, keys, _SET_KEYS)
-        rules_value = get_value(ctx, body, keys, "rules", list, [])
-        if not rules_value:
-            raise ctx.error((*keys, "rules"), "a masking set needs at least one [[rules]] entry")
-        key: bytes | None = None
-        needs_key = any(
-            isinstance(r, dict) and r.get("strategy") == Strategy.HMAC.value for r in rules_value
-        )
-        if needs_key:
+        with ctx.entry("masking set", name):
+            found = _masking_set(ctx, name, body, base)
+            if not ctx.is_broken("masking set", name):
+                sets[name] = found
+    return sets
+
+
+def _masking_set(ctx: Ctx, name: str, body: Any, base: Path) -> MaskingSet:
+    keys: tuple[str | int, ...] = ("masking", name)
+    name_ok(ctx, keys, name)
+    if not isinstance(body, dict):
+        raise ctx.error(keys, "must be a table ([masking.NAME])")
+    check_keys(ctx, body, keys, _SET_KEYS)
+    rules_value = get_value(ctx, body, keys, "rules", list, [])
+    if not rules_value:
+        raise ctx.error((*keys, "rules"), "a masking set needs at least one [[rules]] entry")
+    key: bytes | None = None
+    needs_key = any(
+        isinstance(r, dict) and r.get("strategy") == Strategy.HMAC.value for r in rules_value
+    )
+    if needs_key:
+        with ctx.entry("masking set", name):
             key = _hmac_key(ctx, body, keys, base)
-        rules: list[MaskingRule] = []
-        seen: set[str] = set()
-        for i, r in enumerate(rules_value):
-            rkeys: tuple[str | int, ...] = (*keys, "rules", i)
+        key = key or _UNREAD_KEY  # reported above; the rules are still checked
+    rules: list[MaskingRule] = []
+    seen: set[str] = set()
+    for i, r in enumerate(rules_value):
+        rkeys: tuple[str | int, ...] = (*keys, "rules", i)
+        with ctx.entry("masking set", name):  # each broken rule is reported
             if not isinstance(r, dict):
                 raise ctx.error(rkeys, "must be a table ([[masking.NAME.rules]])")
             rule = _rule(ctx, r, rkeys, name, key)
@@ -79,10 +90,9 @@ def parse_masking_sets(
                 raise ctx.error((*rkeys, "name"), f"a second rule named {rule.name!r} in this set")
             seen.add(rule.name)
             rules.append(rule)
-        if not needs_key and ("hmac_key_env" in body or "hmac_key_file" in body):
-            raise ctx.error(keys, 'an HMAC key is set, but no rule uses strategy = "hmac"')
-        sets[name] = MaskingSet(name, tuple(rules))
-    return sets
+    if not needs_key and ("hmac_key_env" in body or "hmac_key_file" in body):
+        raise ctx.error(keys, 'an HMAC key is set, but no rule uses strategy = "hmac"')
+    return MaskingSet(name, tuple(rules))
 
 
 def _rule(
