@@ -40,11 +40,15 @@ def serve(
     from hoopy.config.model import SecretUnavailable
     from hoopy.gateway.server import GatewayServer, run_gateway
 
+    from hoopy.config.lint import serve_errors
+
     try:
         cfg = load_config(config)
     except ConfigError as exc:
         fail(str(exc))
-        return
+    problems = serve_errors(cfg)
+    if problems:
+        fail("\n".join(str(p) for p in problems))
     logging.basicConfig(
         level=cfg.gateway.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

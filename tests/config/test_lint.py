@@ -1,0 +1,324 @@
+"""``hoopy lint-config`` (config/lint.py, cli/lint.py): a corpus of broken configs, one per
+kind of finding, each checked for its message and its line; every problem in one run; exit
+codes and JSON; the examples lint clean; ``serve`` refuses with the same text."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from hoopy.cli import app
+from hoopy.config.fields import Finding
+from hoopy.config.lint import lint
+
+REPO = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+
+BASE = """\
+[[listeners]]
+name = "app"
+target = "app"
+tcp = "127.0.0.1:3307"
+
+[targets.app]
+login = "passthrough"
+host = "127.0.0.1"
+"""
+
+
+def check(tmp_path: Path, text: str, **env: str) -> list[Finding]:
+    path = tmp_path / "hoopy.toml"
+    path.write_text(text)
+    return lint(path, environ=env).findings
+
+
+def one(findings: list[Finding], severity: str = "error") -> Finding:
+    matching = [f for f in findings if f.severity == severity]
+    assert len(matching) == 1, [str(f) for f in findings]
+    return matching[0]
+
+
+def test_a_clean_config_has_no_findings(tmp_path: Path) -> None:
+    assert check(tmp_path, BASE) == []
+
+
+def test_toml_syntax_errors_give_their_line(tmp_path: Path) -> None:
+    f = one(check(tmp_path, BASE + "\n[roles.x\n"))
+    assert f.line == 10 and "not valid TOML" in f.message
+
+
+def test_unknown_keys_are_all_reported_with_the_key_meant(tmp_path: Path) -> None:
+    text = BASE + 'databse = "app"\n\n[gateway]\nmax_conections = 3\nidle_timout = 5\n'
+    findings = check(tmp_path, text)
+    got = {(f.line, f.key, f.message) for f in findings}
+    assert got == {
+        (9, "targets.app.databse", "unknown key (did you mean 'database'?)"),
+        (12, "gateway.max_conections", "unknown key (did you mean 'max_connections'?)"),
+        (13, "gateway.idle_timout", "unknown key (did you mean 'idle_timeout'?)"),
+    }
+
+
+def test_types_ranges_and_choices(tmp_path: Path) -> None:
+    findings = check(
+        tmp_path,
+        BASE.replace('login = "passthrough"', 'login = "passthru"')
+        + 'port = 70000\n\n[gateway]\nmax_connections = "many"\n',
+    )
+    messages = {(f.line, f.message) for f in findings}
+    # The target's first error stops that target; the gateway table is still read.
+    assert messages == {(9, "must be between 1 and 65535"), (12, "must be an integer, got str")}
+    fixed = check(tmp_path, BASE.replace('login = "passthrough"', 'login = "passthru"'))
+    assert one(fixed).message == (
+        "must be one of passthrough, gateway_users, tokens, got 'passthru' "
+        "(did you mean 'passthrough'?)"
+    )
+
+
+def test_references_to_names_that_do_not_exist(tmp_path: Path) -> None:
+    text = BASE.replace('target = "app"', 'target = "ap"') + (
+        '\n[roles.dev]\ngroups = ["dev"]\ntargets = ["app", "aap"]\n'
+        '\n[targets.other]\nlogin = "passthrough"\nguardrails = ["defualt"]\n'
+    )
+    findings = [f for f in check(tmp_path, text) if f.severity == "error"]
+    assert [(f.line, f.key, f.message) for f in findings] == [
+        (3, "listeners.target", "no target named 'ap' (did you mean 'app'?)"),
+        (12, "roles.dev.targets", "no target named 'aap' (did you mean 'app'?)"),
+        (16, "targets.other.guardrails", "no rule set named 'defualt' (did you mean 'default'?)"),
+    ]
+
+
+def test_a_broken_entry_is_reported_once_not_again_where_it_is_named(tmp_path: Path) -> None:
+    text = BASE.replace('login = "passthrough"', 'login = "nope"') + (
+        '\n[roles.dev]\ngroups = ["dev"]\ntargets = ["app"]\n'
+    )
+    f = one(check(tmp_path, text))
+    assert f.key == "targets.app.login"
+
+
+def test_regular_expressions_must_compile(tmp_path: Path) -> None:
+    text = BASE + (
+        'guardrails = ["mine"]\n\n[guardrails.mine]\n'
+        '[[guardrails.mine.rules]]\nname = "ok"\naction = "deny"\nkinds = ["delete"]\n'
+        '[[guardrails.mine.rules]]\nname = "bad"\naction = "deny"\npattern = "(unclosed"\n'
+    )
+    f = one(check(tmp_path, text))
+    assert f.line == 19 and f.key == "guardrails.mine.rules.pattern"
+    assert "regular expression" in f.message
+
+
+def test_every_broken_rule_of_a_set_is_reported(tmp_path: Path) -> None:
+    text = BASE + (
+        'guardrails = ["mine"]\n\n[guardrails.mine]\nrules = [\n'
+        '  { name = "a", kinds = ["nope"], action = "deny" },\n'
+        '  { name = "b", action = "maybe" },\n]\n'
+    )
+    findings = check(tmp_path, text)
+    assert len([f for f in findings if f.severity == "error"]) == 2
+    assert all(f.line == 12 for f in findings)  # inline tables: the line of `rules =`
+
+
+def test_unset_secret_environment_variables_are_warnings(tmp_path: Path) -> None:
+    text = BASE + '\n[users.ci]\npassword_env = "HOOPY_LINT_CI"\ngroups = ["ci"]\n'
+    text += '\n[roles.ci]\ngroups = ["ci"]\ntargets = ["app"]\n'
+    f = one(check(tmp_path, text), "warning")
+    assert f.line == 11 and "HOOPY_LINT_CI is not set" in f.message
+    assert check(tmp_path, text, HOOPY_LINT_CI="x") == []
+
+
+def test_missing_files_and_secret_files_others_can_read(tmp_path: Path) -> None:
+    password = tmp_path / "ci.password"
+    password.write_text("secret")
+    password.chmod(0o644)
+    key = tmp_path / "mask.key"
+    key.write_text("k" * 32)
+    key.chmod(0o600)
+    text = BASE + (
+        'masking = ["pii"]\n\n[masking.pii]\nhmac_key_file = "mask.key"\n'
+        '[[masking.pii.rules]]\nname = "e"\ncolumns = ["*.email"]\nstrategy = "hmac"\n'
+        '\n[issuers.dev]\nissuer = "dev"\naudience = "hoopy"\njwks_file = "nope/jwks.json"\n'
+        '\n[users.ci]\npassword_file = "ci.password"\ngroups = ["ci"]\n'
+        '\n[roles.ci]\ngroups = ["ci"]\ntargets = ["app"]\n'
+    )
+    findings = check(tmp_path, text)
+    assert [(f.severity, f.line, f.key) for f in findings] == [
+        ("warning", 21, "issuers.dev.jwks_file"),
+        ("warning", 24, "users.ci.password_file"),
+    ]
+    assert "does not exist (yet)" in findings[0].message
+    assert findings[1].message == (
+        f"{password} holds a secret and other users can read it (mode 0644): chmod 600 it"
+    )
+    # The loader's own file checks are reported once, as the loader words them.
+    key.chmod(0o644)
+    loose = one(check(tmp_path, text))
+    assert loose.line == 12 and "is open to other users (mode 0644)" in loose.message
+    key.unlink()
+    missing = one(check(tmp_path, text))
+    assert missing.key == "masking.pii.hmac_key_file" and "No such file" in missing.message
+
+
+@pytest.mark.parametrize(
+    ("second", "conflict"),
+    [
+        ('tcp = "127.0.0.1:3307"', True),
+        ('tcp = "0.0.0.0:3307"', True),
+        ('tcp = "127.0.0.1:3308"', False),
+    ],
+)
+def test_listeners_that_would_take_the_same_address(
+    tmp_path: Path, second: str, conflict: bool
+) -> None:
+    text = BASE + f'\n[[listeners]]\nname = "two"\ntarget = "app"\n{second}\n'
+    findings = check(tmp_path, text)
+    if not conflict:
+        assert findings == []
+        return
+    f = one(findings)
+    assert f.line == 13 and "also taken by listener 'app'" in f.message
+    # hoopy serve refuses to start on it, with the same text.
+    result = runner.invoke(app, ["serve", "--config", str(tmp_path / "hoopy.toml")])
+    assert result.exit_code == 2 and str(f) in " ".join(result.stderr.split())
+
+
+def test_rules_that_never_match_or_are_shadowed(tmp_path: Path) -> None:
+    text = BASE + (
+        'guardrails = ["mine"]\n\n[guardrails.mine]\n'
+        '[[guardrails.mine.rules]]\nname = "all-deletes"\naction = "deny"\nkinds = ["delete"]\n'
+        '[[guardrails.mine.rules]]\nname = "big-deletes"\naction = "review"\n'
+        'kinds = ["delete"]\nwhere = "missing"\n'
+        '[[guardrails.mine.rules]]\nname = "select-where"\naction = "deny"\n'
+        'kinds = ["select"]\nwhere = "missing"\n'
+    )
+    findings = [f for f in check(tmp_path, text) if f.severity == "warning"]
+    assert [(f.line, f.message) for f in findings] == [
+        (17, "rule 'big-deletes' is never reached: rule 'all-deletes' before it matches every "
+             "statement it would (the first matching rule of a set decides)"),
+        (25, "rule 'select-where' can never match: where applies to UPDATE and DELETE only, and "
+             "its kinds are select"),
+    ]  # fmt: skip
+
+
+def test_an_allowing_rule_does_not_shadow_a_refusing_one(tmp_path: Path) -> None:
+    # Facts hoopy cannot read meet the refusing rule, not the allowing one.
+    text = BASE + (
+        'guardrails = ["mine"]\n\n[guardrails.mine]\n'
+        '[[guardrails.mine.rules]]\nname = "ok"\naction = "allow"\ntables = ["logs"]\n'
+        '[[guardrails.mine.rules]]\nname = "no"\naction = "deny"\ntables = ["logs"]\n'
+        'kinds = ["delete"]\n'
+    )
+    assert check(tmp_path, text) == []
+
+
+def test_what_nothing_uses_and_what_grants_nothing(tmp_path: Path) -> None:
+    text = BASE + (
+        '\n[targets.spare]\nlogin = "passthrough"\n'
+        '\n[guardrails.unused]\n[[guardrails.unused.rules]]\nname = "x"\naction = "deny"\n'
+        'kinds = ["drop_table"]\n'
+        '\n[masking.unused]\n[[masking.unused.rules]]\nname = "e"\ncolumns = ["*.email"]\n'
+        '\n[roles.empty]\ngroups = ["nobody"]\ntargets = []\n'
+        '\n[users.lonely]\npassword_env = "HOOPY_LINT_LONELY"\ngroups = ["nowhere"]\n'
+    )
+    findings = check(tmp_path, text, HOOPY_LINT_LONELY="x")
+    warnings = {(f.key, f.message) for f in findings if f.severity == "warning"}
+    assert warnings == {
+        ("targets.spare", "no listener serves this target"),
+        ("guardrails.unused", "no target or role uses this rule set (list it in a target's or "
+                              "role's guardrails)"),
+        ("masking.unused", "no target or role uses this masking set: it masks nothing"),
+        ("roles.empty.targets", "the role grants no target"),
+        ("users.lonely.groups", "no role matches this user's groups: the user can log in to "
+                                "nothing"),
+    }  # fmt: skip
+
+
+def test_exit_codes_strict_and_json(tmp_path: Path) -> None:
+    path = tmp_path / "hoopy.toml"
+    path.write_text(BASE)
+    assert runner.invoke(app, ["lint-config", str(path)]).exit_code == 0
+    path.write_text(BASE + '\n[targets.spare]\nlogin = "passthrough"\n')
+    assert runner.invoke(app, ["lint-config", str(path)]).exit_code == 0
+    assert runner.invoke(app, ["lint-config", str(path), "--strict"]).exit_code == 2
+    path.write_text(BASE + "bogus = 1\n")
+    done = runner.invoke(app, ["lint-config", str(path), "--format", "json"])
+    assert done.exit_code == 1
+    report = json.loads(done.stdout)
+    assert report["errors"] == 1 and report["findings"][0] == {
+        "severity": "error",
+        "file": str(path),
+        "line": 9,
+        "key": "targets.app.bogus",
+        "message": report["findings"][0]["message"],
+    }
+    text = runner.invoke(app, ["lint-config", str(path)], env={"COLUMNS": "200"}).stdout
+    assert f"error: {path}:9: targets.app.bogus: unknown key" in text and "1 error" in text
+
+
+def test_serve_reports_every_error_lint_reports(tmp_path: Path) -> None:
+    path = tmp_path / "hoopy.toml"
+    path.write_text(BASE + "bogus = 1\n\n[gateway]\nmax_connections = -1\n")
+    result = runner.invoke(app, ["serve", "--config", str(path)])
+    assert result.exit_code == 2
+    for f in lint(path, environ={}).errors:
+        assert str(f) in " ".join(result.stderr.split())
+
+
+GATEWAY_KEYS = ["max_connections", "handshake_timeout", "idle_timeout", "shutdown_grace",
+                "log_level", "login_delay", "max_pending_logins"]  # fmt: skip
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.sampled_from(GATEWAY_KEYS),
+    st.integers(0, 40),
+    st.sampled_from(["drop", "swap", "double", "upper"]),
+    st.integers(0, 3),
+)
+def test_any_misspelt_key_is_found_on_its_line(
+    tmp_path: Path, key: str, at: int, edit: str, blank_lines: int
+) -> None:
+    at %= len(key) - 1
+    if edit == "drop":
+        wrong = key[:at] + key[at + 1 :]
+    elif edit == "swap":
+        wrong = key[:at] + key[at + 1] + key[at] + key[at + 2 :]
+    elif edit == "double":
+        wrong = key[:at] + key[at] + key[at:]
+    else:
+        wrong = key.upper()
+    if wrong == key:
+        return
+    text = BASE + "\n" * blank_lines + f"\n[gateway]\n{wrong} = 1\n"
+    findings = check(tmp_path, text)
+    f = one(findings)
+    assert f.line == 11 + blank_lines and f.key == f"gateway.{wrong}"
+    assert f.message.startswith("unknown key")
+    if edit != "upper":
+        assert "did you mean" in f.message
+
+
+EXAMPLE_ENV = {
+    "HOOPY_APP_DB_PASSWORD": "x",
+    "HOOPY_AGENTS_DB_PASSWORD": "x",
+    "HOOPY_CI_PASSWORD": "x",
+    "HOOPY_MASK_KEY": "k" * 32,
+    "HOOPY_DB_PASSWORD": "x",
+    "HOOPY_STAGING_DB_PASSWORD": "x",
+}
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in (REPO / "examples").glob("*.toml")))
+def test_the_examples_lint_clean(tmp_path: Path, example: str) -> None:
+    """With the secrets their comments say to set, and ``hoopy token init`` run."""
+    from hoopy.identity.dev_tokens import create_signing_key
+
+    copy = tmp_path / example
+    copy.write_text((REPO / "examples" / example).read_text())
+    create_signing_key(tmp_path / ".hoopy")
+    report = lint(copy, environ={**os.environ, **EXAMPLE_ENV})
+    assert report.findings == [], [str(f) for f in report.findings]
