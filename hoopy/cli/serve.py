@@ -37,10 +37,9 @@ def serve(
 
     from hoopy.approvals.store import StoreError
     from hoopy.audit.writer import AuditUnavailable
+    from hoopy.config.lint import serve_errors
     from hoopy.config.model import SecretUnavailable
     from hoopy.gateway.server import GatewayServer, run_gateway
-
-    from hoopy.config.lint import serve_errors
 
     try:
         cfg = load_config(config)
