@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from hoopy import __version__
@@ -89,3 +90,70 @@ def test_config_errors_are_printed_as_text_not_markup(tmp_path: Path) -> None:
     result = runner.invoke(app, ["serve", "--config", str(config)])
     assert result.exit_code == 2
     assert "at least one [[listeners]] entry is required" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        [],
+        ["--login", "gateway_users"],
+        ["--login", "passthrough", "--no-masking"],
+        ["--login", "tokens", "--issuer", "github", "--github-owner", "acme",
+         "--listen", "0.0.0.0:3307"],
+    ],
+)  # fmt: skip
+def test_init_writes_a_commented_config_that_lints_clean(tmp_path: Path, flags: list[str]) -> None:
+    from hoopy.config.lint import lint
+    from hoopy.identity.dev_tokens import create_signing_key
+
+    path = tmp_path / "hoopy.toml"
+    result = runner.invoke(app, ["init", "-o", str(path), "--yes", *flags])
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.stdout and f"hoopy serve --config {path}" in result.stdout
+    assert path.stat().st_mode & 0o777 == 0o600
+    text = path.read_text()
+    assert text.startswith("# hoopy config, written by `hoopy init`")
+    assert "# the database hoopy stands in front of" in text
+    create_signing_key(tmp_path / ".hoopy")
+    report = lint(path, environ={"HOOPY_DB_PASSWORD": "x"})
+    assert report.findings == [], [str(f) for f in report.findings]
+    assert report.config is not None and "app" in report.config.targets
+
+
+def test_init_asks_what_no_flag_says_and_never_overwrites(tmp_path: Path) -> None:
+    path = tmp_path / "hoopy.toml"
+    answers = "tokens\ndev\ndb.internal\n3306\nshop\nhoopy_shop\n127.0.0.1:4000\n"
+    result = runner.invoke(app, ["init", "-o", str(path)], input=answers)
+    assert result.exit_code == 0, result.output
+    config = load_config(path, read_secrets=False)
+    target = config.targets["app"]
+    assert (target.host, target.database, target.user) == ("db.internal", "shop", "hoopy_shop")
+    assert config.listeners[0].tcp == ("127.0.0.1", 4000)
+    before = path.read_text()
+    again = runner.invoke(app, ["init", "-o", str(path), "--yes"])
+    assert again.exit_code == 2 and "exists; pass --force" in again.stderr
+    assert path.read_text() == before
+    assert runner.invoke(app, ["init", "-o", str(path), "--yes", "--force"]).exit_code == 0
+    assert path.read_text() != before
+
+
+def test_timeline_lines_of_long_statements_are_cut_saying_how_long() -> None:
+    from hoopy.cli.common import TIMELINE_STATEMENT_CHARS, describe_statement
+
+    sql = "INSERT INTO t VALUES " + ", ".join(f"({i}, 'row {i}')" for i in range(1024))
+    line = describe_statement({"command": "COM_QUERY", "sql": sql}, width=0,
+                              shorten=TIMELINE_STATEMENT_CHARS)  # fmt: skip
+    assert len(line) < TIMELINE_STATEMENT_CHARS + 80
+    assert line.endswith(f"… [{len('QUERY: ' + sql):,} characters; --json shows it whole]")
+    short = describe_statement({"command": "COM_QUERY", "sql": "SELECT 1"}, width=0,
+                               shorten=TIMELINE_STATEMENT_CHARS)  # fmt: skip
+    assert short == "QUERY: SELECT 1"
+
+
+def test_init_answers_that_break_the_config_leave_nothing_behind(tmp_path: Path) -> None:
+    path = tmp_path / "hoopy.toml"
+    result = runner.invoke(app, ["init", "-o", str(path), "--yes", "--listen", "nowhere"])
+    assert result.exit_code == 2
+    assert f"{path}:" in result.stderr and "listeners.tcp" in result.stderr
+    assert "nothing was written" in result.stderr
+    assert list(tmp_path.iterdir()) == []
