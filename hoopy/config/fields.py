@@ -363,3 +363,24 @@ def role_set_names(
         return out
     names_for_all = set_names(ctx, table, keys, key, sets, what)
     return {t: names_for_all for t in targets}
+
+
+def test_cases(
+    ctx: Ctx,
+    table: dict[str, Any],
+    keys: tuple[str | int, ...],
+    fields: dict[str, type],
+    required: frozenset[str],
+) -> list[dict[str, Any]]:
+    """A rule's ``tests``: a list of tables with these fields (``hoopy lint-config`` runs
+    them; the gateway only checks their shape)."""
+    cases: list[dict[str, Any]] = get_value(ctx, table, keys, "tests", list, [])
+    for j, case in enumerate(cases):
+        ck: tuple[str | int, ...] = (*keys, "tests", j)
+        if not isinstance(case, dict):
+            shown = ", ".join(f"{f} = ..." for f in sorted(required))
+            raise ctx.error(ck, f"each test is a table: {{ {shown} }}")
+        check_keys(ctx, case, ck, set(fields))
+        for name, kind in fields.items():
+            get_value(ctx, case, ck, name, kind, ... if name in required else None)
+    return cases

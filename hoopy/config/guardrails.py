@@ -17,7 +17,15 @@ from typing import Any
 from hoopy.approvals.policy import ApprovalPolicy
 from hoopy.config import fields
 from hoopy.config.approvals import POLICY_KEYS, approval_policy
-from hoopy.config.fields import Ctx, check_keys, get_value, name_ok, non_negative, str_list
+from hoopy.config.fields import (
+    Ctx,
+    check_keys,
+    get_value,
+    name_ok,
+    non_negative,
+    str_list,
+    test_cases,
+)
 from hoopy.config.model import Config
 from hoopy.policy.analysis import KINDS
 from hoopy.policy.rules import (
@@ -36,7 +44,7 @@ _DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "policy" / "default_gu
 _SET_KEYS = {"default", "unparsed", "dynamic_sql", "rules", "description"}
 _RULE_KEYS = {
     "name", "action", "message", "kinds", "tables", "where", "limit", "functions",
-    "variables", "into_file", "local", "pattern", "rows_above", "approval",
+    "variables", "into_file", "local", "pattern", "rows_above", "approval", "tests",
 }
 
 
@@ -167,6 +175,13 @@ def _rule(
         rows_above=rows_above,
         approval=approval,
     )
+    test_fields: dict[str, type] = {"sql": str, "verdict": str, "database": str}
+    for j, case in enumerate(test_cases(ctx, r, keys, test_fields, frozenset({"sql", "verdict"}))):
+        if case["verdict"] not in ACTIONS:
+            raise ctx.error(
+                (*keys, "tests", j, "verdict"),
+                f"must be one of {', '.join(ACTIONS)}, got {case['verdict']!r}",
+            )
     conditions = (rule.kinds, rule.tables, rule.functions, rule.variables, rule.pattern)
     flags = (rule.where, rule.limit, rule.into_file, rule.local, rule.rows_above)
     if not any(conditions) and all(f is None for f in flags):

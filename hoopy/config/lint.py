@@ -185,6 +185,7 @@ def _raw_findings(
 
 def _config_findings(ctx: Ctx, config: Config, data: dict[str, Any]) -> Iterator[Finding]:
     yield from _listener_conflicts(ctx, config)
+    yield from _rule_test_findings(ctx, config, data)
     for name, rule_set in config.guardrails.items():
         if name in (data.get("guardrails") or {}):
             yield from _rule_findings(ctx, rule_set)
@@ -305,3 +306,70 @@ def _covers(a: Rule, b: Rule) -> bool:
         )
         and (a.rows_above is None or (b.rows_above is not None and b.rows_above >= a.rows_above))
     )
+
+
+# --- inline test cases --------------------------------------------------------------------
+
+
+def _rule_test_findings(ctx: Ctx, config: Config, data: dict[str, Any]) -> Iterator[Finding]:
+    """Run the ``tests`` of guardrail and masking rules (checked for shape by the loader)."""
+    from hoopy.policy.analysis import analyse
+    from hoopy.policy.rules import Policy
+
+    for set_name, body in (data.get("guardrails") or {}).items():
+        rule_set = config.guardrails.get(set_name)
+        if rule_set is None or not isinstance(body, dict):
+            continue
+        policy = Policy((rule_set,))
+        for i, r in enumerate(body.get("rules") or []):
+            for j, case in enumerate(r.get("tests") or [] if isinstance(r, dict) else []):
+                sql, want = case["sql"], case["verdict"]
+                verdict = policy.judge(analyse(sql.encode("utf-8")), case.get("database"))
+                if verdict.action.word != want:
+                    yield ctx.finding(
+                        ("guardrails", set_name, "rules", i, "tests", j),
+                        f"test failed: {sql!r} must get {want}, got {verdict.action.word} "
+                        f"(by {verdict.rule or 'no rule'})",
+                    )
+    for set_name, body in (data.get("masking") or {}).items():
+        masking_set = config.masking.get(set_name)
+        if masking_set is None or not isinstance(body, dict):
+            continue
+        for i, r in enumerate(body.get("rules") or []):
+            if not isinstance(r, dict) or i >= len(masking_set.rules):
+                continue
+            rule = masking_set.rules[i]
+            for j, case in enumerate(r.get("tests") or []):
+                keys = ("masking", set_name, "rules", i, "tests", j)
+                problem = _masking_case(rule, case)
+                if problem:
+                    yield ctx.finding(keys, f"test failed: {problem}")
+
+
+def _masking_case(rule: Any, case: dict[str, Any]) -> str | None:
+    """What is wrong with one masking test case, or None."""
+    from hoopy.policy.classifiers import classify
+    from hoopy.policy.masking import MaskingError
+    from hoopy.wire.rows import ColumnDefinition
+
+    value: str = case["value"]
+    # A VARCHAR in utf8mb4, the column a test's value is masked as.
+    column = ColumnDefinition(b"def", b"test", b"t", b"t", b"c", b"c", 45, 255, 0xFD, 0, 0)
+    if rule.classifying and classify(value, rule.classifiers) is None:
+        got: str | None = value  # no classifier finds anything: the value passes unmasked
+    else:
+        try:
+            masked = rule.masker.mask_text(column, value.encode("utf-8"))
+        except MaskingError as exc:
+            return f"{value!r} cannot be masked: {exc}"
+        got = None if masked is None else masked.decode("utf-8", "replace")
+    shown = "NULL" if got is None else repr(got)
+    if case.get("unmasked"):
+        return None if got == value else f"{value!r} must pass unmasked, got {shown}"
+    if case.get("null"):
+        return None if got is None else f"{value!r} must become NULL, got {shown}"
+    if "masked" in case:
+        return None if got == case["masked"] else (
+            f"{value!r} must become {case['masked']!r}, got {shown}"
+        )
+    return None if got != value else f"{value!r} must be masked, but it passes unmasked"

@@ -24,7 +24,15 @@ from typing import Any
 
 from hoopy.audit.redact import Detector
 from hoopy.config import fields
-from hoopy.config.fields import Ctx, check_keys, get_value, name_ok, resolve_path, str_list
+from hoopy.config.fields import (
+    Ctx,
+    check_keys,
+    get_value,
+    name_ok,
+    resolve_path,
+    str_list,
+    test_cases,
+)
 from hoopy.config.model import Config, Secret, SecretUnavailable
 from hoopy.policy.classifiers import classifiers_named, pattern_classifier
 from hoopy.policy.masking import (
@@ -42,6 +50,7 @@ from hoopy.policy.masking import (
 _SET_KEYS = {"description", "hmac_key_env", "hmac_key_file", "rules"}
 _RULE_KEYS = {
     "name", "columns", "strategy", "replacement", "keep", "probe", "classifiers", "patterns",
+    "tests",
 }  # fmt: skip
 # An HMAC key shorter than this is guessable offline from the masked values it keys.
 MIN_KEY_BYTES = 16
@@ -134,6 +143,18 @@ def _rule(
         keep=keep,
         key=key if strategy is Strategy.HMAC else None,
     )
+    fields: dict[str, type] = {"value": str, "masked": str, "null": bool, "unmasked": bool}
+    for j, case in enumerate(test_cases(ctx, r, keys, fields, frozenset({"value"}))):
+        if sum(k in case for k in ("masked", "null", "unmasked")) > 1:
+            raise ctx.error(
+                (*keys, "tests", j), "give at most one of masked, null and unmasked"
+            )
+        if "masked" in case and strategy is Strategy.HMAC:
+            raise ctx.error(
+                (*keys, "tests", j, "masked"),
+                "an hmac stand-in depends on the key, which linting does not read: omit "
+                "masked (the test then checks that the value is masked)",
+            )
     probe_word = get_value(ctx, r, keys, "probe", str, Probe.ALLOW.value)
     try:
         probe = Probe(probe_word)

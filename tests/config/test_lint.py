@@ -322,3 +322,115 @@ def test_the_examples_lint_clean(tmp_path: Path, example: str) -> None:
     create_signing_key(tmp_path / ".hoopy")
     report = lint(copy, environ={**os.environ, **EXAMPLE_ENV})
     assert report.findings == [], [str(f) for f in report.findings]
+
+
+RULE_TESTS = BASE + '''guardrails = ["mine"]
+
+[guardrails.mine]
+[[guardrails.mine.rules]]
+name = "no-unbounded-deletes"
+kinds = ["delete"]
+where = "missing"
+action = "deny"
+tests = [
+  { sql = "DELETE FROM orders", verdict = "deny" },
+  { sql = "DELETE FROM orders WHERE id = 7", verdict = "allow" },
+  { sql = "delete /* hi */ from orders", verdict = "deny" },
+]
+'''
+
+
+def test_guardrail_rule_tests_run_and_failures_are_findings(tmp_path: Path) -> None:
+    assert check(tmp_path, RULE_TESTS) == []
+    broken = RULE_TESTS.replace(
+        '{ sql = "DELETE FROM orders WHERE id = 7", verdict = "allow" }',
+        '{ sql = "DELETE FROM orders WHERE id = 7", verdict = "deny" }',
+    )
+    f = one(check(tmp_path, broken))
+    assert f.line == 17 and f.key == "guardrails.mine.rules.tests"
+    assert f.message == (
+        "test failed: 'DELETE FROM orders WHERE id = 7' must get deny, got allow "
+        "(by mine/default)"
+    )
+
+
+_DELETE_WORDS = ["DELETE", "FROM", "orders"]
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(st.sampled_from([" ", "  ", "\t", " /* x */ ", "\n", " -- c\n", " #c\n"]),
+             min_size=2, max_size=2),
+    st.lists(st.booleans(), min_size=3, max_size=3),
+    st.sampled_from(["", ";", " ;", "/*!DELETE FROM orders*/"]),
+)  # fmt: skip
+def test_rule_tests_judge_statements_as_the_gateway_does(
+    tmp_path: Path, gaps: list[str], upper: list[bool], tail: str
+) -> None:
+    """Spacing, comments and case do not change a test's verdict: the cases are judged by
+    the gateway's own analysis."""
+    words = [w.upper() if u else w.lower() for w, u in zip(_DELETE_WORDS, upper, strict=True)]
+    sql = words[0] + gaps[0] + words[1] + gaps[1] + words[2]
+    sql += tail if not tail.startswith("/*!") else ""
+    if tail.startswith("/*!"):
+        sql = tail
+    text = RULE_TESTS.replace('{ sql = "DELETE FROM orders", verdict = "deny" }',
+                              f"{{ sql = {json.dumps(sql)}, verdict = \"deny\" }}")  # fmt: skip
+    assert check(tmp_path, text) == [], sql
+
+
+MASK_TESTS = BASE + '''masking = ["pii"]
+
+[masking.pii]
+[[masking.pii.rules]]
+name = "cards"
+columns = ["*.card"]
+strategy = "keep_last"
+keep = 4
+tests = [{ value = "4111111111111111", masked = "************1111" }]
+
+[[masking.pii.rules]]
+name = "notes"
+columns = ["*.note"]
+strategy = "null"
+tests = [{ value = "anything", null = true }]
+
+[[masking.pii.rules]]
+name = "found"
+classifiers = ["email"]
+strategy = "redact"
+tests = [
+  { value = "write to ada@example.com", masked = "****" },
+  { value = "nothing to see", unmasked = true },
+]
+'''
+
+
+def test_masking_rule_tests_run_and_failures_are_findings(tmp_path: Path) -> None:
+    assert check(tmp_path, MASK_TESTS) == []
+    broken = MASK_TESTS.replace('masked = "************1111"', 'masked = "************2222"')
+    broken = broken.replace('{ value = "nothing to see", unmasked = true }',
+                            '{ value = "mail bob@example.com", unmasked = true }')  # fmt: skip
+    findings = check(tmp_path, broken)
+    assert [(f.line, f.message) for f in findings] == [
+        (17, "test failed: '4111111111111111' must become '************2222', got "
+             "'************1111'"),
+        (29, "test failed: 'mail bob@example.com' must pass unmasked, got '****'"),
+    ]  # fmt: skip
+
+
+def test_rule_tests_that_cannot_be_run_are_config_errors(tmp_path: Path) -> None:
+    bad_verdict = RULE_TESTS.replace('verdict = "allow"', 'verdict = "permit"')
+    f = one(check(tmp_path, bad_verdict))
+    assert f.key == "guardrails.mine.rules.tests.verdict" and "permit" in f.message
+    not_a_table = RULE_TESTS.replace('{ sql = "DELETE FROM orders", verdict = "deny" },', '"x",')
+    assert "each test is a table" in one(check(tmp_path, not_a_table)).message
+    hmac = BASE + (
+        'masking = ["pii"]\n\n[masking.pii]\nhmac_key_env = "K"\n[[masking.pii.rules]]\n'
+        'name = "e"\ncolumns = ["*.email"]\nstrategy = "hmac"\n'
+        'tests = [{ value = "a@b.c", masked = "h:0123456789abcdef" }]\n'
+    )
+    f = one(check(tmp_path, hmac, K="k" * 32))
+    assert f.key == "masking.pii.rules.tests.masked" and "depends on the key" in f.message
+    fine = hmac.replace(', masked = "h:0123456789abcdef"', "")
+    assert check(tmp_path, fine, K="k" * 32) == []
