@@ -8,7 +8,7 @@ import typer
 from typer.core import TyperOption
 
 from hoopy import __version__
-from hoopy.cli import approvals, audit, init, lint, replay, serve, token
+from hoopy.cli import approvals, audit, demo, init, lint, replay, serve, token
 
 _display_type = TyperOption.display_type_rich
 
@@ -50,7 +50,7 @@ def _root(
     """A MySQL gateway for autonomous agents."""
 
 
-for module in (init, serve, lint, token, audit, replay, approvals):
+for module in (demo, init, serve, lint, token, audit, replay, approvals):
     module.register(app)
 
 
