@@ -157,3 +157,12 @@ def test_init_answers_that_break_the_config_leave_nothing_behind(tmp_path: Path)
     assert f"{path}:" in result.stderr and "listeners.tcp" in result.stderr
     assert "nothing was written" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_without_mariadb_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    import hoopy.demo
+
+    monkeypatch.setattr(hoopy.demo, "_SBIN_DIRS", ())
+    result = runner.invoke(app, ["demo", "--port", "0"], env={"PATH": "/nonexistent"})
+    assert result.exit_code == 2
+    assert "apt-get install mariadb-server mariadb-client" in " ".join(result.stderr.split())

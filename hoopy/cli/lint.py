@@ -24,15 +24,25 @@ def lint_config(
     strict: Annotated[
         bool, typer.Option("--strict", help="Exit 2 when there are warnings (and no errors).")
     ] = False,
+    online: Annotated[
+        bool,
+        typer.Option(
+            "--online",
+            help="Also connect to each target with hoopy's account: the credential works, TLS "
+            "verifies, masked columns exist.",
+        ),
+    ] = False,
 ) -> None:
     """Check a config: every error and warning, each with file:line, key and how to fix it.
 
     Exit status: 0 clean, 1 errors, 2 warnings only (with --strict)."""
-    from hoopy.config.lint import lint
+    from hoopy.config.lint import lint, online_findings
 
     if output not in ("rich", "json"):
         raise typer.BadParameter("--format is rich or json")
     report = lint(file)
+    if online and not report.errors:
+        report.findings.extend(online_findings(report))
     if output == "json":
         print(json.dumps(report.to_json(), indent=1))
     else:

@@ -373,3 +373,94 @@ def _masking_case(rule: Any, case: dict[str, Any]) -> str | None:
             f"{value!r} must become {case['masked']!r}, got {shown}"
         )
     return None if got != value else f"{value!r} must be masked, but it passes unmasked"
+
+
+# --- online: against the targets ----------------------------------------------------------
+
+ONLINE_TIMEOUT = 10.0
+_COLUMNS_QUERY = (
+    b"\x03SELECT LOWER(TABLE_SCHEMA), LOWER(TABLE_NAME), LOWER(COLUMN_NAME) "
+    b"FROM information_schema.COLUMNS "
+    b"WHERE TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys')"
+)
+
+
+def online_findings(report: LintReport) -> list[Finding]:
+    """Connect to each target with hoopy's account: the credential works, TLS verifies as
+    configured, and every masking rule's column pattern names a column that exists there."""
+    import trio
+
+    config = report.config
+    if config is None:
+        return []
+    try:
+        text = config.path.read_text(encoding="utf-8")
+    except OSError:
+        text = ""
+    ctx = Ctx(config.path, text, read_secrets=False)
+    found: list[Finding] = []
+
+    async def check_all() -> None:
+        for name, target in config.targets.items():
+            found.extend(await _check_target(ctx, config, name, target))
+
+    trio.run(check_all)
+    return found
+
+
+async def _check_target(ctx: Ctx, config: Config, name: str, target: Any) -> list[Finding]:
+    import trio
+
+    from hoopy.config.model import LoginMode
+    from hoopy.gateway.replay import ReplayConnection
+    from hoopy.gateway.upstream import UpstreamError
+    from hoopy.wire.packets import ProtocolError
+    from hoopy.wire.resultset import decode_text_result
+
+    keys: tuple[str | int, ...] = ("targets", name)
+    if target.login is LoginMode.PASSTHROUGH:
+        return [ctx.finding(keys, "passthrough: hoopy has no account here, nothing to check "
+                                  "online", "warning")]  # fmt: skip
+    connection = None
+    try:
+        with trio.fail_after(ONLINE_TIMEOUT):
+            connection = await ReplayConnection.open(
+                target, database=None, recorded_capabilities=0, session="-",
+                program=b"hoopy-lint",
+            )  # fmt: skip
+            summary, raw = await connection.request_raw(_COLUMNS_QUERY)
+    except trio.TooSlowError:
+        return [ctx.finding(keys, f"no answer from {target.address()} within "
+                                  f"{ONLINE_TIMEOUT:g}s")]  # fmt: skip
+    except (UpstreamError, OSError) as exc:
+        message = getattr(exc, "message", None) or str(exc)
+        return [ctx.finding(keys, f"cannot log in with hoopy's account: {message}")]
+    finally:
+        if connection is not None:
+            await connection.aclose()
+    if summary.error is not None:
+        return [ctx.finding(keys, f"cannot read information_schema.COLUMNS: "
+                                  f"{summary.error.message}", "warning")]  # fmt: skip
+    try:
+        rows = decode_text_result(raw).rows
+    except ProtocolError as exc:
+        return [ctx.finding(keys, f"unreadable column list: {exc}", "warning")]
+    columns = [tuple((v or b"").decode("utf-8", "replace") for v in row) for row in rows]
+    out = []
+    sets = set(target.masking)
+    sets |= {s for r in config.roles.values() for s in r.masking.get(name, ())}
+    for set_name in sorted(sets):
+        for i, rule in enumerate(config.masking[set_name].rules):
+            if rule.classifying:
+                continue  # classifiers look at values, not names
+            for pattern in rule.columns:
+                if not any(pattern.matches(s, t, c) for s, t, c in columns):
+                    out.append(
+                        ctx.finding(
+                            ("masking", set_name, "rules", i, "columns"),
+                            f"no column of target {name!r} matches {str(pattern)!r} (hoopy's "
+                            "account sees no such column: misspelt, or not granted to it)",
+                            "warning",
+                        )
+                    )
+    return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ from typer.testing import CliRunner
 from hoopy.cli import app
 from hoopy.config.fields import Finding
 from hoopy.config.lint import lint
+from tests.gateway_rig import DB_PASSWORD_ENV, DEFAULT_ENV, TEST_DB, default_config, write_toml
+from tests.rig import MariaDBServer
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -434,3 +437,51 @@ def test_rule_tests_that_cannot_be_run_are_config_errors(tmp_path: Path) -> None
     assert f.key == "masking.pii.rules.tests.masked" and "depends on the key" in f.message
     fine = hmac.replace(', masked = "h:0123456789abcdef"', "")
     assert check(tmp_path, fine, K="k" * 32) == []
+
+
+def test_online_checks_logins_tls_and_masked_columns(tmp_path: Path, mariadb: MariaDBServer) -> None:
+    """--online: against the rig's MariaDB with hoopy's account."""
+    table = "lint_" + secrets.token_hex(3)
+    mariadb.admin_sql(f"CREATE TABLE {TEST_DB}.{table} (id INT, email VARCHAR(80))")
+    try:
+        config = default_config(mariadb, tmp_path)
+        config["targets"]["app"]["masking"] = ["pii"]
+        config["masking"] = {
+            "pii": {
+                "rules": [
+                    {"name": "emails", "columns": [f"{table}.email"]},
+                    {"name": "typo", "columns": [f"{table}.emial"]},
+                ]
+            }
+        }
+        config["targets"]["wrong"] = {**config["targets"]["app"], "password_env": "WRONG_PW"}
+        config["targets"]["wrong"].pop("masking")
+        config["targets"]["strict"] = {
+            **config["targets"]["wrong"], "password_env": DB_PASSWORD_ENV,
+            "tls": "verify-ca", "tls_ca": str(REPO / "tests" / "config" / "test_lint.py"),
+        }  # fmt: skip
+        config["listeners"] += [
+            {"name": "w", "target": "wrong", "tcp": "127.0.0.1:0"},
+            {"name": "s", "target": "strict", "tcp": "127.0.0.1:0"},
+        ]
+        path = tmp_path / "hoopy.toml"
+        write_toml(path, config)
+        env = {**DEFAULT_ENV, "WRONG_PW": "not-the-password"}
+        done = runner.invoke(
+            app, ["lint-config", str(path), "--online", "--format", "json"], env=env
+        )
+        report = json.loads(done.stdout)
+        by_key = {f["key"]: f for f in report["findings"]}
+        assert by_key["masking.pii.rules.columns"]["message"].startswith(
+            f"no column of target 'app' matches '{table}.emial'"
+        )
+        assert "cannot log in with hoopy's account" in by_key["targets.wrong"]["message"]
+        assert "Access denied for user" in by_key["targets.wrong"]["message"]
+        assert by_key["targets.strict"]["severity"] == "error"
+        assert "certificate" in by_key["targets.strict"]["message"]  # the CA file is no CA
+        assert "targets.app" not in by_key  # the working target has nothing to report
+        assert done.exit_code == 1
+        assert not [f for f in report["findings"] if f["key"] == "masking.pii.rules.columns"
+                    and table + ".email'" in f["message"]]  # fmt: skip
+    finally:
+        mariadb.admin_sql(f"DROP TABLE IF EXISTS {TEST_DB}.{table}")
