@@ -114,14 +114,21 @@ def lint(path: Path, *, environ: dict[str, str] | None = None) -> LintReport:
 
 
 def serve_errors(config: Config) -> list[Finding]:
-    """What ``hoopy serve`` refuses to start on beyond what loading checks (the same text as
-    ``lint-config``): listeners that would take the same address."""
+    """What ``hoopy serve`` refuses to start on beyond what loading checks, with the text
+    ``lint-config`` gives it: listeners that would take the same address, rule test cases
+    that fail, files the config names that are missing."""
     try:
         text = config.path.read_text(encoding="utf-8")
-    except OSError:
-        text = ""
+        data = tomllib.loads(text)
+    except (OSError, tomllib.TOMLDecodeError):
+        text, data = "", {}
     ctx = Ctx(config.path, text, read_secrets=False)
-    return list(_listener_conflicts(ctx, config))
+    found = [
+        *_listener_conflicts(ctx, config),
+        *_rule_test_findings(ctx, config, data),
+        *_raw_findings(ctx, data, config.path.parent.resolve(), dict(os.environ)),
+    ]
+    return [f for f in found if f.severity == "error"]
 
 
 # --- the file as written ------------------------------------------------------------------

@@ -485,3 +485,12 @@ def test_online_checks_logins_tls_and_masked_columns(tmp_path: Path, mariadb: Ma
                     and table + ".email'" in f["message"]]  # fmt: skip
     finally:
         mariadb.admin_sql(f"DROP TABLE IF EXISTS {TEST_DB}.{table}")
+
+
+def test_serve_refuses_a_failing_rule_test_with_lint_s_text(tmp_path: Path) -> None:
+    path = tmp_path / "hoopy.toml"
+    path.write_text(RULE_TESTS.replace('verdict = "allow"', 'verdict = "deny"'))
+    (finding,) = lint(path, environ={}).errors
+    result = runner.invoke(app, ["serve", "--config", str(path)])
+    assert result.exit_code == 2
+    assert str(finding) in " ".join(result.stderr.split())
