@@ -43,6 +43,7 @@ from bench.run import (
     stop_process,
     stream_argv,
     sysbench_argv,
+    thread_cpu,
 )
 from tests.rig import spawn
 
@@ -51,6 +52,8 @@ _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*)\)$")
 # so on a busy 2-core box this leaf also collects time spent woken but waiting for a CPU.
 # Its samples are reported separately and left out when apportioning the /proc CPU time.
 WAIT_LEAF = "EpollIOManager.get_events (trio/_core/_io_epoll.py)"
+# The outermost frame of every thread but the main one.
+OTHER_THREAD = "Thread._bootstrap (threading.py)"
 
 
 def py_spy_binary() -> str:
@@ -108,6 +111,10 @@ def analyse(
     """Self / inclusive / per-file shares of the non-wait samples, in µs per query."""
     waiting = sum(n for frames, n in stacks if frames and frames[-1] == WAIT_LEAF)
     stacks = [(frames, n) for frames, n in stacks if not frames or frames[-1] != WAIT_LEAF]
+    # Other threads (the audit's fsync thread, trio's worker threads) spend their time
+    # blocked in C calls, which py-spy counts as busy: their samples are left out, and their
+    # CPU is reported from /proc instead (``thread_cpu``).
+    stacks = [(frames, n) for frames, n in stacks if OTHER_THREAD not in frames]
     total = sum(n for _, n in stacks) or 1
     self_counts: collections.Counter[str] = collections.Counter()
     incl_counts: collections.Counter[str] = collections.Counter()
@@ -272,6 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         spinner = None if not spin else start_spinner(args.seconds + 120)
         try:
             cpu0 = cpu_split(ep.pid)
+            threads0 = thread_cpu(ep.pid)
             bench = subprocess.Popen(
                 load_argv(ep, args),
                 stdout=subprocess.PIPE,
@@ -301,6 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             out, _ = bench.communicate(timeout=args.seconds + 120)
             cpu1 = cpu_split(ep.pid)
+            threads1 = thread_cpu(ep.pid)
             _, spy_err = spy.communicate(timeout=60)
         finally:
             if spinner is not None:
@@ -324,16 +333,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     us_per_query = (sum(cpu1) - sum(cpu0)) * 1e6 / queries
     sys_share = (cpu1[1] - cpu0[1]) / max(sum(cpu1) - sum(cpu0), 1e-9)
-    result = analyse(parse_collapsed(raw_path.read_text()), us_per_query, args.top)
+    main_us = (threads1["main"] - threads0["main"]) * 1e6 / queries
+    result = analyse(parse_collapsed(raw_path.read_text()), main_us, args.top)
     header = (
         f"{args.target}, {what}, "
         f"{us_per_query:.1f} {unit} (from /proc; {sys_share:.0%} of it in the kernel), "
         f"{result['samples']} non-idle samples at {args.rate} Hz plus "
         f"{result['epoll_wait_samples']} in epoll_wait (left out)"
     )
+    per_thread = {name: (threads1[name] - threads0[name]) * 1e6 / queries for name in threads1}
+    thread_rows = "\n".join(
+        f"| {name} | {us:.1f} |"
+        for name, us in sorted(per_thread.items(), key=lambda kv: -kv[1])
+        if us >= 0.05
+    )
     report = "\n\n".join(
         [
             header,
+            f"CPU by thread, from /proc ({unit}); the tables below share out the main "
+            "thread's (py-spy counts a thread blocked in a C call as busy, so the other "
+            "threads' samples are left out):\n\n"
+            "| thread | µs |\n|---|---:|\n" + thread_rows,
             _table("by file (self time)", result["by_file"]),
             _table("function (self time)", result["self"]),
             _table("function (inclusive)", result["inclusive"]),

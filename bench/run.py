@@ -112,6 +112,22 @@ def cpu_split(pid: int) -> tuple[float, float]:
     return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # fields 14, 15 of proc(5)
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds (utime + stime) of a process's main thread (``main``: hoopy's event loop)
+    and of all its other threads together (``other``: the audit's fsync thread, trio's
+    worker threads)."""
+    out = {"main": 0.0, "other": 0.0}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue  # the thread ended
+        fields = stat.rpartition(")")[2].split()
+        which = "main" if task.name == str(pid) else "other"
+        out[which] += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all its threads), in seconds."""
     return sum(cpu_split(pid))
