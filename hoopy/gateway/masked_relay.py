@@ -37,6 +37,7 @@ from hoopy.policy.masking import (
     MaskingPolicy,
     MaskingRefusal,
     RowRewriter,
+    result_lineage,
 )
 from hoopy.wire import errors
 from hoopy.wire._rowmask import MORE, mask_rows
@@ -195,13 +196,7 @@ class _Relay:
         self.diagnostics = False
 
     def _lineage(self) -> StatementLineage | None:
-        for earlier in self.lineages[: self.result]:
-            if earlier.calls or earlier.opaque:
-                return None
-        if self.result < len(self.lineages):
-            lin = self.lineages[self.result]
-            return None if lin.calls or lin.opaque or lin.unknown else lin
-        return None
+        return result_lineage(self.lineages, self.result)
 
     def _begin_result(self, plan: MaskingPlan | None = None) -> None:
         """A result starts: note whether its statement reads masked columns (its error

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hoopy.policy.lineage import StatementLineage
-from hoopy.policy.masking import MaskingError, MaskingPlan, MaskingPolicy
+from hoopy.policy.masking import MaskingError, MaskingPlan, MaskingPolicy, result_lineage
 from hoopy.wire import errors
 from hoopy.wire.handshake import CLIENT_DEPRECATE_EOF
 from hoopy.wire.messages import (
@@ -66,17 +66,6 @@ def _packets(raw: bytes) -> list[Packet]:
     if buffer.buffered:
         raise ProtocolError("the response ends inside a packet")
     return out
-
-
-def _lineage(lineages: Sequence[StatementLineage], result: int) -> StatementLineage | None:
-    """The lineage of the ``result``-th result, as the masking relay picks it."""
-    for earlier in lineages[:result]:
-        if earlier.calls or earlier.opaque:
-            return None
-    if result < len(lineages):
-        lin = lineages[result]
-        return None if lin.calls or lin.opaque or lin.unknown else lin
-    return None
 
 
 class _Walk:
@@ -174,7 +163,7 @@ def remask(
             plan = policy.plan(
                 [p.payload for p in definitions],
                 extended_metadata=False,
-                lineage=_lineage(lineages, result),
+                lineage=result_lineage(lineages, result),
                 database=database,
             )
             cursor = walk.deprecate_eof and walk.i >= len(packets)

@@ -696,6 +696,21 @@ def _mask_binary(masker: Masker, column: ColumnDefinition, cell: bytes) -> bytes
     return None if masked is None else lenenc_str(masked)
 
 
+def result_lineage(
+    lineages: Sequence[StatementLineage], result: int
+) -> StatementLineage | None:
+    """What feeds the ``result``-th result of a command whose statements have ``lineages``
+    (results line up with statements, one each, until a CALL or something opaque, after
+    which nothing is known); None when it cannot be traced."""
+    for earlier in lineages[:result]:
+        if earlier.calls or earlier.opaque:
+            return None
+    if result < len(lineages):
+        lin = lineages[result]
+        return None if lin.calls or lin.opaque or lin.unknown else lin
+    return None
+
+
 # character_set_results values that are not ASCII-compatible, and the words that set them.
 _WIDE_CHARSETS = (b"ucs2", b"utf16", b"utf32")
 _CHARSET_WORDS = (b"names", b"character_set_results", b"charset", b"character set")

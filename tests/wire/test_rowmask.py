@@ -10,9 +10,6 @@ with mypyc and as plain Python. ``Masker.text_function`` must return (or raise) 
 from __future__ import annotations
 
 import hmac
-import importlib.util
-import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -57,22 +54,17 @@ from hoopy.wire.rows import (
     encode_column_definition,
     encode_text_row,
 )
+from tests.wire.builds import build_is_current, compiled, pure
 
 SOURCE = Path(__file__).resolve().parents[2] / "hoopy" / "wire" / "_rowmask.py"
-COMPILED = not str(loaded.__file__).endswith(".py")
+COMPILED = compiled(loaded)
 KEY = b"k" * 32
 EOF_PACKET = b"\xfe\x00\x00\x02\x00"
 
 
-def _pure() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("_rowmask_pure", SOURCE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
-PURE = _pure()
+PURE = pure(SOURCE, "_rowmask_pure")
 
 # --- columns, values, plans ---------------------------------------------------------------
 
@@ -391,8 +383,5 @@ def test_the_keyed_hash_is_hmac_sha256(key: bytes, value: bytes) -> None:
 
 @pytest.mark.skipif(not COMPILED, reason="no compiled build in this checkout")
 def test_compiled_build_is_current() -> None:
-    script = Path(__file__).resolve().parents[2] / "scripts" / "build_accelerators.py"
-    result = subprocess.run(
-        [sys.executable, str(script), "--check"], capture_output=True, text=True
-    )
+    result = build_is_current()
     assert result.returncode == 0, result.stdout

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import subprocess
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from hypothesis import given
@@ -14,20 +10,15 @@ from hypothesis import strategies as st
 
 import hoopy.wire._rowscan as loaded
 from hoopy.wire.packets import frame
+from tests.wire.builds import build_is_current, compiled, pure
 
 SOURCE = Path(__file__).resolve().parents[2] / "hoopy" / "wire" / "_rowscan.py"
 
 
-def _pure() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("_rowscan_pure", SOURCE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
-PURE = _pure()
-COMPILED = not str(loaded.__file__).endswith(".py")
+PURE = pure(SOURCE, "_rowscan_pure")
+COMPILED = compiled(loaded)
 
 
 def packets(payloads: list[bytes]) -> bytes:
@@ -66,8 +57,5 @@ def test_stops_at_terminators_and_counts_cut_rows() -> None:
 
 @pytest.mark.skipif(not COMPILED, reason="no compiled build in this checkout")
 def test_compiled_build_is_current() -> None:
-    script = Path(__file__).resolve().parents[2] / "scripts" / "build_accelerators.py"
-    result = subprocess.run(
-        [sys.executable, str(script), "--check"], capture_output=True, text=True
-    )
+    result = build_is_current()
     assert result.returncode == 0, result.stdout
