@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import datetime
 import json
 import re
@@ -36,6 +37,7 @@ from typing import Any
 from bench.run import (
     RESULTS_DIR,
     Endpoint,
+    Stack,
     bench_stack,
     cpu_split,
     parse_sysbench,
@@ -179,9 +181,19 @@ def load_argv(ep: Endpoint, args: argparse.Namespace) -> list[str]:
     )
 
 
+def _stack(args: argparse.Namespace) -> contextlib.AbstractContextManager[Stack]:
+    return bench_stack(
+        tables=args.tables,
+        table_size=args.table_size,
+        audit=None if args.audit == "off" else args.audit,
+        guardrails=[g for g in args.guardrails.split(",") if g],
+        bare=args.target == "bare",
+    )
+
+
 def count_syscalls(args: argparse.Namespace) -> int:
     """strace -c -f on the proxy while sysbench runs exactly N point selects."""
-    with bench_stack(tables=args.tables, table_size=args.table_size, audit=args.audit) as stack:
+    with _stack(args) as stack:
         ep = stack.endpoints[args.target]
         assert ep.pid is not None
         argv = sysbench_argv(
@@ -226,7 +238,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--target", choices=("hoopy", "relay"), default="hoopy")
+    p.add_argument(
+        "--target",
+        choices=("hoopy", "bare", "relay"),
+        default="hoopy",
+        help="hoopy as configured by --audit/--guardrails, hoopy with neither, or the relay",
+    )
     p.add_argument(
         "--workload",
         choices=("point_select", "stream"),
@@ -234,7 +251,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="sysbench oltp_point_select, or the mariadb CLI streaming --stream-rows rows",
     )
     p.add_argument("--stream-rows", type=int, default=1_000_000)
-    p.add_argument("--audit", choices=("os", "strict"), default=None, help="hoopy's audit on")
+    p.add_argument(
+        "--audit",
+        choices=("off", "os", "strict"),
+        default="os",
+        help="hoopy's audit durability, or off (default: os, hoopy's default)",
+    )
+    p.add_argument(
+        "--guardrails",
+        default="default",
+        help="comma-separated rule sets on hoopy's target, '' for none (default: default)",
+    )
     p.add_argument("--ps-mode", choices=("disable", "auto"), default="disable")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seconds", type=int, default=20)
@@ -262,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     args.results_dir.mkdir(parents=True, exist_ok=True)
     raw_path = args.results_dir / f"profile-{stamp}-{args.target}-{args.workload}.collapsed"
-    with bench_stack(tables=args.tables, table_size=args.table_size, audit=args.audit) as stack:
+    with _stack(args) as stack:
         ep = stack.endpoints[args.target]
         assert ep.pid is not None
         warm = sysbench_argv(

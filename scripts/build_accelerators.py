@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MODULES = ["hoopy/wire/_rowscan.py", "hoopy/wire/_rowmask.py"]
+MODULES = ["hoopy/wire/_rowscan.py", "hoopy/wire/_rowmask.py", "hoopy/audit/_canon.py"]
 
 
 def source_hash(path: Path) -> str:

@@ -141,15 +141,21 @@ class FileIndex:
     bound: bytes | None = field(default=None, compare=False)
     distrusted: bool = field(default=False, compare=False)
 
-    def add(self, offset: int, length: int, record: Mapping[str, Any]) -> None:
-        """Account for the record whose line starts at ``offset`` and is ``length`` bytes."""
-        self.size = max(self.size, offset + length)
+    def add(
+        self, offset: int, length: int, record: Mapping[str, Any], ts: str | None = None
+    ) -> None:
+        """Account for the record whose line starts at ``offset`` and is ``length`` bytes
+        (``ts``: its time, when the record itself does not carry it)."""
+        end = offset + length
+        if end > self.size:
+            self.size = end
         session = record.get("session")
         if not isinstance(session, str):
             return  # file_start
         span = self.sessions.get(session)
-        ts = record.get("ts")
-        ts = ts if isinstance(ts, str) else ""
+        if ts is None:
+            found = record.get("ts")
+            ts = found if isinstance(found, str) else ""
         if span is None:
             span = self.sessions[session] = SessionSpan(session, offset, offset, first_ts=ts)
         span.last = offset
@@ -164,9 +170,9 @@ class FileIndex:
             if record.get("error") is not None:
                 span.errors += 1
         elif kind == "session_start":
-            span.start = start_summary(record)
+            span.start = start_summary(record if "ts" in record else {**record, "ts": ts})
         elif kind == "session_end":
-            span.end = end_summary(record)
+            span.end = end_summary(record if "ts" in record else {**record, "ts": ts})
 
     def scan(self, path: Path) -> None:
         """Extend the index over the file's bytes past ``size`` (skipping non-records), and
@@ -451,9 +457,12 @@ class IndexKeeper:
         self.current = None
         self.path = None
 
-    def note(self, offset: int, length: int, record: Mapping[str, Any]) -> None:
+    def note(
+        self, offset: int, length: int, record: Mapping[str, Any], ts: str | None = None
+    ) -> None:
+        """``ts``: the record's time when the writer added it (the record has none)."""
         if self.current is not None:
-            self.current.add(offset, length, record)
+            self.current.add(offset, length, record, ts)
 
     def save(self, data: bytes) -> None:
         """Save ``data`` (a bound dump of the current file's index) as its sidecar. Errors

@@ -24,7 +24,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-SCHEMA_VERSION = 1
+from hoopy.audit import _canon
+
+SCHEMA_VERSION = _canon.SCHEMA_VERSION
 GENESIS = ""  # the ``prev`` of the first record ever written to an audit directory
 CHAIN_FIELDS = ("hash", "sig")
 _SET_BY_CHAIN = frozenset(("v", "prev", *CHAIN_FIELDS))
@@ -89,11 +91,21 @@ class AuditChain:
         self.last_hash = last_hash
         self._key = key
 
-    def line(self, record: Mapping[str, Any]) -> bytes:
-        """The complete line (with its newline) for ``record``; advances the chain."""
+    def line(self, record: Mapping[str, Any], ts: str | None = None) -> bytes:
+        """The complete line (with its newline) for ``record``, with ``ts`` added when given
+        and the record has none; advances the chain."""
         if not _SET_BY_CHAIN.isdisjoint(record):
             raise ValueError("v, prev, hash and sig are set by the chain")
-        body = canonical_json({**record, "v": SCHEMA_VERSION, "prev": self.last_hash})
+        if type(record) is dict:
+            try:
+                line, self.last_hash = _canon.chain_line(record, ts, self.last_hash, self._key)
+                return line
+            except (TypeError, ValueError):
+                pass  # json.dumps below says what (or converts what it can, as it always did)
+        fields = {**record, "v": SCHEMA_VERSION, "prev": self.last_hash}
+        if ts is not None:
+            fields.setdefault("ts", ts)
+        body = canonical_json(fields)
         record_hash = hashlib.sha256(self.last_hash.encode("ascii") + b"\n" + body).hexdigest()
         self.last_hash = record_hash
         # Hex digests need no JSON escaping: format the chain fields directly.

@@ -312,15 +312,16 @@ class AuditWriter:
                 self._write_pending()
                 self._leave_file()
                 self._rotate(previous=self._path)
-            fields = dict(record)
-            fields.setdefault("ts", timestamp(now))
-            line = self._chain.line(fields)
+            ts = record.get("ts")
+            if not isinstance(ts, str):
+                ts = timestamp(now)
+            line = self._chain.line(record, ts)
         except (TypeError, ValueError, RecursionError) as exc:
             raise AuditUnavailable(f"audit record is not serialisable: {exc}") from None
         except OSError as exc:
             self._fail(exc)
         if self.index is not None:
-            self.index.note(self._size + self._pending_bytes, len(line), fields)
+            self.index.note(self._size + self._pending_bytes, len(line), record, ts)
         self._pending.append(line)
         self._pending_bytes += len(line)
         if write_now:

@@ -121,6 +121,7 @@ _LONGEST_TRIGGER = max(len(t) for t in _NESTED_TRIGGERS)
 # MiB against 9 for the nine tests), so longer text gets the substring tests.
 _TRIGGER = re.compile(b"|".join(re.escape(t) for t in _NESTED_TRIGGERS))
 _SHORT = 1024  # where the two cost the same: about 900 bytes
+SHORT = _SHORT
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,6 +411,11 @@ def may_carry_credentials(data: bytes) -> bool:
     """
     # A keyword across a slice boundary, with a backslash in every gap.
     return any(_mentions(piece) for piece in slices(data, _LONGEST_TRIGGER * 2))
+
+
+def mentions_trigger(short: bytes) -> bool:
+    """``may_carry_credentials`` for text of at most ``SHORT`` bytes without a backslash."""
+    return _TRIGGER.search(short.lower()) is not None
 
 
 def _mentions(chunk: bytes) -> bool:

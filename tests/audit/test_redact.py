@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import string
+from unittest import mock
 
 import pytest
 from hypothesis import given
@@ -656,3 +657,32 @@ def test_cutting_nested_sql_rewrites_agrees_with_the_full_text(slack: int) -> No
     assert "Secret-1" not in cut.sql
     assert cut.truncated == (slack < 0)
     assert full.sql.startswith(cut.sql) and len(cut.sql.encode()) <= limit
+
+
+# Short statements built from what decides redaction: quotes, backslashes, digit runs, hex
+# and bit prefixes, credential keywords in any case, comments and executable comments.
+_PIECES = st.sampled_from(
+    [
+        "SELECT ", "c ", "FROM t ", "WHERE id=", "4321", "1234567890123", "4111111111111111",
+        "'", '"', "\\", "0x41", "0b1", "X'41'", "PassWord", "IDENTIFIED BY ", "aes_encrypt(",
+        "/*!", "*/", "-- ", "\n", "#", "é", "ENCODE(", "x@example.com", " ", ",",
+    ]
+)
+
+
+@given(
+    sql=st.lists(_PIECES, max_size=14).map("".join),
+    limit=st.none() | st.integers(min_value=0, max_value=80),
+    literal=st.none() | st.integers(min_value=0, max_value=20),
+)
+def test_the_fast_path_records_what_the_full_path_does(
+    sql: str, limit: int | None, literal: int | None
+) -> None:
+    """redact_statement's one-scan fast path (most statements) against its full path."""
+    from hoopy.audit import redact
+
+    data = sql.encode("utf-8")
+    fast = redact.redact_statement(data, max_text_bytes=limit, max_literal_bytes=literal)
+    with mock.patch.object(redact, "_PLAIN_MAX", -1):  # every statement: the full path
+        full = redact.redact_statement(data, max_text_bytes=limit, max_literal_bytes=literal)
+    assert fast == full

@@ -1,0 +1,144 @@
+"""hoopy/audit/_canon.py (the audit's canonical JSON and chained lines, compiled with mypyc
+when possible) against what it stands in for: ``json.dumps`` with the canonical settings, and
+the generic chaining in ``records.py``; the compiled build against its source."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hoopy.audit import _canon as loaded
+from hoopy.audit.records import AuditChain, canonical_json, check_record
+from tests.wire.builds import build_is_current, compiled, pure
+
+SOURCE = Path(__file__).resolve().parents[2] / "hoopy" / "audit" / "_canon.py"
+PURE = pure(SOURCE, "_canon_pure")
+COMPILED = compiled(loaded)
+BUILDS = [PURE, loaded] if COMPILED else [PURE]
+
+# Everything JSON can hold, and the odd values records never should but a bug might put in.
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats()  # NaN and the infinities included: both must refuse them
+    | st.text()
+    | st.text(alphabet=st.characters(max_codepoint=0x7F))
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4)
+    | st.tuples(inner, inner)
+    | st.dictionaries(st.text(max_size=8), inner, max_size=5),
+    max_leaves=20,
+)
+odd = st.sampled_from([b"bytes", {1: "int key"}, {None: 1}, {1.5: 2}, object(), {1, 2}])
+
+
+def reference(value: Any) -> str:
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+
+
+def outcome(f: Any, *args: Any) -> tuple[str, Any]:
+    try:
+        return "ok", f(*args)
+    except (TypeError, ValueError) as exc:
+        return "error", type(exc)
+
+
+@pytest.mark.parametrize("module", BUILDS, ids=lambda m: m.__name__)
+@given(value=values)
+@settings(max_examples=400)
+def test_canonical_is_json_dumps(module: Any, value: Any) -> None:
+    assert outcome(module.canonical, value) == outcome(reference, value)
+
+
+@pytest.mark.parametrize("module", BUILDS, ids=lambda m: m.__name__)
+@given(value=st.lists(values, max_size=2).flatmap(lambda vs: st.tuples(st.just(vs), odd)))
+def test_odd_values_refused_or_as_json_dumps(module: Any, value: Any) -> None:
+    got = outcome(module.canonical, value)
+    # Refusing what json.dumps would convert (an int key) is allowed: the caller then uses
+    # json.dumps. Never a different text.
+    assert got[0] == "error" or got == outcome(reference, value)
+
+
+@given(value=values)
+@settings(max_examples=300)
+def test_compiled_and_pure_agree(value: Any) -> None:
+    assert outcome(loaded.canonical, value) == outcome(PURE.canonical, value)
+
+
+record_keys = st.sampled_from(
+    ["kind", "session", "seq", "sql", "params", "rule", "verdict", "ts", "digest", "é", "a\"b"]
+)
+records = st.dictionaries(record_keys | st.text(max_size=6), values, max_size=8).filter(
+    lambda r: not {"v", "prev", "hash", "sig"} & set(r)
+)
+
+
+def generic_line(record: dict[str, Any], ts: str | None, prev: str, key: bytes | None) -> bytes:
+    """What AuditChain wrote before _canon: the merged record through json.dumps."""
+    fields = {**record, "v": 1, "prev": prev}
+    if ts is not None:
+        fields.setdefault("ts", ts)
+    body = canonical_json(fields)
+    digest = hashlib.sha256(prev.encode("ascii") + b"\n" + body).hexdigest()
+    tail = b',"hash":"' + digest.encode() + b'"'
+    if key is not None:
+        tail += b',"sig":"' + hmac.new(key, digest.encode(), hashlib.sha256).hexdigest().encode()
+        tail += b'"'
+    return body[:-1] + tail + b"}\n"
+
+
+@pytest.mark.parametrize("module", BUILDS, ids=lambda m: m.__name__)
+@given(
+    record=records,
+    ts=st.none() | st.just("2026-12-03T12:00:00.000001Z"),
+    prev=st.just("") | st.text(alphabet="0123456789abcdef", min_size=64, max_size=64),
+    key=st.none() | st.binary(min_size=1, max_size=40),
+)
+@settings(max_examples=300)
+def test_chain_line_is_the_generic_line(
+    module: Any, record: dict[str, Any], ts: str | None, prev: str, key: bytes | None
+) -> None:
+    got = outcome(module.chain_line, record, ts, prev, key)
+    want = outcome(generic_line, record, ts, prev, key)
+    if got[0] == "ok":
+        assert want[0] == "ok"
+        line, digest = got[1]
+        assert line == want[1]
+        parsed = json.loads(line)
+        assert parsed["hash"] == digest
+        assert check_record(parsed, prev, key) is None  # what verify checks
+
+
+def test_chain_writes_the_same_lines_whichever_path() -> None:
+    """AuditChain.line takes _canon's path for plain dicts and json.dumps for other
+    mappings: both chain on."""
+    chain = AuditChain()
+    first = json.loads(chain.line({"kind": "x", "n": 1}, "t1"))
+    second = json.loads(chain.line(MappingProxyType({"kind": "y", "n": 2}), "t2"))
+    assert first["ts"] == "t1" and second["n"] == 2 and second["ts"] == "t2"
+    assert check_record(first, "") is None
+    assert check_record(second, first["hash"]) is None
+    with pytest.raises(ValueError):
+        chain.line({"kind": "z", "bad": float("nan")})
+    with pytest.raises(TypeError):
+        chain.line({"kind": "z", "bad": b"bytes"})
+    assert chain.last_hash == second["hash"]  # refused records do not advance it
+
+
+def test_compiled_build_is_current() -> None:
+    result = build_is_current()
+    assert result.returncode == 0, result.stdout
