@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from hoopy.audit.lines import audit_files, line_starting_at, parse_line
+from hoopy.audit.lines import audit_files, audit_trails, line_starting_at, parse_line
 
 INDEX_SUFFIX = ".idx"
 INDEX_VERSION = 1
@@ -343,24 +343,34 @@ class AuditIndex:
     files: list[FileIndex]
     sessions: dict[str, SessionSummary]
     distrusted: list[Path] = field(default_factory=list)
+    # Each chain's files (lines.audit_trails: one per gateway worker), in write order.
+    trails: dict[Path, list[FileIndex]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, directory: Path) -> AuditIndex:
         files: list[FileIndex] = []
+        trails: dict[Path, list[FileIndex]] = {}
         sessions: dict[str, SessionSummary] = {}
         distrusted: list[Path] = []
-        paths = audit_files(directory)
-        for number, path in enumerate(paths, start=1):
-            index = file_index(path, save=number < len(paths))
-            files.append(index)
-            if index.distrusted:
-                distrusted.append(path)
-            for span in index.sessions.values():
-                summary = sessions.get(span.session)
-                if summary is None:
-                    summary = sessions[span.session] = SessionSummary(span.session)
-                summary.spans.append((path, span))
-        return cls(directory, files, sessions, distrusted)
+        for trail in audit_trails(directory):
+            paths = audit_files(trail) if trail.is_dir() else []
+            mine = trails[trail] = []
+            for number, path in enumerate(paths, start=1):
+                index = file_index(path, save=number < len(paths))
+                files.append(index)
+                mine.append(index)
+                if index.distrusted:
+                    distrusted.append(path)
+                for span in index.sessions.values():
+                    summary = sessions.get(span.session)
+                    if summary is None:
+                        summary = sessions[span.session] = SessionSummary(span.session)
+                    summary.spans.append((path, span))
+        return cls(directory, files, sessions, distrusted, trails)
+
+    def trail_of(self, summary: SessionSummary) -> Path:
+        """The chain a session was recorded in (a session never moves between workers)."""
+        return summary.spans[0][0].parent if summary.spans else self.directory
 
     def newest_first(self) -> list[SessionSummary]:
         return sorted(self.sessions.values(), key=lambda s: (s.started, s.session), reverse=True)
@@ -425,7 +435,7 @@ def rebuild(directory: Path) -> Iterable[tuple[Path, FileIndex]]:
     index as of the file's last index record that binds it. A file without one (written by
     an older hoopy, or whose index records do not match its records) loses its sidecar:
     readers scan it."""
-    for path in audit_files(directory):
+    for path in (p for trail in audit_trails(directory) for p in audit_files(trail)):
         index = FileIndex(path.name)
         index.scan(path)
         if index.bound is not None:

@@ -18,6 +18,41 @@ AUDIT_FILE_RE = re.compile(r"audit-\d{8}T\d{6}-\d{6,}\.jsonl")
 BACK_BLOCK = 64 * 1024
 
 
+# With ``[gateway] workers = N`` worker K writes its own chain in ``<directory>/worker-K``.
+WORKER_DIR_RE = re.compile(r"worker-([1-9][0-9]*)")
+
+
+def worker_trail(directory: Path, worker: int) -> Path:
+    return directory / f"worker-{worker}"
+
+
+def worker_head(head: Path, worker: int) -> Path:
+    """Worker K's head state beside ``head`` (``audit.head`` -> ``audit.worker-K.head``)."""
+    return head.with_name(f"{head.stem}.worker-{worker}{head.suffix}")
+
+
+def worker_of(trail: Path) -> int | None:
+    """K for a ``worker-K`` trail, None for the directory's own."""
+    match = WORKER_DIR_RE.fullmatch(trail.name)
+    return int(match.group(1)) if match else None
+
+
+def audit_trails(directory: Path) -> list[Path]:
+    """The chains an audit directory holds: its own files (one gateway process), then one
+    ``worker-K`` subdirectory per worker, in worker order. Every reader treats them as one
+    trail: a session lives in exactly one of them."""
+    try:
+        workers = sorted(
+            (p for p in directory.iterdir() if WORKER_DIR_RE.fullmatch(p.name) and p.is_dir()),
+            key=lambda p: int(p.name.split("-")[1]),
+        )
+    except OSError:
+        return [directory]
+    if workers and not audit_files(directory):
+        return workers
+    return [directory, *workers]
+
+
 def audit_files(directory: Path) -> list[Path]:
     """The audit files in ``directory`` in write order (by name); other entries are ignored."""
     return sorted(

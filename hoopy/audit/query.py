@@ -4,6 +4,7 @@ search``). Plain blocking reads; the session index (``index.py``) narrows what i
 from __future__ import annotations
 
 import fnmatch
+import heapq
 import re
 from collections import deque
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hoopy.audit.index import AuditIndex, SessionSummary, session_records
-from hoopy.audit.lines import audit_files, parse_line
+from hoopy.audit.lines import audit_files, audit_trails, parse_line
 from hoopy.audit.timeline import Step
 
 _RELATIVE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
@@ -198,23 +199,39 @@ def _steps(
             for record in session_records(summary):
                 yield from take(record)
     else:
-        for path in _files_in_window(index.directory, since, until):
-            with path.open("rb") as f:
-                for line in f:
-                    if line.endswith(b"\n") and (
-                        b'"kind":"statement"' in line or b'"kind":"outcome"' in line
-                    ):
-                        parsed = parse_line(line[:-1])
-                        if parsed is not None:
-                            yield from take(parsed)
+        # One stream per chain (a gateway worker's), merged by time: each is in time order.
+        streams = [
+            _statement_records(_trail_files_in_window(trail, since, until))
+            for trail in audit_trails(index.directory)
+        ]
+        merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=_ts)
+        for record in merged:
+            yield from take(record)
     while order:
         yield order.popleft()
 
 
-def _files_in_window(directory: Path, since: str | None, until: str | None) -> list[Path]:
-    """Audit files whose time span can overlap [since, until]: file names carry their
-    start time, and a file ends where the next one starts."""
-    files = audit_files(directory)
+def _statement_records(paths: list[Path]) -> Iterator[dict[str, Any]]:
+    for path in paths:
+        with path.open("rb") as f:
+            for line in f:
+                if line.endswith(b"\n") and (
+                    b'"kind":"statement"' in line or b'"kind":"outcome"' in line
+                ):
+                    parsed = parse_line(line[:-1])
+                    if parsed is not None:
+                        yield parsed
+
+
+def _ts(record: dict[str, Any]) -> str:
+    ts = record.get("ts")
+    return ts if isinstance(ts, str) else ""
+
+
+def _trail_files_in_window(trail: Path, since: str | None, until: str | None) -> list[Path]:
+    """One chain's audit files whose time span can overlap [since, until]: file names carry
+    their start time, and a file ends where the next one starts."""
+    files = audit_files(trail)
     keep = []
     for i, path in enumerate(files):
         start = _name_time(path.name)

@@ -64,8 +64,14 @@ from hoopy.audit.index import INDEX_RECORD, FileIndex, index_path, sidecar_diges
 # Re-exported (X as X): callers read audit files through this module too.
 from hoopy.audit.lines import AUDIT_FILE_RE as AUDIT_FILE_RE
 from hoopy.audit.lines import audit_files as audit_files
+from hoopy.audit.lines import (
+    audit_trails,
+    line_starting_at,
+    remnant_declaration,
+    worker_head,
+    worker_of,
+)
 from hoopy.audit.lines import parse_line as parse_line
-from hoopy.audit.lines import remnant_declaration
 from hoopy.audit.records import GENESIS, check_record, encode_record
 
 NOT_JSON = "line is not a JSON record"
@@ -187,8 +193,8 @@ def _file_lines(path: Path) -> Iterator[AuditLine]:
 
 
 def iter_lines(directory: Path) -> Iterator[AuditLine]:
-    """Every line of every audit file, in order, streamed."""
-    for path in audit_files(directory):
+    """Every line of every audit file, chain by chain (each in order), streamed."""
+    for path in (p for trail in audit_trails(directory) for p in audit_files(trail)):
         yield from _file_lines(path)
 
 
@@ -437,3 +443,42 @@ def verify(directory: Path, key: bytes | None = None, head: Path | None = None) 
             skipped.append(remnant)  # the newest file's crash remnant, not yet declared
         trailing = remnant
     return report(None)
+
+
+@dataclass(frozen=True)
+class TrailReport:
+    """``verify`` of one chain of a directory (``lines.audit_trails``): ``trail`` is the
+    directory itself or a worker's ``worker-K`` subdirectory."""
+
+    trail: Path
+    worker: int | None
+    report: VerifyReport
+
+
+def verify_trails(
+    directory: Path, key: bytes | None = None, head: Path | None = None
+) -> tuple[list[TrailReport], list[str]]:
+    """``verify`` every chain in ``directory``: its own, with ``head``, and each worker's,
+    with ``lines.worker_head(head, K)``. Also returns what is missing: a worker trail that a
+    ``file_start`` says exists (``workers`` = N) but the directory does not hold (deleting a
+    worker's whole chain, and its head, would otherwise go unnoticed)."""
+    reports = []
+    declared = 0
+    for trail in audit_trails(directory):
+        worker = worker_of(trail) if trail != directory else None
+        trail_head = head if worker is None or head is None else worker_head(head, worker)
+        reports.append(TrailReport(trail, worker, verify(trail, key, trail_head)))
+        for path in audit_files(trail):
+            first = line_starting_at(path, 0, 64 * 1024)
+            record = parse_line(first) if first is not None else None
+            count = record.get("workers") if record is not None else None
+            if isinstance(count, int) and not isinstance(count, bool):
+                declared = max(declared, count)
+    present = {r.worker for r in reports}
+    missing = [
+        f"worker-{k}: no such trail, but the gateway ran {declared} workers (a file_start "
+        "says so): its records were removed"
+        for k in range(1, declared + 1)
+        if k not in present
+    ]
+    return reports, missing

@@ -118,10 +118,13 @@ class SessionFeed:
     """
 
     def __init__(self, directory: Path, summary: SessionSummary, index: AuditIndex) -> None:
+        # The session's own chain (with several gateway workers, one of the trails).
+        directory = index.trail_of(summary) if summary.spans else directory
         self.directory = directory
         self.summary = summary
         self._initial: Iterator[dict[str, Any]] | None = session_records(summary)
-        newest = index.files[-1] if index.files else None
+        files = index.trails.get(directory, index.files)
+        newest = files[-1] if files else None
         self._file = directory / newest.name if newest is not None else None
         self._offset = newest.size if newest is not None else 0
 

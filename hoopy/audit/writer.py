@@ -118,8 +118,11 @@ class AuditWriter:
         clock: Callable[[], float] = time.time,
         index: IndexKeeper | None = None,
         head: HeadFile | None = None,
+        file_fields: Mapping[str, Any] | None = None,
     ) -> None:
         self.directory = directory
+        # Added to every file_start (a gateway worker's number and how many there are).
+        self.file_fields = dict(file_fields or {})
         self.rotate_bytes = rotate_bytes
         self.rotate_daily = rotate_daily
         self._key = key
@@ -273,6 +276,7 @@ class AuditWriter:
             "previous_file": previous.name if previous is not None else None,
             "host": socket.gethostname(),
             "pid": os.getpid(),
+            **self.file_fields,
         }
         lost = gap is not None and gap.get("kind") == FILE_LOST
         if previous is not None and not lost:

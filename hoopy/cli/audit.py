@@ -258,7 +258,8 @@ def audit_verify(
     """Check the hash chain (and signatures) across all files, the session index, and that
     the trail reaches the gateway's head state; name the first broken record."""
     from hoopy.audit.head import default_head_path
-    from hoopy.audit.reader import verify
+    from hoopy.audit.lines import audit_trails
+    from hoopy.audit.reader import verify, verify_trails
 
     key = None
     if key_env:
@@ -272,12 +273,40 @@ def audit_verify(
     if head is not None and no_head:
         raise typer.BadParameter("--head and --no-head exclude each other")
     head_path = None if no_head else (head or default_head_path(directory.resolve()))
-    report = verify(directory, key, head_path)
+    if audit_trails(directory) == [directory]:
+        report = verify(directory, key, head_path)
+        if as_json:
+            print(json.dumps(verify_json(report)))
+        else:
+            print_verify(report, no_head)
+        if not report.ok:
+            raise typer.Exit(1)
+        return
+    # Several chains: one per gateway worker ([gateway] workers), each checked on its own.
+    trails, missing = verify_trails(directory, key, head_path)
+    ok = not missing and all(t.report.ok for t in trails)
     if as_json:
-        print(json.dumps(verify_json(report)))
+        print(
+            json.dumps(
+                {
+                    "ok": ok,
+                    "records": sum(t.report.records for t in trails),
+                    "files": sum(t.report.files for t in trails),
+                    "missing_trails": missing,
+                    "trails": [
+                        {"trail": t.trail.name, "worker": t.worker, **verify_json(t.report)}
+                        for t in trails
+                    ],
+                }
+            )
+        )
     else:
-        print_verify(report, no_head)
-    if not report.ok:
+        for t in trails:
+            out.print(f"[bold]{escape(t.trail.name)}[/]:", highlight=False)
+            print_verify(t.report, no_head)
+        for problem in missing:
+            err.print(f"[bold red]missing:[/] {escape(problem)}")
+    if not ok:
         raise typer.Exit(1)
 
 

@@ -7,13 +7,13 @@ import logging
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from hoopy.cli.common import err, fail
 from hoopy.config.loader import ConfigError, format_password_hash, load_config
-from hoopy.config.model import LoginMode
+from hoopy.config.model import Config, LoginMode
 
 
 def register(app: typer.Typer) -> None:
@@ -54,37 +54,19 @@ def serve(
         stream=sys.stderr,
     )
 
+    if cfg.gateway.workers > 1:
+        from hoopy.gateway.workers import Supervisor
+
+        try:
+            status = Supervisor(cfg, ready_file, lambda info: _announce(cfg, info)).run()
+        except OSError as exc:
+            fail(f"cannot start: {exc}")
+        if status:
+            fail("cannot start: a worker did not start (its error is above)")
+        return
+
     def announce(server: GatewayServer) -> None:
-        if server.certificate is not None:
-            verb = "generated" if server.certificate.generated else "using"
-            err.print(f"TLS: {verb} self-signed certificate {server.certificate.cert}")
-            err.print(f"     SHA-256 fingerprint {server.certificate.fingerprint()}")
-        for b in server.bound:
-            target = cfg.targets[b.config.target]
-            where = []
-            if b.tcp:
-                where.append(f"{b.tcp[0]}:{b.tcp[1]}")
-            if b.unix_socket:
-                where.append(str(b.unix_socket))
-            err.print(
-                f"listener [bold]{b.config.name}[/] on {' and '.join(where)}"
-                f"{' (TLS offered)' if b.tls_context else ''} -> target [bold]{target.name}[/] "
-                f"at {target.address()} ({target.login.value})",
-                highlight=False,
-            )
-            user = (
-                "YOUR_DB_USER"
-                if target.login is LoginMode.PASSTHROUGH
-                else (next(iter(cfg.users), "USER"))
-            )
-            if b.tcp:
-                parts = ["mariadb", "-h", b.tcp[0], "-P", str(b.tcp[1]), "-u", user, "-p"]
-                if b.tls_context and server.certificate is not None:
-                    parts += ["--ssl-ca", str(server.certificate.cert)]
-            else:
-                parts = ["mariadb", "-S", str(b.unix_socket), "-u", user, "-p"]
-            err.print(f"  connect: {shlex.join(parts)}", soft_wrap=True)
-        err.print("ready. Ctrl-C to stop.")
+        _announce(cfg, server.ready_info())
 
     try:
         trio.run(lambda: run_gateway(cfg, ready_file=ready_file, on_ready=announce))
@@ -94,6 +76,49 @@ def serve(
         fail(f"cannot start: {exc}")
     except KeyboardInterrupt:
         pass
+
+
+def _announce(cfg: Config, info: dict[str, Any]) -> None:
+    """What ``serve`` prints once listening: the certificate, each listener and how to
+    connect (``info``: the ready file's content)."""
+    from hoopy.gateway.tls import ServerCertificate
+
+    if info.get("tls_cert"):
+        cert = Path(info["tls_cert"])
+        verb = "generated" if info.get("tls_cert_generated") else "using"
+        fingerprint = ServerCertificate(cert, cert, False).fingerprint()
+        err.print(f"TLS: {verb} self-signed certificate {cert}")
+        err.print(f"     SHA-256 fingerprint {fingerprint}")
+    for b in info["listeners"]:
+        target = cfg.targets[b["target"]]
+        where = []
+        if b["tcp"]:
+            where.append(f"{b['tcp'][0]}:{b['tcp'][1]}")
+        if b["unix_socket"]:
+            where.append(str(b["unix_socket"]))
+        err.print(
+            f"listener [bold]{b['name']}[/] on {' and '.join(where)}"
+            f"{' (TLS offered)' if b['tls'] else ''} -> target [bold]{target.name}[/] "
+            f"at {target.address()} ({target.login.value})",
+            highlight=False,
+        )
+        user = (
+            "YOUR_DB_USER"
+            if target.login is LoginMode.PASSTHROUGH
+            else (next(iter(cfg.users), "USER"))
+        )
+        if b["tcp"]:
+            parts = ["mariadb", "-h", b["tcp"][0], "-P", str(b["tcp"][1]), "-u", user, "-p"]
+            if b["tls"] and info.get("tls_cert"):
+                parts += ["--ssl-ca", str(info["tls_cert"])]
+        else:
+            parts = ["mariadb", "-S", str(b["unix_socket"]), "-u", user, "-p"]
+        err.print(f"  connect: {shlex.join(parts)}", soft_wrap=True)
+    workers = info.get("workers")
+    if workers:
+        pids = ", ".join(str(w["pid"]) for w in workers)
+        err.print(f"{len(workers)} workers (pids {pids}), each with its own audit chain")
+    err.print("ready. Ctrl-C to stop.")
 
 
 def hash_password(

@@ -6,6 +6,7 @@ worse than refusing to start.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -167,6 +168,7 @@ def build_config(
             "max_pending_logins",
             "max_pending_logins_per_address",
             "on_token_expiry",
+            "workers",
         },
     )
     gk: tuple[str | int, ...] = ("gateway",)
@@ -207,6 +209,7 @@ def build_config(
                 one_of("close", "ignore"),
                 ["close", "ignore"],
             ),
+            workers=_workers(ctx, g, gk),
         )
 
     targets: dict[str, Target] = {}
@@ -458,6 +461,19 @@ def build_config(
                 )
                 ctx.report((*ak, "issuers"), f"no issuer named {name!r}{hint}")
 
+    if gateway.workers > 1 and approvals is not None:
+        # A held statement and its decision live in one process for now: with several
+        # workers approvals are off (review verdicts are refused, saying why) unless the
+        # file asks for them, which is then an error.
+        if "approvals" in data:
+            ctx.report(
+                ("gateway", "workers"),
+                f"workers = {gateway.workers} cannot be used with [approvals]: a held "
+                "statement and its decision live in one gateway process for now (set "
+                "workers = 1, or [approvals] enabled = false)",
+            )
+        approvals = None
+
     ctx.raise_errors()
     return Config(
         audit=audit,
@@ -472,6 +488,31 @@ def build_config(
         approvals=approvals,
         masking=masking_sets,
     )
+
+
+# More would be a typo: each worker is a whole gateway process with its own audit chain.
+MAX_WORKERS = 256
+
+
+def _workers(ctx: Ctx, g: dict[str, Any], gk: tuple[str | int, ...]) -> int:
+    """``[gateway] workers``: a whole number from 1 to MAX_WORKERS, or "auto" (the CPU cores
+    this process may run on)."""
+    value = g.get("workers", 1)
+    if value == "auto":
+        return max(1, min(MAX_WORKERS, available_cores()))
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WORKERS:
+        raise ctx.error(
+            (*gk, "workers"),
+            f'must be a whole number from 1 to {MAX_WORKERS}, or "auto" (got {value!r})',
+        )
+    return value
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def default_upstream_tls(host: str, unix_socket: str | None) -> UpstreamTLS:

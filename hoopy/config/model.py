@@ -168,6 +168,9 @@ class GatewaySettings:
     # When a token expires during a session: "close" lets the running statement finish, then
     # answers the next command with an error and closes; "ignore" keeps the session.
     on_token_expiry: str = "close"
+    # Gateway processes accepting on the same listeners (``"auto"``: one per CPU core), each
+    # with its own audit chain (hoopy/gateway/workers.py). 1: one process, no supervisor.
+    workers: int = 1
 
 
 # 16 KiB keeps typical JSON/text parameters whole without letting a BLOB bloat the log.

@@ -25,7 +25,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ import trio
 
 from hoopy.audit.head import HeadFile, TrailPosition, default_head_path
 from hoopy.audit.index import IndexKeeper
+from hoopy.audit.lines import worker_head, worker_trail
 from hoopy.audit.writer import AuditUnavailable, AuditWriter, file_is_linked
 from hoopy.config.model import AuditSettings
 
@@ -52,9 +53,23 @@ LOST_FILE = "the audit file was deleted or moved while hoopy was writing it"
 
 
 class AuditLog:
-    def __init__(self, settings: AuditSettings, key: bytes | None) -> None:
-        self.settings = settings
+    def __init__(
+        self, settings: AuditSettings, key: bytes | None, worker: tuple[int, int] | None = None
+    ) -> None:
+        """``worker``: (K, N) for worker K of N (``[gateway] workers``): its chain is the
+        directory's ``worker-K`` subdirectory, with its own head state."""
         head = settings.head_file or default_head_path(settings.directory)
+        fields: dict[str, int] = {}
+        if worker is not None:
+            number, count = worker
+            settings = replace(
+                settings,
+                directory=worker_trail(settings.directory, number),
+                head_file=worker_head(head, number),
+            )
+            head = worker_head(head, number)
+            fields = {"worker": number, "workers": count}
+        self.settings = settings
         self.writer = AuditWriter(
             settings.directory,
             rotate_bytes=settings.rotate_bytes,
@@ -62,6 +77,7 @@ class AuditLog:
             key=key,
             index=IndexKeeper(),
             head=HeadFile(head, key),
+            file_fields=fields,
         )
         self.strict = settings.durability == "strict"
         self._written = 0  # records appended

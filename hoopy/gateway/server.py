@@ -56,8 +56,21 @@ class BoundListener:
 
 
 class GatewayServer:
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        worker: tuple[int, int] | None = None,
+        sockets: dict[str, list[socket.socket]] | None = None,
+        lifeline: int | None = None,
+    ) -> None:
+        """``worker``: (K, N) when this is worker K of N (gateway/workers.py), which serves
+        ``sockets`` (its supervisor's listening sockets, by listener name) and ends, as on
+        SIGTERM, when ``lifeline`` (the read end of a pipe the supervisor holds) closes."""
         self.config = config
+        self.worker = worker
+        self._sockets = sockets
+        self._lifeline = lifeline
         self.draining = False
         self.sessions: set[Session] = set()
         self.certificate: ServerCertificate | None = None
@@ -96,6 +109,18 @@ class GatewayServer:
 
     async def _bind(self, listener: Listener) -> BoundListener:
         bound = BoundListener(config=listener, tls_context=self._tls_context_for(listener))
+        if self._sockets is not None:
+            # A worker: the supervisor bound them, and removes the unix socket at the end.
+            for std in self._sockets[listener.name]:
+                bound.trio_listeners.append(
+                    trio.SocketListener(trio.socket.from_stdlib_socket(std))
+                )
+                if std.family == socket.AF_UNIX:
+                    bound.unix_socket = listener.unix_socket
+                elif bound.tcp is None:
+                    name = std.getsockname()
+                    bound.tcp = (name[0], name[1])
+            return bound
         if listener.tcp:
             host, port = listener.tcp
             tcp = await trio.open_tcp_listeners(port, host=host)
@@ -135,6 +160,7 @@ class GatewayServer:
     def ready_info(self) -> dict[str, Any]:
         return {
             "pid": os.getpid(),
+            "worker": self.worker[0] if self.worker is not None else None,
             "listeners": [
                 {
                     "name": b.config.name,
@@ -146,6 +172,7 @@ class GatewayServer:
                 for b in self.bound
             ],
             "tls_cert": str(self.certificate.cert) if self.certificate else None,
+            "tls_cert_generated": self.certificate.generated if self.certificate else False,
             "admin": None
             if self.admin is None
             else {
@@ -164,7 +191,7 @@ class GatewayServer:
         if self.config.audit is not None:
             settings = self.config.audit
             key = settings.key.read() if settings.key is not None else None
-            self.audit = AuditLog(settings, key)
+            self.audit = AuditLog(settings, key, self.worker)
             self.audit.open()  # AuditUnavailable: refuse to start rather than run unaudited
         admin_listeners: list[trio.abc.Listener[Any]] = []
         if self.config.approvals is not None and self.audit is not None:
@@ -181,6 +208,8 @@ class GatewayServer:
                 accept_scope = trio.CancelScope()
                 nursery.start_soon(self._accept_all, accept_scope, nursery)
                 nursery.start_soon(self._watch_signals, accept_scope, nursery)
+                if self._lifeline is not None:
+                    nursery.start_soon(self._watch_supervisor, accept_scope, nursery)
                 if self.audit is not None:
                     nursery.start_soon(self.audit.run_background_tasks)
                 if self.approvals is not None and self.admin is not None:
@@ -203,7 +232,7 @@ class GatewayServer:
                 task_status.started(self)
         finally:
             for b in self.bound:
-                if b.unix_socket:
+                if b.unix_socket and self._sockets is None:
                     b.unix_socket.unlink(missing_ok=True)
             await self.policies.aclose()
             if self.admin is not None:
@@ -301,6 +330,16 @@ class GatewayServer:
                 await self.shutdown(accept_scope, nursery)
                 return
 
+    async def _watch_supervisor(
+        self, accept_scope: trio.CancelScope, nursery: trio.Nursery
+    ) -> None:
+        """A worker whose supervisor is gone (killed: it never got to stop its workers)
+        shuts down as on SIGTERM: nobody would restart it or tidy up after it."""
+        assert self._lifeline is not None
+        await trio.lowlevel.wait_readable(self._lifeline)  # readable only at EOF
+        log.warning("the supervisor process is gone: shutting down")
+        await self.shutdown(accept_scope, nursery)
+
     async def shutdown(self, accept_scope: trio.CancelScope, nursery: trio.Nursery) -> None:
         """Stop accepting, let running statements finish, then cut what is left."""
         accept_scope.cancel()
@@ -352,9 +391,12 @@ async def run_gateway(
     *,
     ready_file: Path | None = None,
     on_ready: Callable[[GatewayServer], None] | None = None,
+    worker: tuple[int, int] | None = None,
+    sockets: dict[str, list[socket.socket]] | None = None,
+    lifeline: int | None = None,
 ) -> None:
     memory.map_large_blocks()
-    server = GatewayServer(config)
+    server = GatewayServer(config, worker=worker, sockets=sockets, lifeline=lifeline)
 
     def ready(srv: GatewayServer) -> None:
         if ready_file is not None:

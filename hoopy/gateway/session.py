@@ -678,6 +678,12 @@ class Session:
         )
 
     def _approvals_off(self) -> str:
+        workers = self.server.config.gateway.workers
+        if self.server.config.approvals is None and workers > 1:
+            return (
+                f"approvals are off while the gateway runs {workers} worker processes "
+                "([gateway] workers)"
+            )
         if self.server.config.approvals is None:
             return "approvals are turned off ([approvals] enabled = false)"
         return "approvals need the audit log, which is turned off ([audit] enabled = false)"

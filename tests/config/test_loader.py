@@ -139,7 +139,10 @@ def test_the_shipped_example_config_loads(monkeypatch: pytest.MonkeyPatch) -> No
     assert cfg.targets["legacy"].login is LoginMode.PASSTHROUGH
     assert cfg.targets["app"].guardrails == ("default",)
     assert cfg.roles["ci"].guardrails == {"app": ("ci-writes",)}
-    assert [r.name for r in cfg.guardrails["ci-writes"].rules] == ["no-payments", "flag-bulk-updates"]
+    assert [r.name for r in cfg.guardrails["ci-writes"].rules] == [
+        "no-payments",
+        "flag-bulk-updates",
+    ]
 
 
 TOKENS = """\
@@ -393,3 +396,37 @@ def test_role_guardrails_per_target(tmp_path: Path) -> None:
     bad = text.replace('app = ["mine"]', 'other = ["mine"]')
     with pytest.raises(ConfigError, match="is not one of this role's targets"):
         load_config(write(tmp_path, bad))
+
+
+def _with_gateway(extra: str, tail: str = "") -> str:
+    return "[gateway]\n" + extra + "\n\n" + MINIMAL.format(hash=format_password_hash(b"pw")) + tail
+
+
+def test_workers_default_auto_and_approvals(tmp_path: Path) -> None:
+    from hoopy.config.loader import available_cores
+
+    cfg = load_config(write(tmp_path, MINIMAL.format(hash=format_password_hash(b"pw"))))
+    assert cfg.gateway.workers == 1 and cfg.approvals is not None
+    cfg = load_config(write(tmp_path, _with_gateway('workers = "auto"')))
+    assert cfg.gateway.workers == available_cores() >= 1
+    # Several workers: approvals (on by default) are off, since a held statement lives in
+    # one process...
+    cfg = load_config(write(tmp_path, _with_gateway("workers = 3")))
+    assert cfg.gateway.workers == 3 and cfg.approvals is None
+    # ...and asking for them is an error that says what to do.
+    with pytest.raises(ConfigError, match=r"workers = 3 cannot be used with \[approvals\]"):
+        load_config(
+            write(tmp_path, _with_gateway("workers = 3", "\n[approvals]\nmode = 'retry'\n"))
+        )
+    cfg = load_config(
+        write(tmp_path, _with_gateway("workers = 3", "\n[approvals]\nenabled = false\n"))
+    )
+    assert cfg.gateway.workers == 3 and cfg.approvals is None
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "257", "1.5", "true", '"many"', '"AUTO"'])
+def test_workers_must_be_a_count_or_auto(tmp_path: Path, value: str) -> None:
+    with pytest.raises(
+        ConfigError, match=r"gateway\.workers: must be a whole number from 1 to 256"
+    ):
+        load_config(write(tmp_path, _with_gateway(f"workers = {value}")))

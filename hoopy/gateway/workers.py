@@ -1,0 +1,382 @@
+"""Several gateway processes on the same listeners: ``[gateway] workers = N``.
+
+One process runs the gateway on one core (its event loop is one thread). With ``workers`` above
+1, ``hoopy serve`` becomes a supervisor: it binds every listener itself, then forks N workers,
+each a whole gateway (``server.run_gateway``) accepting on those same sockets. The kernel gives
+each new connection to one of the workers waiting in ``accept``: one that is busy relaying
+gets there later, so the idle ones take more. A session stays in the worker that accepted it.
+
+Why shared sockets rather than one ``SO_REUSEPORT`` socket per worker: a connection queued on
+a reuseport socket is lost with its worker, and the kernel spreads connections by a hash of
+their addresses, not by how busy a worker is; and unix sockets have no reuseport at all.
+Sockets the supervisor holds outlive any worker, so a worker that dies loses its own sessions
+and nothing queued: the next ``accept`` is another worker's.
+
+Each worker keeps its own audit chain, ``<audit directory>/worker-K`` (its own head state
+``<head>.worker-K``); every reader (``hoopy sessions``, ``audit search``, ``replay``,
+``verify``) reads the directory as one trail (``hoopy/audit/lines.py``, ``audit_trails``).
+Each ``file_start`` names its worker and how many there are, so ``verify`` reports a
+worker's chain that was removed whole.
+
+The supervisor runs no event loop: signals are blocked and taken with ``sigtimedwait``.
+A worker that exits while the gateway is not stopping is started again (after 0.5 s, doubling
+while it keeps failing within a minute, at most 30 s); the others keep serving. SIGTERM or
+SIGINT to the supervisor is passed to every worker as SIGTERM (each drains as a single gateway
+does, within ``shutdown_grace``); workers are in their own process group, so a terminal's
+Ctrl-C reaches only the supervisor. A worker whose supervisor is killed outright sees its
+lifeline pipe close and shuts down the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hoopy.config.model import Config
+
+log = logging.getLogger("hoopy.workers")
+
+SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
+READY_TIMEOUT = 60.0  # a worker not listening by then is a failed start
+RESTART_FIRST_DELAY = 0.5
+RESTART_MAX_DELAY = 30.0
+STABLE_AFTER = 60.0  # a worker that lived this long restarts after the first delay again
+KILL_AFTER_GRACE = 10.0  # workers still there this long after shutdown_grace get SIGKILL
+
+
+@dataclass
+class Worker:
+    number: int
+    pid: int = 0
+    started: float = 0.0
+    ready: bool = False
+    failures: int = 0  # exits in a row, each within STABLE_AFTER of its start
+    restart_at: float | None = None
+
+
+@dataclass
+class Supervisor:
+    """Runs ``config.gateway.workers`` gateway processes; ``run`` returns the exit status."""
+
+    config: Config
+    ready_file: Path | None = None
+    on_ready: Callable[[dict[str, Any]], None] | None = None
+    workers: list[Worker] = field(default_factory=list)
+    sockets: dict[str, list[socket.socket]] = field(default_factory=dict)
+    stopping: bool = False
+
+    def run(self) -> int:
+        count = self.config.gateway.workers
+        signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+        self._tmp = Path(tempfile.mkdtemp(prefix="hoopy-workers-"))
+        lifeline_r, self._lifeline_w = os.pipe()
+        self._lifeline_r = lifeline_r
+        try:
+            self.sockets = bind_listeners(self.config)
+            self._generated = prepare_shared_state(self.config)
+            self.workers = [Worker(k) for k in range(1, count + 1)]
+            for worker in self.workers:
+                self._start(worker)
+            if not self._wait_ready():
+                self._stop()
+                return 1
+            info = self._ready_info()
+            if self.ready_file is not None:
+                write_json(self.ready_file, info)
+            if self.on_ready is not None:
+                self.on_ready(info)
+            self._supervise()
+            return 0
+        finally:
+            self._stop()
+            for socks in self.sockets.values():
+                for sock in socks:
+                    if sock.family == socket.AF_UNIX:
+                        path = sock.getsockname()
+                        with contextlib.suppress(OSError):
+                            os.unlink(path)
+                    sock.close()
+            os.close(self._lifeline_w)
+            os.close(lifeline_r)
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    # --- workers ---------------------------------------------------------------------------
+
+    def _worker_ready_file(self, worker: Worker) -> Path:
+        return self._tmp / f"worker-{worker.number}.json"
+
+    def _start(self, worker: Worker) -> None:
+        ready = self._worker_ready_file(worker)
+        ready.unlink(missing_ok=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the worker
+            os._exit(self._worker_main(worker, ready))
+        worker.pid, worker.started, worker.ready, worker.restart_at = (
+            pid,
+            time.monotonic(),
+            False,
+            None,
+        )
+        log.info("worker %d started (pid %d)", worker.number, pid)
+
+    def _worker_main(self, worker: Worker, ready: Path) -> int:
+        try:
+            os.setpgid(0, 0)  # a terminal's Ctrl-C is the supervisor's to pass on
+            os.close(self._lifeline_w)
+            signal.pthread_sigmask(signal.SIG_SETMASK, set())
+            tag_log_records(f"w{worker.number}")
+            import trio
+
+            from hoopy.gateway.server import run_gateway
+
+            trio.run(
+                lambda: run_gateway(
+                    self.config,
+                    ready_file=ready,
+                    worker=(worker.number, len(self.workers)),
+                    sockets=self.sockets,
+                    lifeline=self._lifeline_r,
+                )
+            )
+            return 0
+        except KeyboardInterrupt:
+            return 0
+        except BaseException as exc:  # the process ends here either way
+            with contextlib.suppress(Exception):
+                log.error("worker %d: cannot serve: %s", worker.number, exc)
+            return 1
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+                sys.stderr.flush()
+
+    def _wait_ready(self) -> bool:
+        """Until every worker listens; False (logged) when one ends first or times out."""
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            for worker in self.workers:
+                if not worker.ready and self._worker_ready_file(worker).exists():
+                    worker.ready = True
+            if all(w.ready for w in self.workers):
+                return True
+            for pid, status in reap():
+                dead = self._by_pid(pid)
+                if dead is not None:
+                    log.error(
+                        "worker %d exited before it was ready (%s): stopping",
+                        dead.number,
+                        describe_status(status),
+                    )
+                    dead.pid = 0
+                    return False
+            if time.monotonic() > deadline:
+                log.error("workers not ready after %gs: stopping", READY_TIMEOUT)
+                return False
+            signum = signal.sigtimedwait(SIGNALS, 0.05)
+            if signum is not None and signum.si_signo != signal.SIGCHLD:
+                log.info(
+                    "%s before the workers were ready: stopping",
+                    signal.Signals(signum.si_signo).name,
+                )
+                return False
+
+    def _supervise(self) -> None:
+        while True:
+            waits = [w.restart_at - time.monotonic() for w in self.workers if w.restart_at]
+            timeout = max(0.0, min([1.0, *waits]))
+            signum = signal.sigtimedwait(SIGNALS, timeout)
+            if signum is not None and signum.si_signo in (signal.SIGINT, signal.SIGTERM):
+                log.info("%s: shutting down the workers", signal.Signals(signum.si_signo).name)
+                return
+            for pid, status in reap():
+                worker = self._by_pid(pid)
+                if worker is None:
+                    continue
+                lived = time.monotonic() - worker.started
+                worker.pid = 0
+                worker.failures = worker.failures + 1 if lived < STABLE_AFTER else 1
+                delay = min(RESTART_MAX_DELAY, RESTART_FIRST_DELAY * 2 ** (worker.failures - 1))
+                worker.restart_at = time.monotonic() + delay
+                log.error(
+                    "worker %d (pid %d) %s after %.1fs; its sessions are gone, the other "
+                    "workers keep serving; restarting it in %gs",
+                    worker.number,
+                    pid,
+                    describe_status(status),
+                    lived,
+                    delay,
+                )
+            now = time.monotonic()
+            for worker in self.workers:
+                if worker.restart_at is not None and now >= worker.restart_at:
+                    self._start(worker)
+            for worker in self.workers:
+                if worker.pid and not worker.ready and self._worker_ready_file(worker).exists():
+                    worker.ready = True
+                    if self.ready_file is not None:
+                        write_json(self.ready_file, self._ready_info())
+
+    def _stop(self) -> None:
+        """SIGTERM to every worker; wait for them (SIGKILL after the grace)."""
+        if self.stopping:
+            return
+        self.stopping = True
+        running = [w for w in self.workers if w.pid]
+        for worker in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.config.gateway.shutdown_grace + KILL_AFTER_GRACE
+        while any(w.pid for w in self.workers):
+            for pid, _ in reap():
+                gone = self._by_pid(pid)
+                if gone is not None:
+                    gone.pid = 0
+            if not any(w.pid for w in self.workers):
+                break
+            if time.monotonic() > deadline:
+                for worker in self.workers:
+                    if worker.pid:
+                        log.error("worker %d did not stop: killing it", worker.number)
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(worker.pid, signal.SIGKILL)
+                deadline = time.monotonic() + KILL_AFTER_GRACE
+            signal.sigtimedwait(SIGNALS, 0.05)
+
+    def _by_pid(self, pid: int) -> Worker | None:
+        return next((w for w in self.workers if w.pid == pid), None)
+
+    def _ready_info(self) -> dict[str, Any]:
+        """Worker 1's listeners (all workers serve the same), the supervisor's pid and each
+        worker's."""
+        first = json.loads(self._worker_ready_file(self.workers[0]).read_text())
+        return {
+            **first,
+            "tls_cert_generated": self._generated,
+            "pid": os.getpid(),
+            "worker": None,
+            "workers": [{"worker": w.number, "pid": w.pid} for w in self.workers],
+        }
+
+
+def tag_log_records(tag: str) -> None:
+    """Every log record of this process names its worker: ``hoopy.session[w2]: ...``."""
+    make = logging.getLogRecordFactory()
+
+    def tagged(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        record.name = f"{record.name}[{tag}]"
+        return record
+
+    logging.setLogRecordFactory(tagged)
+
+
+def reap() -> list[tuple[int, int]]:
+    """Children that have exited: (pid, wait status)."""
+    done: list[tuple[int, int]] = []
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return done
+        if pid == 0:
+            return done
+        done.append((pid, status))
+
+
+def describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exited with status {os.waitstatus_to_exitcode(status)}"
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def bind_listeners(config: Config) -> dict[str, list[socket.socket]]:
+    """Every listener's sockets, bound and listening (OSError: the address is in use...)."""
+    from hoopy.gateway.server import remove_stale_socket
+
+    bound: dict[str, list[socket.socket]] = {}
+    try:
+        for listener in config.listeners:
+            socks = bound[listener.name] = []
+            if listener.tcp:
+                socks += tcp_sockets(*listener.tcp)
+            if listener.unix_socket:
+                path = listener.unix_socket
+                remove_stale_socket(path)
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                socks.append(sock)
+                sock.bind(str(path))
+                os.chmod(path, 0o666)  # access is decided by authentication, not file modes
+                sock.listen(socket.SOMAXCONN)
+    except BaseException:
+        for socks in bound.values():
+            for sock in socks:
+                sock.close()
+        raise
+    return bound
+
+
+def tcp_sockets(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets on every address ``host`` has (as trio.open_tcp_listeners binds
+    them); port 0 picks one port for all of them."""
+    infos = socket.getaddrinfo(
+        host or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
+    )
+    socks: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in infos:
+            sock = socket.socket(family, kind, proto)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(socks) > 1:
+                address = (address[0], socks[0].getsockname()[1], *address[2:])
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRNOTAVAIL and len(infos) > 1:
+                    socks.pop().close()  # e.g. ::1 on a host without IPv6
+                    continue
+                raise
+            sock.listen(socket.SOMAXCONN)
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    if not socks:
+        raise OSError(errno.EADDRNOTAVAIL, f"cannot listen on {host}:{port}")
+    return socks
+
+
+def prepare_shared_state(config: Config) -> bool:
+    """What the workers would otherwise race to create: the generated TLS certificate and
+    the audit directory. Whether a certificate was generated now."""
+    from hoopy.gateway.tls import ensure_server_certificate
+
+    generated = False
+    if any(lst.tls and not (lst.tls_cert and lst.tls_key) for lst in config.listeners):
+        generated = ensure_server_certificate(config.gateway.state_dir).generated
+    if config.audit is not None:
+        config.audit.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return generated

@@ -1,0 +1,226 @@
+"""``[gateway] workers = N`` end to end: N gateway processes on the same listeners, each with
+its own audit chain that every reader treats as one trail; a dead worker restarted while the
+others serve; the supervisor's stop and its death; a worker that cannot start."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pytest
+
+from hoopy.audit.reader import iter_records
+from tests.gateway.test_audit_replay import cli_json, hoopy_cli
+from tests.gateway_rig import HoopyProcess, HoopyStartError
+
+Start = Any
+
+
+def start_workers(
+    hoopy_factory: Start, tmp_path: Path, workers: int = 2, **overrides: Any
+) -> tuple[HoopyProcess, Path]:
+    directory = tmp_path / "audit"
+    hoopy = hoopy_factory(
+        gateway={"workers": workers, "shutdown_grace": 2.0},
+        audit={"directory": str(directory)},
+        **overrides,
+    )
+    return hoopy, directory
+
+
+def worker_pids(hoopy: HoopyProcess) -> dict[int, int]:
+    ready = json.loads(hoopy.ready_path.read_text())
+    return {w["worker"]: w["pid"] for w in ready["workers"]}
+
+
+@contextlib.contextmanager
+def stopped(pid: int) -> Iterator[None]:
+    """A worker that cannot accept (SIGSTOP): new connections go to the others."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not reaped yet) is gone for our purposes.
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    return False
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def run(hoopy: HoopyProcess, sql: str, **kw: Any) -> Any:
+    conn = hoopy.connect(**kw)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+def test_workers_share_the_listeners_and_the_audit_reads_as_one_trail(
+    hoopy_factory: Start, tmp_path: Path
+) -> None:
+    hoopy, directory = start_workers(hoopy_factory, tmp_path)
+    pids = worker_pids(hoopy)
+    assert sorted(pids) == [1, 2] and len(set(pids.values())) == 2
+    assert hoopy.pid not in pids.values()
+    # Each worker in turn is the only one accepting: both serve TCP and the unix socket.
+    for number in pids:
+        other = pids[3 - number]
+        with stopped(other):
+            assert run(hoopy, f"SELECT 'via tcp {number}'", program_name=f"w{number}") == (
+                (f"via tcp {number}",),
+            )
+            sock = hoopy.unix_socket["app"]
+            assert run(hoopy, "SELECT 'via unix'", unix_socket=sock, ssl=None) == (("via unix",),)
+    hoopy.stop()
+    assert hoopy.returncode == 0
+    assert not Path(str(hoopy.unix_socket["app"])).exists(), "the supervisor removes it"
+
+    trails = sorted(p.name for p in directory.iterdir() if p.is_dir())
+    assert trails == ["worker-1", "worker-2"]
+    sessions: dict[str, str] = {}  # program -> session
+    for trail in trails:
+        records = list(iter_records(directory / trail))
+        starts = [r for r in records if r["kind"] == "file_start"]
+        assert starts and all(r["worker"] == int(trail[-1]) and r["workers"] == 2 for r in starts)
+        assert {r["pid"] for r in starts} == {pids[int(trail[-1])]}
+        for r in records:
+            if r["kind"] == "session_start":
+                program = r["connect_attrs"].get("program_name")
+                if program:
+                    sessions[program] = r["session"]
+    # Worker K's trail holds the session opened while only K accepted.
+    for number in (1, 2):
+        trail_sessions = {r.get("session") for r in iter_records(directory / f"worker-{number}")}
+        assert sessions[f"w{number}"] in trail_sessions
+        assert sessions[f"w{3 - number}"] not in trail_sessions
+
+    # Every reader reads the directory as one trail.
+    listed = cli_json("sessions", "--audit-dir", str(directory))
+    assert {s["session"] for s in listed} >= set(sessions.values())
+    assert len(listed) == 4
+    hits = cli_json("audit", "search", "--audit-dir", str(directory), "--sql", "'via tcp")
+    assert sorted(h["statement"]["sql"] for h in hits) == [
+        "SELECT 'via tcp 1'",
+        "SELECT 'via tcp 2'",
+    ]
+    limited = cli_json(
+        "audit", "search", "--audit-dir", str(directory), "--limit", "1", "--sql", "'via"
+    )
+    assert limited[0]["statement"]["sql"] == "SELECT 'via tcp 1'", "merged in time order"
+    for program, session in sessions.items():
+        timeline = cli_json("replay", session, "--audit-dir", str(directory))
+        sqls = [s["statement"].get("sql") for s in timeline["steps"]]
+        assert f"SELECT 'via tcp {program[-1]}'" in sqls
+    verified = cli_json("audit", "verify", str(directory))
+    assert verified["ok"] and verified["missing_trails"] == []
+    assert [t["trail"] for t in verified["trails"]] == ["worker-1", "worker-2"]
+    assert all(t["head"]["problem"] is None for t in verified["trails"])
+    text = hoopy_cli("audit", "verify", str(directory))
+    assert text.returncode == 0 and "worker-1" in text.stdout and "worker-2" in text.stdout
+
+    # A worker's whole chain removed, with its head state: verify says so.
+    shutil.rmtree(directory / "worker-2")
+    (tmp_path / "audit.worker-2.head").unlink()
+    gone = hoopy_cli("audit", "verify", str(directory), "--json")
+    report = json.loads(gone.stdout)
+    assert gone.returncode == 1 and not report["ok"]
+    assert report["missing_trails"] and "worker-2" in report["missing_trails"][0]
+
+
+def test_a_dead_worker_is_restarted_while_the_others_serve(
+    hoopy_factory: Start, tmp_path: Path
+) -> None:
+    hoopy, directory = start_workers(hoopy_factory, tmp_path)
+    pids = worker_pids(hoopy)
+    survivor = hoopy.connect()  # a session somewhere; whichever worker it is in
+    with survivor.cursor() as cur:
+        cur.execute("SELECT CONNECTION_ID()")
+    # Kill worker 1 (SIGKILL: no drain) and connect at once: worker 2 serves meanwhile.
+    with stopped(pids[2]):
+        in_one = hoopy.connect(program_name="in-worker-1")
+    os.kill(pids[1], signal.SIGKILL)
+    with pytest.raises(pymysql.err.OperationalError), in_one.cursor() as cur:
+        cur.execute("SELECT 1")  # its worker is gone, and its session with it
+    for _ in range(5):
+        assert run(hoopy, "SELECT 'still served'") == (("still served",),)
+    wait_for(lambda: worker_pids(hoopy)[1] != pids[1], what="worker 1 to be restarted")
+    restarted = worker_pids(hoopy)[1]
+    assert alive(restarted) and worker_pids(hoopy)[2] == pids[2]
+    with stopped(pids[2]):  # the new worker 1 serves, and writes on worker 1's chain
+        assert run(hoopy, "SELECT 'after restart'") == (("after restart",),)
+    survivor.close()
+    assert "worker 1 (pid" in hoopy.stderr_text() and "SIGKILL" in hoopy.stderr_text()
+    hoopy.stop()
+    verified = cli_json("audit", "verify", str(directory))
+    assert verified["ok"], verified
+    # The restarted worker chained on from its predecessor's last record.
+    assert "SELECT 'after restart'" in {
+        r.get("sql") for r in iter_records(directory / "worker-1")
+    }
+
+
+def test_the_supervisor_stops_its_workers(hoopy_factory: Start, tmp_path: Path) -> None:
+    hoopy, _ = start_workers(hoopy_factory, tmp_path, workers=3)
+    pids = worker_pids(hoopy)
+    assert len(pids) == 3
+    assert run(hoopy, "SELECT 1") == ((1,),)
+    assert hoopy.proc is not None
+    hoopy.proc.send_signal(signal.SIGTERM)
+    hoopy.proc.wait(30)
+    assert hoopy.returncode == 0
+    assert not any(alive(pid) for pid in pids.values())
+
+
+def test_workers_end_when_their_supervisor_is_killed(hoopy_factory: Start, tmp_path: Path) -> None:
+    hoopy, directory = start_workers(hoopy_factory, tmp_path)
+    pids = worker_pids(hoopy)
+    assert hoopy.proc is not None
+    hoopy.proc.kill()
+    hoopy.proc.wait(10)
+    wait_for(
+        lambda: not any(alive(pid) for pid in pids.values()), what="the orphaned workers to end"
+    )
+    # They shut down as on SIGTERM: their chains end cleanly and verify.
+    assert cli_json("audit", "verify", str(directory), "--no-head")["ok"]
+
+
+def test_a_worker_that_cannot_start_stops_the_gateway(hoopy_factory: Start, tmp_path: Path) -> None:
+    directory = tmp_path / "audit"
+    trail = directory / "worker-2"
+    trail.mkdir(parents=True, mode=0o700)
+    fd = os.open(trail / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another process holds worker 2's chain
+    try:
+        with pytest.raises(HoopyStartError) as failed:
+            start_workers(hoopy_factory, tmp_path)
+    finally:
+        os.close(fd)
+    message = str(failed.value)
+    assert "worker 2" in message and "in use by another hoopy process" in message
+    assert "a worker did not start" in message
