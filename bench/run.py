@@ -102,7 +102,8 @@ class Stack:
     hoopy: HoopyProcess
     relay: subprocess.Popen[bytes]
     bare: HoopyProcess | None = None  # hoopy with the audit off and no rules
-    pids: dict[str, int] = field(default_factory=dict)  # process name -> pid, for CPU
+    # process name -> pid (or pids: hoopy with workers), for CPU
+    pids: dict[str, int | list[int]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------
@@ -110,8 +111,12 @@ class Stack:
 # --------------------------------------------------------------------------------------
 
 
-def cpu_split(pid: int) -> tuple[float, float]:
-    """(utime, stime) of a process (all its threads), in seconds."""
+def cpu_split(pid: int | Sequence[int]) -> tuple[float, float]:
+    """(utime, stime) of a process (all its threads), in seconds; of several summed (hoopy
+    with ``workers``: the supervisor and each worker)."""
+    if not isinstance(pid, int):
+        parts = [cpu_split(p) for p in pid]
+        return sum(p[0] for p in parts), sum(p[1] for p in parts)
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat.rpartition(")")[2].split()
     return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # fields 14, 15 of proc(5)
@@ -276,9 +281,10 @@ def hoopy_config(
     audit: str | None,
     guardrails: Sequence[str],
     log_level: str = "info",
+    workers: int = 1,
 ) -> dict[str, Any]:
-    """``gateway_config`` with the audit in ``audit`` durability (None: off) and ``guardrails``
-    on the target."""
+    """``gateway_config`` with the audit in ``audit`` durability (None: off), ``guardrails``
+    on the target and ``workers`` gateway processes."""
     config = gateway_config(
         db,
         gw_dir,
@@ -288,6 +294,8 @@ def hoopy_config(
         log_level,
     )
     config["targets"]["app"]["guardrails"] = list(guardrails)
+    if workers > 1:
+        config["gateway"]["workers"] = workers
     return config
 
 
@@ -300,13 +308,14 @@ def bench_stack(
     audit: str | None = "os",
     guardrails: Sequence[str] = ("default",),
     bare: bool = True,
+    workers: int = 1,
 ) -> Iterator[Stack]:
     """MariaDB with prepared sysbench tables, hoopy (``audit``: its durability, None for off;
     ``guardrails``: rule sets), with ``bare`` a second hoopy without audit or rules, and the
     relay in front; all torn down after."""
     with sysbench_database(tables=tables, table_size=table_size) as (db, direct):
         gw_dir = Path(tempfile.mkdtemp(prefix="hoopy-gw-"))  # HoopyProcess.close() removes it
-        config = hoopy_config(db, gw_dir, audit, guardrails, hoopy_log_level)
+        config = hoopy_config(db, gw_dir, audit, guardrails, hoopy_log_level, workers)
         relay_dir = Path(tempfile.mkdtemp(prefix="hoopy-relay-"))
         relay: subprocess.Popen[bytes] | None = None
         hoopy = HoopyProcess(config, workdir=gw_dir)
@@ -316,7 +325,9 @@ def bench_stack(
             hoopy.start()
             endpoints = {"direct": direct}
             assert hoopy.pid is not None and db.proc is not None
-            pids = {"hoopy": hoopy.pid}
+            pids: dict[str, int | list[int]] = {"hoopy": hoopy.pid}
+            if workers > 1:
+                pids["hoopy"] = [hoopy.pid, *(w["pid"] for w in hoopy.ready["workers"])]
             if bare:
                 bare_dir = Path(tempfile.mkdtemp(prefix="hoopy-bare-"))
                 bare_hoopy = HoopyProcess(
@@ -746,6 +757,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="default",
         help="comma-separated rule sets on hoopy's target, '' for none (default: default)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="hoopy's [gateway] workers (default 1; 'bare' stays one process); hoopy's CPU is "
+        "then the supervisor's and every worker's",
+    )
     return parse_rounds(p, argv, WORKLOADS)
 
 
@@ -761,6 +779,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         table_size=args.table_size,
         audit=None if args.audit == "off" else args.audit,
         guardrails=guardrails,
+        workers=args.workers,
     ) as stack:
         info["mariadb_server"] = stack.db.admin_sql("SELECT VERSION()")[0][0]
         _log("warming up ...")

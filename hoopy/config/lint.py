@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from hoopy.config.fields import ConfigError, Ctx, Finding
-from hoopy.config.loader import build_config
+from hoopy.config.loader import available_cores, build_config
 from hoopy.config.model import Config
 from hoopy.policy.rules import Action, Rule, RuleSet
 
@@ -192,6 +192,7 @@ def _raw_findings(
 
 def _config_findings(ctx: Ctx, config: Config, data: dict[str, Any]) -> Iterator[Finding]:
     yield from _listener_conflicts(ctx, config)
+    yield from _worker_findings(ctx, config, data)
     yield from _rule_test_findings(ctx, config, data)
     for name, rule_set in config.guardrails.items():
         if name in (data.get("guardrails") or {}):
@@ -229,6 +230,35 @@ def _config_findings(ctx: Ctx, config: Config, data: dict[str, Any]) -> Iterator
     for name in config.targets:
         if name not in served:
             yield ctx.finding(("targets", name), "no listener serves this target", "warning")
+
+
+def _worker_findings(ctx: Ctx, config: Config, data: dict[str, Any]) -> Iterator[Finding]:
+    workers = config.gateway.workers
+    if workers <= 1:
+        return
+    cores = available_cores()
+    if workers > cores:
+        yield ctx.finding(
+            ("gateway", "workers"),
+            f"{workers} workers on {cores} cores: they take turns on the same cores, which "
+            'only adds memory and context switches (use "auto")',
+            "warning",
+        )
+    used = {s for t in config.targets.values() for s in t.guardrails}
+    used |= {s for r in config.roles.values() for sets in r.guardrails.values() for s in sets}
+    uses_review = any(
+        rule_set.default is Action.REVIEW
+        or any(rule.action is Action.REVIEW for rule in rule_set.rules)
+        for name, rule_set in config.guardrails.items()
+        if name in used
+    )
+    if uses_review and "approvals" not in data:
+        yield ctx.finding(
+            ("gateway", "workers"),
+            f"with {workers} workers approvals are off: statements a review rule matches "
+            "are refused instead of held for a human",
+            "warning",
+        )
 
 
 def _listener_conflicts(ctx: Ctx, config: Config) -> Iterator[Finding]:
