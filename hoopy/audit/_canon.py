@@ -84,15 +84,46 @@ def _encode_dict(value: dict[Any, Any], parts: list[str]) -> None:
     parts.append("}")
 
 
-# '"key":' without its opening quote, for the keys seen so far (records use a few dozen).
-_NAMES: dict[str, str] = {}
+class _Shape:
+    """A record key set seen before: its keys with ``ts``, ``v`` and ``prev`` in sorted
+    order, each with its ``"key":`` text, so a record of this shape is encoded without
+    listing and sorting its keys (most records are one of a few shapes)."""
+
+    def __init__(self, keys: frozenset[str], add_ts: bool) -> None:
+        self.keys = keys
+        self.add_ts = add_ts
+        order = sorted([*keys, *(["ts"] if add_ts else []), "v", "prev"])
+        self.order = order
+        self.names = [encode_basestring(k) + ":" for k in order]
 
 
-def _name(key: str) -> str:
-    name = encode_basestring(key)[1:] + ":"
-    if len(_NAMES) < 1024:  # record keys are hoopy's own names; nested ones are not cached
-        _NAMES[key] = name
-    return name
+# kind -> shapes seen; a handful per kind, bounded (a record of an unseen shape is encoded the
+# general way, and its shape learned while there is room).
+_SHAPES: dict[str, list[_Shape]] = {}
+MAX_SHAPES_PER_KIND: Final = 16
+MAX_KINDS: Final = 64
+
+
+def _shape(record: dict[str, Any], add_ts: bool) -> _Shape | None:
+    kind = record.get("kind")
+    if not isinstance(kind, str):
+        return None
+    shapes = _SHAPES.get(kind)
+    if shapes is None:
+        if len(_SHAPES) >= MAX_KINDS:
+            return None
+        shapes = _SHAPES[kind] = []
+    for shape in shapes:
+        if shape.add_ts == add_ts and record.keys() == shape.keys:
+            return shape
+    for k in record:
+        if not isinstance(k, str):
+            return None
+    if len(shapes) >= MAX_SHAPES_PER_KIND:
+        return None
+    shape = _Shape(frozenset(record), add_ts)
+    shapes.append(shape)
+    return shape
 
 
 def chain_line(
@@ -102,31 +133,30 @@ def chain_line(
     the record has none), ``v`` and ``prev``: the canonical body, then ``"hash"`` (and
     ``"sig"`` with a key) as its last keys. The caller checks ``record`` has no ``v``,
     ``prev``, ``hash`` or ``sig``."""
-    keys = list(record)
     add_ts = ts is not None and "ts" not in record
-    if add_ts:
-        keys.append("ts")
-    keys.append("v")
-    keys.append("prev")
-    keys.sort()
+    shape = _shape(record, add_ts)
+    if shape is None:
+        keys = list(record)
+        if add_ts:
+            keys.append("ts")
+        keys.append("v")
+        keys.append("prev")
+        keys.sort()
+        names = [encode_basestring(k) + ":" for k in keys]
+    else:
+        keys, names = shape.order, shape.names
     parts: list[str] = []
-    first = True
-    for k in keys:
-        parts.append('{"' if first else ',"')
-        first = False
-        if add_ts and k == "ts":
-            parts.append('ts":')
-            parts.append(encode_basestring(str(ts)))
-        elif k == "v":
-            parts.append('v":1')
+    for i in range(len(keys)):
+        k = keys[i]
+        parts.append("{" if i == 0 else ",")
+        parts.append(names[i])
+        if k == "v":
+            parts.append("1")
         elif k == "prev":
-            parts.append('prev":')
             parts.append(encode_basestring(prev))
+        elif add_ts and k == "ts":
+            parts.append(encode_basestring(str(ts)))
         else:
-            name = _NAMES.get(k)
-            if name is None:
-                name = _name(k)
-            parts.append(name)
             _encode(record[k], parts)
     parts.append("}")
     body = "".join(parts).encode("utf-8")

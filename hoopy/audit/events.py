@@ -87,16 +87,28 @@ def argument(command: int, payload: bytes) -> str | None:
 
 
 def outcome(session: str, seq: int, summary: ResponseSummary, duration: float) -> dict[str, Any]:
+    results = summary.results
+    if len(results) == 1:  # most responses: one result, its counts as they are
+        only = results[0]
+        rows, affected, insert_id, warnings = (
+            only.rows,
+            only.affected_rows,
+            only.last_insert_id,
+            only.warnings,
+        )
+    else:
+        rows, affected = summary.rows, summary.affected_rows
+        insert_id, warnings = summary.last_insert_id, summary.warnings
     record: dict[str, Any] = {
         "kind": "outcome",
         "session": session,
         "seq": seq,
         "duration_ms": round(duration * 1000, 3),
-        "rows": summary.rows,
-        "affected_rows": summary.affected_rows,
-        "last_insert_id": summary.last_insert_id,
-        "warnings": summary.warnings,
-        "results": len(summary.results),
+        "rows": rows,
+        "affected_rows": affected,
+        "last_insert_id": insert_id,
+        "warnings": warnings,
+        "results": len(results),
     }
     if summary.prepared is not None:
         record["statement_id"] = summary.prepared.statement_id

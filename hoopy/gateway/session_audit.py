@@ -416,7 +416,12 @@ def _set_sql(record: dict[str, Any], statement: RedactedStatement, length: int) 
 
 def has_rows(command: int, summary: ResponseSummary) -> bool:
     """Whether the response carried a result set (so its row digest means something)."""
-    return command != COM_STMT_PREPARE and any(r.columns for r in summary.results)
+    if command == COM_STMT_PREPARE:
+        return False
+    for r in summary.results:  # noqa: SIM110 (no generator per statement)
+        if r.columns:
+            return True
+    return False
 
 
 def _text_or_bytes(data: bytes) -> str | bytes:

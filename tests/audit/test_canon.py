@@ -36,9 +36,11 @@ scalars = (
 )
 values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=4)
-    | st.tuples(inner, inner)
-    | st.dictionaries(st.text(max_size=8), inner, max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.tuples(inner, inner)
+        | st.dictionaries(st.text(max_size=8), inner, max_size=5)
+    ),
     max_leaves=20,
 )
 odd = st.sampled_from([b"bytes", {1: "int key"}, {None: 1}, {1.5: 2}, object(), {1, 2}])
@@ -80,7 +82,7 @@ def test_compiled_and_pure_agree(value: Any) -> None:
 
 
 record_keys = st.sampled_from(
-    ["kind", "session", "seq", "sql", "params", "rule", "verdict", "ts", "digest", "é", "a\"b"]
+    ["kind", "session", "seq", "sql", "params", "rule", "verdict", "ts", "digest", "é", 'a"b']
 )
 records = st.dictionaries(record_keys | st.text(max_size=6), values, max_size=8).filter(
     lambda r: not {"v", "prev", "hash", "sig"} & set(r)
@@ -142,3 +144,50 @@ def test_chain_writes_the_same_lines_whichever_path() -> None:
 def test_compiled_build_is_current() -> None:
     result = build_is_current()
     assert result.returncode == 0, result.stdout
+
+
+OUTCOME_KEYS = (
+    "kind",
+    "session",
+    "seq",
+    "duration_ms",
+    "rows",
+    "affected_rows",
+    "last_insert_id",
+    "warnings",
+    "results",
+)
+
+
+@pytest.mark.parametrize("module", BUILDS, ids=lambda m: m.__name__)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(["outcome", "statement", "x"]),
+            st.lists(values, min_size=len(OUTCOME_KEYS), max_size=len(OUTCOME_KEYS)),
+            st.booleans(),  # the record carries its own ts
+            st.booleans(),  # and a digest
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    prev=st.text(alphabet="0123456789abcdef", min_size=64, max_size=64),
+)
+@settings(max_examples=150)
+def test_records_of_a_shape_seen_before_encode_the_same(
+    module: Any, rows: list[tuple[str, list[Any], bool, bool]], prev: str
+) -> None:
+    """The second and later records of a key set take the learned shape: values, kinds and
+    whether ts is the record's own all vary between records of one shape."""
+    for kind, vals, own_ts, digest in rows:
+        record: dict[str, Any] = dict(zip(OUTCOME_KEYS, vals, strict=True))
+        record["kind"] = kind
+        if own_ts:
+            record["ts"] = vals[0]
+        if digest:
+            record["digest"] = "ab" * 32
+        got = outcome(module.chain_line, record, "2026-12-03T12:00:00.000001Z", prev, None)
+        want = outcome(generic_line, record, "2026-12-03T12:00:00.000001Z", prev, None)
+        assert got[0] == want[0]
+        if got[0] == "ok":
+            assert got[1][0] == want[1]
