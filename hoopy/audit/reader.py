@@ -46,6 +46,7 @@ was stopped) and ``head_unusable`` (the head state was missing, unreadable or no
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -459,26 +460,42 @@ def verify_trails(
     directory: Path, key: bytes | None = None, head: Path | None = None
 ) -> tuple[list[TrailReport], list[str]]:
     """``verify`` every chain in ``directory``: its own, with ``head``, and each worker's,
-    with ``lines.worker_head(head, K)``. Also returns what is missing: a worker trail that a
-    ``file_start`` says exists (``workers`` = N) but the directory does not hold (deleting a
-    worker's whole chain, and its head, would otherwise go unnoticed)."""
+    with ``lines.worker_head(head, K)``. Also returns what is missing: a worker's chain that
+    a ``file_start`` or a worker head state says exists but the directory does not hold
+    (deleting a worker's whole chain would otherwise go unnoticed); the directory's own
+    chain is checked whenever its head state exists, files or not."""
+    trails = audit_trails(directory)
+    if directory not in trails and head is not None and head.exists():
+        trails = [directory, *trails]  # its files are gone: its head says they were there
     reports = []
-    declared = 0
-    for trail in audit_trails(directory):
+    declared: set[int] = set(worker_heads(head)) if head is not None else set()
+    present: set[int] = set()
+    for trail in trails:
         worker = worker_of(trail) if trail != directory else None
         trail_head = head if worker is None or head is None else worker_head(head, worker)
         reports.append(TrailReport(trail, worker, verify(trail, key, trail_head)))
-        for path in audit_files(trail):
+        files = audit_files(trail) if trail.is_dir() else []
+        if worker is not None and files:
+            present.add(worker)
+        for path in files:
             first = line_starting_at(path, 0, 64 * 1024)
             record = parse_line(first) if first is not None else None
             count = record.get("workers") if record is not None else None
-            if isinstance(count, int) and not isinstance(count, bool):
-                declared = max(declared, count)
-    present = {r.worker for r in reports}
+            if isinstance(count, int) and not isinstance(count, bool) and 0 < count <= 4096:
+                declared.update(range(1, count + 1))
     missing = [
-        f"worker-{k}: no such trail, but the gateway ran {declared} workers (a file_start "
-        "says so): its records were removed"
-        for k in range(1, declared + 1)
-        if k not in present
+        f"worker-{k}: no records, but the gateway ran that worker (its head state or a "
+        "file_start says so): its chain was removed"
+        for k in sorted(declared - present)
     ]
     return reports, missing
+
+
+def worker_heads(head: Path) -> list[int]:
+    """The workers whose head states lie beside ``head`` (``audit.worker-K.head``)."""
+    pattern = re.compile(re.escape(head.stem) + r"\.worker-([1-9][0-9]*)" + re.escape(head.suffix))
+    try:
+        names = [p.name for p in head.parent.iterdir()]
+    except OSError:
+        return []
+    return sorted(int(m.group(1)) for n in names if (m := pattern.fullmatch(n)))

@@ -259,7 +259,7 @@ def audit_verify(
     the trail reaches the gateway's head state; name the first broken record."""
     from hoopy.audit.head import default_head_path
     from hoopy.audit.lines import audit_trails
-    from hoopy.audit.reader import verify, verify_trails
+    from hoopy.audit.reader import verify, verify_trails, worker_heads
 
     key = None
     if key_env:
@@ -273,7 +273,9 @@ def audit_verify(
     if head is not None and no_head:
         raise typer.BadParameter("--head and --no-head exclude each other")
     head_path = None if no_head else (head or default_head_path(directory.resolve()))
-    if audit_trails(directory) == [directory]:
+    if audit_trails(directory) == [directory] and not (
+        head_path is not None and worker_heads(head_path)
+    ):
         report = verify(directory, key, head_path)
         if as_json:
             print(json.dumps(verify_json(report)))

@@ -132,18 +132,31 @@ FRONT_ID_SPAN = 0x4000_0000
 
 
 class FrontConnectionIds:
-    """hoopy's connection ids and the upstream thread id behind each, per target."""
+    """hoopy's connection ids and the upstream thread id behind each, per target.
 
-    def __init__(self) -> None:
-        self._next = secrets.randbelow(FRONT_ID_SPAN)
+    ``worker`` (K, N): worker K of N (gateway/workers.py) hands out only the ids that are
+    K - 1 modulo N past ``FRONT_ID_BASE``, so no two workers ever give out the same id, and
+    ``worker_of`` tells which worker an id belongs to (a KILL maps only ids of its own
+    worker's sessions: the mapping lives in each worker's memory)."""
+
+    def __init__(self, worker: tuple[int, int] | None = None) -> None:
+        self._lane, self._stride = (worker[0] - 1, worker[1]) if worker else (0, 1)
+        self._slots = FRONT_ID_SPAN // self._stride
+        self._next = secrets.randbelow(self._slots)
         self._upstream: dict[int, tuple[str, int]] = {}
 
     def allocate(self) -> int:
         while True:
-            front = FRONT_ID_BASE + self._next
-            self._next = (self._next + 1) % FRONT_ID_SPAN
+            front = FRONT_ID_BASE + self._next * self._stride + self._lane
+            self._next = (self._next + 1) % self._slots
             if front not in self._upstream:
                 return front
+
+    def worker_of(self, front: int) -> int | None:
+        """The worker (1-based) whose id ``front`` is, when it is one of hoopy's."""
+        if not FRONT_ID_BASE <= front < FRONT_ID_BASE + self._slots * self._stride:
+            return None
+        return (front - FRONT_ID_BASE) % self._stride + 1
 
     def register(self, front: int, target: str, upstream_id: int) -> None:
         self._upstream[front] = (target, upstream_id)

@@ -78,7 +78,7 @@ class GatewayServer:
         # The last greeting each target sent: what gateway-user and token clients are greeted
         # with before hoopy connects upstream, and what a refusal imitates when it is down.
         self.greetings = TargetGreetings()
-        self.connection_ids = FrontConnectionIds()
+        self.connection_ids = FrontConnectionIds(worker)
         self.policies = Policies(config)  # guardrail rule sets and the shared analysis cache
         gw = config.gateway
         self.pending_logins = PendingLogins(

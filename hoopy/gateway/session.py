@@ -643,8 +643,10 @@ class Session:
         if payload[0] == COM_PROCESS_KILL:
             if len(payload) != 5:
                 return packet
-            upstream_id = ids.upstream_id(int.from_bytes(payload[1:5], "little"), self.target.name)
+            front = int.from_bytes(payload[1:5], "little")
+            upstream_id = ids.upstream_id(front, self.target.name)
             if upstream_id is None:
+                self._foreign_kill(front)
                 return packet
             new_payload = payload[:1] + upstream_id.to_bytes(4, "little")
         else:
@@ -660,6 +662,7 @@ class Session:
             front, start, end = found
             upstream_id = ids.upstream_id(front, self.target.name)
             if upstream_id is None:
+                self._foreign_kill(front)
                 return packet
             offset = len(payload) - len(sql)
             new_payload = (
@@ -668,6 +671,21 @@ class Session:
             log.info("session %s: KILL %d: upstream thread %d", self.id, front, upstream_id)
         raw, _ = frame(new_payload, packet.seq)
         return Packet(packet.seq, packet.next_seq, new_payload, raw)
+
+    def _foreign_kill(self, front: int) -> None:
+        """A KILL of an id another worker handed out: passed on unchanged (it names no
+        session of the server's, which says so), and logged, since the client meant one."""
+        worker = self.server.worker
+        owner = self.server.connection_ids.worker_of(front)
+        if worker is not None and owner is not None and owner != worker[0]:
+            log.warning(
+                "session %s: KILL %d names a connection of worker %d; a KILL reaches only "
+                "sessions of the same worker (this is worker %d)",
+                self.id,
+                front,
+                owner,
+                worker[0],
+            )
 
     def _reviews(self, verdict: GuardrailVerdict) -> bool:
         """Whether this refused verdict goes to a human (approvals on, and audited)."""

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from hoopy.config.model import Config
+from hoopy.gateway.audit_log import lock_directory
 
 log = logging.getLogger("hoopy.workers")
 
@@ -65,6 +66,7 @@ class Worker:
     ready: bool = False
     failures: int = 0  # exits in a row, each within STABLE_AFTER of its start
     restart_at: float | None = None
+    last_pid: int = 0
 
 
 @dataclass
@@ -77,6 +79,7 @@ class Supervisor:
     workers: list[Worker] = field(default_factory=list)
     sockets: dict[str, list[socket.socket]] = field(default_factory=dict)
     stopping: bool = False
+    interrupted: bool = False  # SIGINT/SIGTERM came before every worker was ready
 
     def run(self) -> int:
         count = self.config.gateway.workers
@@ -84,7 +87,11 @@ class Supervisor:
         self._tmp = Path(tempfile.mkdtemp(prefix="hoopy-workers-"))
         lifeline_r, self._lifeline_w = os.pipe()
         self._lifeline_r = lifeline_r
+        self._lock_fd: int | None = None
         try:
+            if self.config.audit is not None:
+                # The directory is the workers' together: no single gateway may write it too.
+                self._lock_fd = lock_directory(self.config.audit.directory)
             self.sockets = bind_listeners(self.config)
             self._generated = prepare_shared_state(self.config)
             self.workers = [Worker(k) for k in range(1, count + 1)]
@@ -92,7 +99,7 @@ class Supervisor:
                 self._start(worker)
             if not self._wait_ready():
                 self._stop()
-                return 1
+                return 0 if self.interrupted else 1
             info = self._ready_info()
             if self.ready_file is not None:
                 write_json(self.ready_file, info)
@@ -102,13 +109,9 @@ class Supervisor:
             return 0
         finally:
             self._stop()
-            for socks in self.sockets.values():
-                for sock in socks:
-                    if sock.family == socket.AF_UNIX:
-                        path = sock.getsockname()
-                        with contextlib.suppress(OSError):
-                            os.unlink(path)
-                    sock.close()
+            self._close_sockets()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
             os.close(self._lifeline_w)
             os.close(lifeline_r)
             shutil.rmtree(self._tmp, ignore_errors=True)
@@ -124,8 +127,14 @@ class Supervisor:
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
-        if pid == 0:  # the worker
-            os._exit(self._worker_main(worker, ready))
+        if pid == 0:  # the worker: never returns into the supervisor's code
+            code = 1
+            try:
+                code = self._worker_main(worker, ready)
+            finally:
+                os._exit(code)
+        with contextlib.suppress(OSError):  # the child does it too: whichever runs first
+            os.setpgid(pid, pid)
         worker.pid, worker.started, worker.ready, worker.restart_at = (
             pid,
             time.monotonic(),
@@ -174,16 +183,16 @@ class Supervisor:
                     worker.ready = True
             if all(w.ready for w in self.workers):
                 return True
-            for pid, status in reap():
-                dead = self._by_pid(pid)
-                if dead is not None:
-                    log.error(
-                        "worker %d exited before it was ready (%s): stopping",
-                        dead.number,
-                        describe_status(status),
-                    )
-                    dead.pid = 0
-                    return False
+            failed = False
+            for dead, status in self._reap_workers():
+                log.error(
+                    "worker %d exited before it was ready (%s): stopping",
+                    dead.number,
+                    describe_status(status),
+                )
+                failed = True
+            if failed:
+                return False
             if time.monotonic() > deadline:
                 log.error("workers not ready after %gs: stopping", READY_TIMEOUT)
                 return False
@@ -193,6 +202,7 @@ class Supervisor:
                     "%s before the workers were ready: stopping",
                     signal.Signals(signum.si_signo).name,
                 )
+                self.interrupted = True
                 return False
 
     def _supervise(self) -> None:
@@ -203,12 +213,11 @@ class Supervisor:
             if signum is not None and signum.si_signo in (signal.SIGINT, signal.SIGTERM):
                 log.info("%s: shutting down the workers", signal.Signals(signum.si_signo).name)
                 return
-            for pid, status in reap():
-                worker = self._by_pid(pid)
-                if worker is None:
-                    continue
+            for worker, status in self._reap_workers():
+                pid = worker.last_pid
                 lived = time.monotonic() - worker.started
-                worker.pid = 0
+                if self.ready_file is not None:
+                    write_json(self.ready_file, self._ready_info())
                 worker.failures = worker.failures + 1 if lived < STABLE_AFTER else 1
                 delay = min(RESTART_MAX_DELAY, RESTART_FIRST_DELAY * 2 ** (worker.failures - 1))
                 worker.restart_at = time.monotonic() + delay
@@ -224,7 +233,17 @@ class Supervisor:
             now = time.monotonic()
             for worker in self.workers:
                 if worker.restart_at is not None and now >= worker.restart_at:
-                    self._start(worker)
+                    try:
+                        self._start(worker)
+                    except OSError as exc:  # fork failed (out of processes or memory)
+                        worker.failures += 1
+                        worker.restart_at = now + RESTART_MAX_DELAY
+                        log.error(
+                            "cannot restart worker %d: %s; trying again in %gs",
+                            worker.number,
+                            exc,
+                            RESTART_MAX_DELAY,
+                        )
             for worker in self.workers:
                 if worker.pid and not worker.ready and self._worker_ready_file(worker).exists():
                     worker.ready = True
@@ -240,12 +259,12 @@ class Supervisor:
         for worker in running:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(worker.pid, signal.SIGTERM)
+        # Stop taking connections now, as a single gateway does: the workers close their
+        # copies as they start draining, and a successor may bind the addresses.
+        self._close_sockets()
         deadline = time.monotonic() + self.config.gateway.shutdown_grace + KILL_AFTER_GRACE
         while any(w.pid for w in self.workers):
-            for pid, _ in reap():
-                gone = self._by_pid(pid)
-                if gone is not None:
-                    gone.pid = 0
+            self._reap_workers()
             if not any(w.pid for w in self.workers):
                 break
             if time.monotonic() > deadline:
@@ -257,19 +276,47 @@ class Supervisor:
                 deadline = time.monotonic() + KILL_AFTER_GRACE
             signal.sigtimedwait(SIGNALS, 0.05)
 
-    def _by_pid(self, pid: int) -> Worker | None:
-        return next((w for w in self.workers if w.pid == pid), None)
+    def _reap_workers(self) -> list[tuple[Worker, int]]:
+        """Workers that have exited (each then has ``pid`` 0), with their wait status."""
+        done = []
+        for worker in self.workers:
+            if not worker.pid:
+                continue
+            try:
+                pid, status = os.waitpid(worker.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped already: gone all the same
+                pid, status = worker.pid, 0
+            if pid:
+                worker.last_pid, worker.pid = worker.pid, 0
+                done.append((worker, status))
+        return done
+
+    def _close_sockets(self) -> None:
+        for socks in self.sockets.values():
+            for sock in socks:
+                if sock.fileno() < 0:
+                    continue
+                if sock.family == socket.AF_UNIX:
+                    with contextlib.suppress(OSError):
+                        os.unlink(sock.getsockname())
+                sock.close()
 
     def _ready_info(self) -> dict[str, Any]:
         """Worker 1's listeners (all workers serve the same), the supervisor's pid and each
         worker's."""
-        first = json.loads(self._worker_ready_file(self.workers[0]).read_text())
+        first: dict[str, Any] = {}
+        for worker in self.workers:  # one that is running (a restarted one may not be yet)
+            try:
+                first = json.loads(self._worker_ready_file(worker).read_text())
+                break
+            except (OSError, ValueError):
+                continue
         return {
             **first,
             "tls_cert_generated": self._generated,
             "pid": os.getpid(),
             "worker": None,
-            "workers": [{"worker": w.number, "pid": w.pid} for w in self.workers],
+            "workers": [{"worker": w.number, "pid": w.pid or None} for w in self.workers],
         }
 
 
@@ -285,22 +332,13 @@ def tag_log_records(tag: str) -> None:
     logging.setLogRecordFactory(tagged)
 
 
-def reap() -> list[tuple[int, int]]:
-    """Children that have exited: (pid, wait status)."""
-    done: list[tuple[int, int]] = []
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return done
-        if pid == 0:
-            return done
-        done.append((pid, status))
-
-
 def describe_status(status: int) -> str:
     if os.WIFSIGNALED(status):
-        return f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
+        number = os.WTERMSIG(status)
+        try:
+            return f"was killed by {signal.Signals(number).name}"
+        except ValueError:
+            return f"was killed by signal {number}"
     return f"exited with status {os.waitstatus_to_exitcode(status)}"
 
 

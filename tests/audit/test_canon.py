@@ -61,7 +61,7 @@ def outcome(f: Any, *args: Any) -> tuple[str, Any]:
 
 @pytest.mark.parametrize("module", BUILDS, ids=lambda m: m.__name__)
 @given(value=values)
-@settings(max_examples=400)
+@settings(max_examples=150)
 def test_canonical_is_json_dumps(module: Any, value: Any) -> None:
     assert outcome(module.canonical, value) == outcome(reference, value)
 
@@ -76,7 +76,7 @@ def test_odd_values_refused_or_as_json_dumps(module: Any, value: Any) -> None:
 
 
 @given(value=values)
-@settings(max_examples=300)
+@settings(max_examples=120)
 def test_compiled_and_pure_agree(value: Any) -> None:
     assert outcome(loaded.canonical, value) == outcome(PURE.canonical, value)
 
@@ -110,7 +110,7 @@ def generic_line(record: dict[str, Any], ts: str | None, prev: str, key: bytes |
     prev=st.just("") | st.text(alphabet="0123456789abcdef", min_size=64, max_size=64),
     key=st.none() | st.binary(min_size=1, max_size=40),
 )
-@settings(max_examples=300)
+@settings(max_examples=120)
 def test_chain_line_is_the_generic_line(
     module: Any, record: dict[str, Any], ts: str | None, prev: str, key: bytes | None
 ) -> None:
@@ -173,7 +173,7 @@ OUTCOME_KEYS = (
     ),
     prev=st.text(alphabet="0123456789abcdef", min_size=64, max_size=64),
 )
-@settings(max_examples=150)
+@settings(max_examples=60)
 def test_records_of_a_shape_seen_before_encode_the_same(
     module: Any, rows: list[tuple[str, list[Any], bool, bool]], prev: str
 ) -> None:

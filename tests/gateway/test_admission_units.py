@@ -94,6 +94,22 @@ def test_front_ids_are_in_their_range_and_unique_while_held() -> None:
     assert ids.upstream_id(front, "app") is None
 
 
+@given(count=st.integers(1, 256), data=st.data())
+def test_workers_hand_out_disjoint_ids_and_know_whose_an_id_is(
+    count: int, data: st.DataObject
+) -> None:
+    workers = [FrontConnectionIds((k, count)) for k in range(1, count + 1)]
+    for k, ids in enumerate(workers, start=1):
+        for _ in range(data.draw(st.integers(1, 5))):
+            front = ids.allocate()
+            assert FRONT_ID_BASE <= front < FRONT_ID_BASE + FRONT_ID_SPAN <= 2**31
+            # Every worker can tell whose id it is: never two workers' at once.
+            assert {w.worker_of(front) for w in workers} == {k}
+    single = FrontConnectionIds()
+    assert single.worker_of(single.allocate()) == 1
+    assert single.worker_of(5) is None  # the server's own thread ids are nobody's
+
+
 # --- login delays ---------------------------------------------------------------------------
 
 

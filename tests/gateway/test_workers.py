@@ -144,6 +144,26 @@ def test_workers_share_the_listeners_and_the_audit_reads_as_one_trail(
     text = hoopy_cli("audit", "verify", str(directory))
     assert text.returncode == 0 and "worker-1" in text.stdout and "worker-2" in text.stdout
 
+    # A single-process gateway later on the same directory: a third chain, the directory's.
+    single = hoopy_factory(audit={"directory": str(directory)})
+    assert run(single, "SELECT 'single'") == (("single",),)
+    single.stop()
+    verified = cli_json("audit", "verify", str(directory))
+    assert verified["ok"] and [t["trail"] for t in verified["trails"]] == [
+        "audit",
+        "worker-1",
+        "worker-2",
+    ]
+    # Its files removed: its head state still names its last record.
+    for path in directory.glob("audit-*"):
+        path.unlink()
+    cut = hoopy_cli("audit", "verify", str(directory), "--json")
+    assert cut.returncode == 1
+    report = json.loads(cut.stdout)
+    assert report["trails"][0]["trail"] == "audit"
+    assert "trail ends before" in report["trails"][0]["head"]["problem"]
+    (tmp_path / "audit.head").unlink()
+
     # A worker's whole chain removed, with its head state: verify says so.
     shutil.rmtree(directory / "worker-2")
     (tmp_path / "audit.worker-2.head").unlink()
@@ -151,6 +171,13 @@ def test_workers_share_the_listeners_and_the_audit_reads_as_one_trail(
     report = json.loads(gone.stdout)
     assert gone.returncode == 1 and not report["ok"]
     assert report["missing_trails"] and "worker-2" in report["missing_trails"][0]
+    # Every worker's chain removed, one head state left: still reported.
+    shutil.rmtree(directory / "worker-1")
+    gone = hoopy_cli("audit", "verify", str(directory), "--json")
+    report = json.loads(gone.stdout)
+    assert gone.returncode == 1 and [m.split(":")[0] for m in report["missing_trails"]] == [
+        "worker-1"
+    ]
 
 
 def test_a_dead_worker_is_restarted_while_the_others_serve(
@@ -169,7 +196,9 @@ def test_a_dead_worker_is_restarted_while_the_others_serve(
         cur.execute("SELECT 1")  # its worker is gone, and its session with it
     for _ in range(5):
         assert run(hoopy, "SELECT 'still served'") == (("still served",),)
-    wait_for(lambda: worker_pids(hoopy)[1] != pids[1], what="worker 1 to be restarted")
+    wait_for(
+        lambda: worker_pids(hoopy)[1] not in (None, pids[1]), what="worker 1 to be restarted"
+    )
     restarted = worker_pids(hoopy)[1]
     assert alive(restarted) and worker_pids(hoopy)[2] == pids[2]
     with stopped(pids[2]):  # the new worker 1 serves, and writes on worker 1's chain
@@ -224,3 +253,18 @@ def test_a_worker_that_cannot_start_stops_the_gateway(hoopy_factory: Start, tmp_
     message = str(failed.value)
     assert "worker 2" in message and "in use by another hoopy process" in message
     assert "a worker did not start" in message
+    # A single gateway on the directory: the supervisor refuses before starting any worker.
+    single = hoopy_factory(audit={"directory": str(directory)})
+    with pytest.raises(HoopyStartError) as failed:
+        start_workers(hoopy_factory, tmp_path)
+    assert "in use by another hoopy process" in str(failed.value)
+    assert "worker 1 started" not in str(failed.value)
+    single.stop()
+
+
+def test_exit_statuses_are_described() -> None:
+    from hoopy.gateway.workers import describe_status
+
+    assert describe_status(signal.SIGKILL) == "was killed by SIGKILL"
+    assert describe_status(3 << 8) == "exited with status 3"
+    assert describe_status(signal.SIGRTMIN + 3) == f"was killed by signal {signal.SIGRTMIN + 3}"
