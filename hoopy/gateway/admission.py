@@ -13,8 +13,11 @@ is bounded per client address and in total (``PendingLogins``).
 from __future__ import annotations
 
 import logging
+import mmap
 import re
 import secrets
+import struct
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -131,15 +134,94 @@ FRONT_ID_BASE = 0x4000_0000
 FRONT_ID_SPAN = 0x4000_0000
 
 
+class SharedConnectionTable:
+    """The workers' connection ids, readable by every worker (gateway/workers.py): an
+    anonymous shared mapping the supervisor makes before it forks. Worker K publishes its
+    sessions' (hoopy id -> target, upstream thread id) in region K only, so each region has
+    one writer; any worker reads any region, which is how a KILL sent to one worker finds a
+    session of another (the mysql CLI's Ctrl-C comes on a new connection).
+
+    A slot is four little-endian u32: hoopy id (0: never used, ``_GONE``: freed), upstream
+    id, a CRC-32 of the target's name, unused. The id is written last and cleared first, and
+    a reader checks it again after reading the rest, so it never takes a half-written slot.
+    A region full of live sessions leaves the newest unpublished (KILL then maps them only
+    from their own worker)."""
+
+    SLOT = 16
+
+    def __init__(self, workers: int, sessions_per_worker: int) -> None:
+        size = 1
+        while size < 2 * sessions_per_worker and size < 1 << 16:
+            size *= 2
+        self.workers = workers
+        self.slots = size
+        self._shift = 32 - (size.bit_length() - 1)
+        self._map = mmap.mmap(-1, workers * size * self.SLOT)  # MAP_SHARED: survives fork
+
+    def _slot(self, worker: int, front: int, probe: int) -> int:
+        # A worker's ids step by the worker count: hash them (the product's high bits) so
+        # they spread over the region.
+        home = ((front * 2654435761) & 0xFFFF_FFFF) >> self._shift
+        return ((worker - 1) * self.slots + ((home + probe) & (self.slots - 1))) * self.SLOT
+
+    def clear(self, worker: int) -> None:
+        """Forget a worker's region (its process ended; a new one starts empty)."""
+        size = self.slots * self.SLOT
+        self._map[(worker - 1) * size : worker * size] = bytes(size)
+
+    def publish(self, worker: int, front: int, target: str, upstream_id: int) -> bool:
+        for probe in range(self.slots):
+            at = self._slot(worker, front, probe)
+            if _U32.unpack_from(self._map, at)[0] in (0, _GONE, front):
+                _U32.pack_into(self._map, at + 4, upstream_id & 0xFFFF_FFFF)
+                _U32.pack_into(self._map, at + 8, zlib.crc32(target.encode()))
+                _U32.pack_into(self._map, at, front)
+                return True
+        return False
+
+    def withdraw(self, worker: int, front: int) -> None:
+        for probe in range(self.slots):
+            at = self._slot(worker, front, probe)
+            found = _U32.unpack_from(self._map, at)[0]
+            if found == front:
+                _U32.pack_into(self._map, at, _GONE)
+                return
+            if found == 0:
+                return
+
+    def lookup(self, worker: int, front: int, target: str) -> int | None:
+        crc = zlib.crc32(target.encode())
+        for probe in range(self.slots):
+            at = self._slot(worker, front, probe)
+            found = _U32.unpack_from(self._map, at)[0]
+            if found == 0:
+                return None
+            if found == front:
+                upstream_id = _U32.unpack_from(self._map, at + 4)[0]
+                target_crc = _U32.unpack_from(self._map, at + 8)[0]
+                if _U32.unpack_from(self._map, at)[0] != front:
+                    return None  # withdrawn while read: that session is gone
+                return upstream_id if target_crc == crc else None
+        return None
+
+
+_U32 = struct.Struct("<I")
+_GONE = 0xFFFF_FFFF
+
+
 class FrontConnectionIds:
     """hoopy's connection ids and the upstream thread id behind each, per target.
 
     ``worker`` (K, N): worker K of N (gateway/workers.py) hands out only the ids that are
     K - 1 modulo N past ``FRONT_ID_BASE``, so no two workers ever give out the same id, and
-    ``worker_of`` tells which worker an id belongs to (a KILL maps only ids of its own
-    worker's sessions: the mapping lives in each worker's memory)."""
+    ``worker_of`` tells which worker an id belongs to. With ``shared`` the ids are also
+    published there, and ids of other workers are looked up there."""
 
-    def __init__(self, worker: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self, worker: tuple[int, int] | None = None, shared: SharedConnectionTable | None = None
+    ) -> None:
+        self._worker = worker
+        self._shared = shared if worker is not None else None
         self._lane, self._stride = (worker[0] - 1, worker[1]) if worker else (0, 1)
         self._slots = FRONT_ID_SPAN // self._stride
         self._next = secrets.randbelow(self._slots)
@@ -160,15 +242,24 @@ class FrontConnectionIds:
 
     def register(self, front: int, target: str, upstream_id: int) -> None:
         self._upstream[front] = (target, upstream_id)
+        if self._shared is not None and self._worker is not None:
+            self._shared.publish(self._worker[0], front, target, upstream_id)
 
     def unregister(self, front: int) -> None:
-        self._upstream.pop(front, None)
+        if self._upstream.pop(front, None) is not None and self._shared is not None:
+            assert self._worker is not None
+            self._shared.withdraw(self._worker[0], front)
 
     def upstream_id(self, front: int, target: str) -> int | None:
         entry = self._upstream.get(front)
-        if entry is None or entry[0] != target:
+        if entry is not None:
+            return entry[1] if entry[0] == target else None
+        owner = self.worker_of(front)
+        if self._shared is None or owner is None or self._worker is None:
             return None
-        return entry[1]
+        if owner == self._worker[0]:
+            return None  # ours, and not a session of ours (any more)
+        return self._shared.lookup(owner, front, target)
 
 
 # ``KILL [HARD | SOFT] [CONNECTION | QUERY] <id>`` as the whole statement (MySQL 8.0 reference

@@ -26,7 +26,12 @@ import trio
 from hoopy.config.model import Config, Listener, LoginMode
 from hoopy.gateway import memory
 from hoopy.gateway.admin import AdminServer
-from hoopy.gateway.admission import FrontConnectionIds, PendingLogins, TargetGreetings
+from hoopy.gateway.admission import (
+    FrontConnectionIds,
+    PendingLogins,
+    SharedConnectionTable,
+    TargetGreetings,
+)
 from hoopy.gateway.approvals import ApprovalService
 from hoopy.gateway.audit_log import AuditLog
 from hoopy.gateway.guardrails import Policies
@@ -63,10 +68,12 @@ class GatewayServer:
         worker: tuple[int, int] | None = None,
         sockets: dict[str, list[socket.socket]] | None = None,
         lifeline: int | None = None,
+        shared_ids: SharedConnectionTable | None = None,
     ) -> None:
         """``worker``: (K, N) when this is worker K of N (gateway/workers.py), which serves
-        ``sockets`` (its supervisor's listening sockets, by listener name) and ends, as on
-        SIGTERM, when ``lifeline`` (the read end of a pipe the supervisor holds) closes."""
+        ``sockets`` (its supervisor's listening sockets, by listener name), ends, as on
+        SIGTERM, when ``lifeline`` (the read end of a pipe the supervisor holds) closes, and
+        shares its connection ids with the other workers through ``shared_ids``."""
         self.config = config
         self.worker = worker
         self._sockets = sockets
@@ -78,7 +85,7 @@ class GatewayServer:
         # The last greeting each target sent: what gateway-user and token clients are greeted
         # with before hoopy connects upstream, and what a refusal imitates when it is down.
         self.greetings = TargetGreetings()
-        self.connection_ids = FrontConnectionIds(worker)
+        self.connection_ids = FrontConnectionIds(worker, shared_ids)
         self.policies = Policies(config)  # guardrail rule sets and the shared analysis cache
         gw = config.gateway
         self.pending_logins = PendingLogins(
@@ -394,9 +401,12 @@ async def run_gateway(
     worker: tuple[int, int] | None = None,
     sockets: dict[str, list[socket.socket]] | None = None,
     lifeline: int | None = None,
+    shared_ids: SharedConnectionTable | None = None,
 ) -> None:
     memory.map_large_blocks()
-    server = GatewayServer(config, worker=worker, sockets=sockets, lifeline=lifeline)
+    server = GatewayServer(
+        config, worker=worker, sockets=sockets, lifeline=lifeline, shared_ids=shared_ids
+    )
 
     def ready(srv: GatewayServer) -> None:
         if ready_file is not None:

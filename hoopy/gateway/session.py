@@ -673,14 +673,15 @@ class Session:
         return Packet(packet.seq, packet.next_seq, new_payload, raw)
 
     def _foreign_kill(self, front: int) -> None:
-        """A KILL of an id another worker handed out: passed on unchanged (it names no
-        session of the server's, which says so), and logged, since the client meant one."""
+        """A KILL of an id another worker handed out that hoopy cannot map (that session
+        has ended, or its worker's table was full): passed on unchanged (it names no session
+        of the server's, which says so), and logged, since the client meant one."""
         worker = self.server.worker
         owner = self.server.connection_ids.worker_of(front)
         if worker is not None and owner is not None and owner != worker[0]:
             log.warning(
-                "session %s: KILL %d names a connection of worker %d; a KILL reaches only "
-                "sessions of the same worker (this is worker %d)",
+                "session %s: KILL %d names no open connection of worker %d that this "
+                "worker (%d) can see",
                 self.id,
                 front,
                 owner,

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from hoopy.config.model import Config
+from hoopy.gateway.admission import SharedConnectionTable
 from hoopy.gateway.audit_log import lock_directory
 
 log = logging.getLogger("hoopy.workers")
@@ -94,6 +95,8 @@ class Supervisor:
                 self._lock_fd = lock_directory(self.config.audit.directory)
             self.sockets = bind_listeners(self.config)
             self._generated = prepare_shared_state(self.config)
+            # Before the forks: every worker maps the same pages.
+            self._shared_ids = SharedConnectionTable(count, self.config.gateway.max_connections)
             self.workers = [Worker(k) for k in range(1, count + 1)]
             for worker in self.workers:
                 self._start(worker)
@@ -124,6 +127,7 @@ class Supervisor:
     def _start(self, worker: Worker) -> None:
         ready = self._worker_ready_file(worker)
         ready.unlink(missing_ok=True)
+        self._shared_ids.clear(worker.number)  # a dead predecessor's sessions are gone
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -160,6 +164,7 @@ class Supervisor:
                     worker=(worker.number, len(self.workers)),
                     sockets=self.sockets,
                     lifeline=self._lifeline_r,
+                    shared_ids=self._shared_ids,
                 )
             )
             return 0

@@ -7,7 +7,7 @@ import math
 import pytest
 import trio
 import trio.testing
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hoopy.gateway.admission import (
@@ -15,6 +15,7 @@ from hoopy.gateway.admission import (
     FRONT_ID_SPAN,
     FrontConnectionIds,
     PendingLogins,
+    SharedConnectionTable,
     kill_target,
 )
 from hoopy.gateway.throttle import MAX_TRACKED_KEYS, LoginDelays
@@ -108,6 +109,63 @@ def test_workers_hand_out_disjoint_ids_and_know_whose_an_id_is(
     single = FrontConnectionIds()
     assert single.worker_of(single.allocate()) == 1
     assert single.worker_of(5) is None  # the server's own thread ids are nobody's
+
+
+@given(
+    count=st.integers(1, 4),
+    ops=st.lists(
+        st.tuples(st.integers(1, 4), st.booleans(), st.sampled_from(["app", "other"])),
+        max_size=60,
+    ),
+)
+@settings(max_examples=60)
+def test_the_shared_table_answers_what_each_worker_holds(
+    count: int, ops: list[tuple[int, bool, str]]
+) -> None:
+    """Workers registering and ending sessions in any order, through a table small enough
+    to collide and fill: a lookup from any other worker finds exactly the open sessions'
+    upstream ids (or nothing, for one the full table left unpublished)."""
+    table = SharedConnectionTable(count, 4)  # 8 slots per worker
+    workers = [FrontConnectionIds((k, count), table) for k in range(1, count + 1)]
+    open_: dict[int, tuple[int, str, int]] = {}  # front -> (worker, target, upstream)
+    published: set[int] = set()  # what the table must hold: while a region has room
+    for n, (k, start, target) in enumerate(ops):
+        k = (k - 1) % count + 1
+        ids = workers[k - 1]
+        mine = [f for f, (w, _, _) in open_.items() if w == k]
+        if start or not mine:
+            front = ids.allocate()
+            room = sum(1 for f in published if open_[f][0] == k) < table.slots
+            ids.register(front, target, 1000 + n)
+            open_[front] = (k, target, 1000 + n)
+            if room:
+                published.add(front)
+        else:
+            ids.unregister(mine[0])
+            del open_[mine[0]]
+            published.discard(mine[0])
+        for front, (owner, t, upstream) in open_.items():
+            for reader in workers:
+                got = reader.upstream_id(front, t)
+                if reader is workers[owner - 1]:
+                    assert got == upstream  # its own: always from its memory
+                else:
+                    assert got == (upstream if front in published else None)
+                assert reader.upstream_id(front, "no-such-target") is None
+    for front, (owner, t, _) in list(open_.items()):
+        workers[owner - 1].unregister(front)
+        for reader in workers:
+            assert reader.upstream_id(front, t) is None
+
+
+def test_a_restarted_worker_starts_with_an_empty_region() -> None:
+    table = SharedConnectionTable(2, 16)
+    one, two = FrontConnectionIds((1, 2), table), FrontConnectionIds((2, 2), table)
+    front = one.allocate()
+    one.register(front, "app", 42)
+    assert two.upstream_id(front, "app") == 42
+    table.clear(1)
+    assert two.upstream_id(front, "app") is None
 
 
 # --- login delays ---------------------------------------------------------------------------

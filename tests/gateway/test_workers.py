@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -212,6 +213,41 @@ def test_a_dead_worker_is_restarted_while_the_others_serve(
     assert "SELECT 'after restart'" in {
         r.get("sql") for r in iter_records(directory / "worker-1")
     }
+
+
+def test_kill_reaches_a_session_of_another_worker(hoopy_factory: Start, tmp_path: Path) -> None:
+    """The mysql CLI's Ctrl-C: a new connection (on whichever worker) kills the query of a
+    session on another worker, by the id hoopy greeted that session with."""
+    hoopy, _ = start_workers(hoopy_factory, tmp_path)
+    pids = worker_pids(hoopy)
+    with stopped(pids[2]):
+        victim = hoopy.connect(read_timeout=60)  # on worker 1
+    result: list[Any] = []
+
+    def sleep() -> None:
+        try:
+            with victim.cursor() as cur:
+                cur.execute("SELECT SLEEP(30)")
+                result.extend(cur.fetchall())
+        except pymysql.err.OperationalError as exc:
+            result.append(exc.args[0])
+
+    thread = threading.Thread(target=sleep)
+    thread.start()
+    try:
+        with stopped(pids[1]):
+            killer = hoopy.connect()  # on worker 2
+        time.sleep(0.3)  # the SLEEP is running
+        with killer.cursor() as cur:
+            cur.execute(f"KILL QUERY {victim.thread_id()}")
+        thread.join(10)
+        assert not thread.is_alive(), "KILL QUERY from worker 2 did not reach worker 1's query"
+        assert result in ([(1,)], [1317])  # SLEEP cut short, or "Query execution was interrupted"
+        killer.close()
+    finally:
+        thread.join(40)
+        victim.close()
+    assert "names no open connection" not in hoopy.stderr_text()
 
 
 def test_the_supervisor_stops_its_workers(hoopy_factory: Start, tmp_path: Path) -> None:
