@@ -2,11 +2,11 @@
 
 Usage: python scripts/build_accelerators.py [--check]
 
-Builds ``hoopy/wire/_rowscan.py`` and ``_rowmask.py`` into extension modules beside them
-(gitignored) and records
-the source's hash in ``_rowscan.built``; Python then imports the compiled module instead of
-the source. Rebuilds only when the source changed. Without mypy or a compiler it says so and
-exits 0: hoopy works the same without it, only slower when streaming large results.
+Builds ``hoopy/wire/_rowscan.py``, ``hoopy/wire/_rowmask.py`` and ``hoopy/audit/_canon.py``
+into extension modules beside them (gitignored) and records each source's hash in its
+``.built`` file; Python then imports the compiled module instead of the source. Rebuilds only
+when the source changed. Without mypy or a compiler it says so and exits 0: hoopy works the
+same without them, only slower (large results, masking, the audit's record encoding).
 ``--check`` exits 1 if a compiled module is present but stale.
 """
 
