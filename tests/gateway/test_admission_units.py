@@ -158,6 +158,21 @@ def test_the_shared_table_answers_what_each_worker_holds(
             assert reader.upstream_id(front, t) is None
 
 
+def test_freed_slots_are_used_again() -> None:
+    """A long-running worker opens and ends many more sessions than its region has slots:
+    each stays visible to the other worker while it is open."""
+    table = SharedConnectionTable(2, 4)  # 8 slots per worker
+    one, two = FrontConnectionIds((1, 2), table), FrontConnectionIds((2, 2), table)
+    held: list[int] = []
+    for n in range(200):
+        front = one.allocate()
+        one.register(front, "app", n)
+        held.append(front)
+        if len(held) > 3:
+            one.unregister(held.pop(0))
+        assert all(two.upstream_id(f, "app") is not None for f in held), n
+
+
 def test_a_restarted_worker_starts_with_an_empty_region() -> None:
     table = SharedConnectionTable(2, 16)
     one, two = FrontConnectionIds((1, 2), table), FrontConnectionIds((2, 2), table)
