@@ -38,8 +38,10 @@ from bench.run import (
     RESULTS_DIR,
     Endpoint,
     Stack,
+    add_gateway_options,
     bench_stack,
     cpu_split,
+    gateway_settings,
     parse_sysbench,
     start_spinner,
     stop_process,
@@ -185,9 +187,8 @@ def _stack(args: argparse.Namespace) -> contextlib.AbstractContextManager[Stack]
     return bench_stack(
         tables=args.tables,
         table_size=args.table_size,
-        audit=None if args.audit == "off" else args.audit,
-        guardrails=[g for g in args.guardrails.split(",") if g],
         bare=args.target == "bare",
+        **gateway_settings(args),
     )
 
 
@@ -251,17 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="sysbench oltp_point_select, or the mariadb CLI streaming --stream-rows rows",
     )
     p.add_argument("--stream-rows", type=int, default=1_000_000)
-    p.add_argument(
-        "--audit",
-        choices=("off", "os", "strict"),
-        default="os",
-        help="hoopy's audit durability, or off (default: os, hoopy's default)",
-    )
-    p.add_argument(
-        "--guardrails",
-        default="default",
-        help="comma-separated rule sets on hoopy's target, '' for none (default: default)",
-    )
+    add_gateway_options(p)
     p.add_argument("--ps-mode", choices=("disable", "auto"), default="disable")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seconds", type=int, default=20)

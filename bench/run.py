@@ -742,21 +742,34 @@ def run_settings(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = rounds_parser("python -m bench.run", __doc__, WORKLOADS)
-    p.add_argument("--stream-rows", type=int, default=1_000_000)
+def add_gateway_options(p: argparse.ArgumentParser) -> None:
+    """--audit and --guardrails: how the benchmarked hoopy is configured (by default as users
+    get it); ``bare`` hoopy always runs with the audit off and no rules."""
     p.add_argument(
         "--audit",
         choices=["off", "os", "strict"],
         default="os",
-        help="hoopy's audit durability, or off (default: os, hoopy's default); the second "
-        "hoopy ('bare') always runs with the audit off and no rules",
+        help="hoopy's audit durability, or off (default: os, hoopy's default)",
     )
     p.add_argument(
         "--guardrails",
         default="default",
         help="comma-separated rule sets on hoopy's target, '' for none (default: default)",
     )
+
+
+def gateway_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """``bench_stack``'s audit and guardrails arguments from ``add_gateway_options``."""
+    return {
+        "audit": None if args.audit == "off" else args.audit,
+        "guardrails": [g for g in args.guardrails.split(",") if g],
+    }
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = rounds_parser("python -m bench.run", __doc__, WORKLOADS)
+    p.add_argument("--stream-rows", type=int, default=1_000_000)
+    add_gateway_options(p)
     p.add_argument(
         "--workers",
         type=int,
@@ -773,13 +786,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     info = machine_info()
     runs: list[dict[str, Any]] = []
-    guardrails = [g for g in args.guardrails.split(",") if g]
     with bench_stack(
         tables=args.tables,
         table_size=args.table_size,
-        audit=None if args.audit == "off" else args.audit,
-        guardrails=guardrails,
         workers=args.workers,
+        **gateway_settings(args),
     ) as stack:
         info["mariadb_server"] = stack.db.admin_sql("SELECT VERSION()")[0][0]
         _log("warming up ...")
