@@ -22,6 +22,7 @@ from json.encoder import encode_basestring
 from typing import Any, Final
 
 SCHEMA_VERSION: Final = 1
+_VERSION_TEXT: Final = str(SCHEMA_VERSION)
 
 
 def canonical(value: object) -> str:
@@ -151,7 +152,7 @@ def chain_line(
         parts.append("{" if i == 0 else ",")
         parts.append(names[i])
         if k == "v":
-            parts.append("1")
+            parts.append(_VERSION_TEXT)
         elif k == "prev":
             parts.append(encode_basestring(prev))
         elif add_ts and k == "ts":

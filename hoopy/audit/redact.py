@@ -463,7 +463,7 @@ def _cut_utf8(data: bytearray, limit: int) -> bytes:
     return bytes(data[:end])
 
 
-_QUOTES_OR_DIGITS = re.compile(rb"['\"]|[0-9]{%d}|0[xXbB]" % MIN_CHECKED_INTEGER_DIGITS)
+_QUOTES_OR_DIGITS = re.compile(rb"['\"]|[0-9]{%d}" % MIN_CHECKED_INTEGER_DIGITS)
 # Literals without quotes that can be long: 0x4142..., 0b0101... (X'..' and B'..' have quotes).
 _HEX_OR_BIT = re.compile(rb"0[xXbB]")
 

@@ -197,8 +197,7 @@ def _config_findings(ctx: Ctx, config: Config, data: dict[str, Any]) -> Iterator
     for name, rule_set in config.guardrails.items():
         if name in (data.get("guardrails") or {}):
             yield from _rule_findings(ctx, rule_set)
-    used_sets = {s for t in config.targets.values() for s in t.guardrails}
-    used_sets |= {s for r in config.roles.values() for sets in r.guardrails.values() for s in sets}
+    used_sets = _used_rule_sets(config)
     for name in data.get("guardrails") or {}:
         if name not in used_sets:
             yield ctx.finding(
@@ -244,8 +243,7 @@ def _worker_findings(ctx: Ctx, config: Config, data: dict[str, Any]) -> Iterator
             'only adds memory and context switches (use "auto")',
             "warning",
         )
-    used = {s for t in config.targets.values() for s in t.guardrails}
-    used |= {s for r in config.roles.values() for sets in r.guardrails.values() for s in sets}
+    used = _used_rule_sets(config)
     uses_review = any(
         rule_set.default is Action.REVIEW
         or any(rule.action is Action.REVIEW for rule in rule_set.rules)
@@ -259,6 +257,13 @@ def _worker_findings(ctx: Ctx, config: Config, data: dict[str, Any]) -> Iterator
             "are refused instead of held for a human",
             "warning",
         )
+
+
+def _used_rule_sets(config: Config) -> set[str]:
+    """The guardrail rule sets some target or role applies."""
+    used = {s for t in config.targets.values() for s in t.guardrails}
+    used |= {s for r in config.roles.values() for sets in r.guardrails.values() for s in sets}
+    return used
 
 
 def _listener_conflicts(ctx: Ctx, config: Config) -> Iterator[Finding]:

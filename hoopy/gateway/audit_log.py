@@ -62,12 +62,9 @@ class AuditLog:
         fields: dict[str, int] = {}
         if worker is not None:
             number, count = worker
-            settings = replace(
-                settings,
-                directory=worker_trail(settings.directory, number),
-                head_file=worker_head(head, number),
-            )
             head = worker_head(head, number)
+            directory = worker_trail(settings.directory, number)
+            settings = replace(settings, directory=directory, head_file=head)
             fields = {"worker": number, "workers": count}
         self.settings = settings
         self.writer = AuditWriter(

@@ -60,24 +60,29 @@ class BoundListener:
     tls_context: ssl.SSLContext | None = None
 
 
+@dataclass(frozen=True)
+class WorkerRole:
+    """What a gateway that is worker ``number`` of ``count`` (gateway/workers.py) gets from its
+    supervisor: the listening ``sockets`` (by listener name) to serve, the ``lifeline`` pipe
+    (read end) whose closing means the supervisor is gone, and the table through which the
+    workers share their connection ids."""
+
+    number: int
+    count: int
+    sockets: dict[str, list[socket.socket]]
+    lifeline: int
+    shared_ids: SharedConnectionTable
+
+    @property
+    def slot(self) -> tuple[int, int]:
+        return self.number, self.count
+
+
 class GatewayServer:
-    def __init__(
-        self,
-        config: Config,
-        *,
-        worker: tuple[int, int] | None = None,
-        sockets: dict[str, list[socket.socket]] | None = None,
-        lifeline: int | None = None,
-        shared_ids: SharedConnectionTable | None = None,
-    ) -> None:
-        """``worker``: (K, N) when this is worker K of N (gateway/workers.py), which serves
-        ``sockets`` (its supervisor's listening sockets, by listener name), ends, as on
-        SIGTERM, when ``lifeline`` (the read end of a pipe the supervisor holds) closes, and
-        shares its connection ids with the other workers through ``shared_ids``."""
+    def __init__(self, config: Config, *, worker: WorkerRole | None = None) -> None:
+        """``worker``: set when this gateway is one of several (``[gateway] workers``)."""
         self.config = config
         self.worker = worker
-        self._sockets = sockets
-        self._lifeline = lifeline
         self.draining = False
         self.sessions: set[Session] = set()
         self.certificate: ServerCertificate | None = None
@@ -85,7 +90,11 @@ class GatewayServer:
         # The last greeting each target sent: what gateway-user and token clients are greeted
         # with before hoopy connects upstream, and what a refusal imitates when it is down.
         self.greetings = TargetGreetings()
-        self.connection_ids = FrontConnectionIds(worker, shared_ids)
+        self.connection_ids = (
+            FrontConnectionIds(worker.slot, worker.shared_ids)
+            if worker is not None
+            else FrontConnectionIds()
+        )
         self.policies = Policies(config)  # guardrail rule sets and the shared analysis cache
         gw = config.gateway
         self.pending_logins = PendingLogins(
@@ -116,9 +125,9 @@ class GatewayServer:
 
     async def _bind(self, listener: Listener) -> BoundListener:
         bound = BoundListener(config=listener, tls_context=self._tls_context_for(listener))
-        if self._sockets is not None:
+        if self.worker is not None:
             # A worker: the supervisor bound them, and removes the unix socket at the end.
-            for std in self._sockets[listener.name]:
+            for std in self.worker.sockets[listener.name]:
                 bound.trio_listeners.append(
                     trio.SocketListener(trio.socket.from_stdlib_socket(std))
                 )
@@ -135,14 +144,9 @@ class GatewayServer:
             sockname = tcp[0].socket.getsockname()
             bound.tcp = (sockname[0], sockname[1])
         if listener.unix_socket:
-            path = listener.unix_socket
-            remove_stale_socket(path)
-            sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
-            await sock.bind(str(path))
-            os.chmod(path, 0o666)  # access is decided by authentication, not file modes
-            sock.listen(socket.SOMAXCONN)
+            sock = trio.socket.from_stdlib_socket(unix_listener(listener.unix_socket))
             bound.trio_listeners.append(trio.SocketListener(sock))
-            bound.unix_socket = path
+            bound.unix_socket = listener.unix_socket
         return bound
 
     def _admin_server(self, service: ApprovalService) -> AdminServer:
@@ -167,7 +171,7 @@ class GatewayServer:
     def ready_info(self) -> dict[str, Any]:
         return {
             "pid": os.getpid(),
-            "worker": self.worker[0] if self.worker is not None else None,
+            "worker": self.worker.number if self.worker is not None else None,
             "listeners": [
                 {
                     "name": b.config.name,
@@ -198,7 +202,9 @@ class GatewayServer:
         if self.config.audit is not None:
             settings = self.config.audit
             key = settings.key.read() if settings.key is not None else None
-            self.audit = AuditLog(settings, key, self.worker)
+            self.audit = AuditLog(
+                settings, key, self.worker.slot if self.worker is not None else None
+            )
             self.audit.open()  # AuditUnavailable: refuse to start rather than run unaudited
         admin_listeners: list[trio.abc.Listener[Any]] = []
         if self.config.approvals is not None and self.audit is not None:
@@ -215,7 +221,7 @@ class GatewayServer:
                 accept_scope = trio.CancelScope()
                 nursery.start_soon(self._accept_all, accept_scope, nursery)
                 nursery.start_soon(self._watch_signals, accept_scope, nursery)
-                if self._lifeline is not None:
+                if self.worker is not None:
                     nursery.start_soon(self._watch_supervisor, accept_scope, nursery)
                 if self.audit is not None:
                     nursery.start_soon(self.audit.run_background_tasks)
@@ -239,7 +245,7 @@ class GatewayServer:
                 task_status.started(self)
         finally:
             for b in self.bound:
-                if b.unix_socket and self._sockets is None:
+                if b.unix_socket and self.worker is None:
                     b.unix_socket.unlink(missing_ok=True)
             await self.policies.aclose()
             if self.admin is not None:
@@ -342,8 +348,8 @@ class GatewayServer:
     ) -> None:
         """A worker whose supervisor is gone (killed: it never got to stop its workers)
         shuts down as on SIGTERM: nobody would restart it or tidy up after it."""
-        assert self._lifeline is not None
-        await trio.lowlevel.wait_readable(self._lifeline)  # readable only at EOF
+        assert self.worker is not None
+        await trio.lowlevel.wait_readable(self.worker.lifeline)  # readable only at EOF
         log.warning("the supervisor process is gone: shutting down")
         await self.shutdown(accept_scope, nursery)
 
@@ -364,6 +370,28 @@ class GatewayServer:
         if self.sessions:
             log.warning("%d sessions still busy after %gs: closing them", len(self.sessions), grace)
         nursery.cancel_scope.cancel()
+
+
+def unix_listener(path: Path) -> socket.socket:
+    """A listening unix socket at ``path`` (a stale one left there is replaced; OSError when
+    another process serves it)."""
+    remove_stale_socket(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        os.chmod(path, 0o666)  # access is decided by authentication, not file modes
+        sock.listen(socket.SOMAXCONN)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def write_ready_file(path: Path, info: dict[str, Any]) -> None:
+    """``--ready-file``: written whole or not at all (scripts poll for it)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(info))
+    os.replace(tmp, path)
 
 
 def remove_stale_socket(path: Path) -> None:
@@ -398,21 +426,14 @@ async def run_gateway(
     *,
     ready_file: Path | None = None,
     on_ready: Callable[[GatewayServer], None] | None = None,
-    worker: tuple[int, int] | None = None,
-    sockets: dict[str, list[socket.socket]] | None = None,
-    lifeline: int | None = None,
-    shared_ids: SharedConnectionTable | None = None,
+    worker: WorkerRole | None = None,
 ) -> None:
     memory.map_large_blocks()
-    server = GatewayServer(
-        config, worker=worker, sockets=sockets, lifeline=lifeline, shared_ids=shared_ids
-    )
+    server = GatewayServer(config, worker=worker)
 
     def ready(srv: GatewayServer) -> None:
         if ready_file is not None:
-            tmp = ready_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(srv.ready_info()))
-            os.replace(tmp, ready_file)
+            write_ready_file(ready_file, srv.ready_info())
         if on_ready:
             on_ready(srv)
 

@@ -678,14 +678,14 @@ class Session:
         of the server's, which says so), and logged, since the client meant one."""
         worker = self.server.worker
         owner = self.server.connection_ids.worker_of(front)
-        if worker is not None and owner is not None and owner != worker[0]:
+        if worker is not None and owner is not None and owner != worker.number:
             log.warning(
                 "session %s: KILL %d names no open connection of worker %d that this "
                 "worker (%d) can see",
                 self.id,
                 front,
                 owner,
-                worker[0],
+                worker.number,
             )
 
     def _reviews(self, verdict: GuardrailVerdict) -> bool:

@@ -45,9 +45,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import trio
+
 from hoopy.config.model import Config
 from hoopy.gateway.admission import SharedConnectionTable
 from hoopy.gateway.audit_log import lock_directory
+from hoopy.gateway.server import WorkerRole, run_gateway, unix_listener, write_ready_file
+from hoopy.gateway.tls import ensure_server_certificate
 
 log = logging.getLogger("hoopy.workers")
 
@@ -67,7 +71,6 @@ class Worker:
     ready: bool = False
     failures: int = 0  # exits in a row, each within STABLE_AFTER of its start
     restart_at: float | None = None
-    last_pid: int = 0
 
 
 @dataclass
@@ -94,7 +97,7 @@ class Supervisor:
                 # The directory is the workers' together: no single gateway may write it too.
                 self._lock_fd = lock_directory(self.config.audit.directory)
             self.sockets = bind_listeners(self.config)
-            self._generated = prepare_shared_state(self.config)
+            self._generated = generate_certificate(self.config)
             # Before the forks: every worker maps the same pages.
             self._shared_ids = SharedConnectionTable(count, self.config.gateway.max_connections)
             self.workers = [Worker(k) for k in range(1, count + 1)]
@@ -105,7 +108,7 @@ class Supervisor:
                 return 0 if self.interrupted else 1
             info = self._ready_info()
             if self.ready_file is not None:
-                write_json(self.ready_file, info)
+                write_ready_file(self.ready_file, info)
             if self.on_ready is not None:
                 self.on_ready(info)
             self._supervise()
@@ -153,20 +156,10 @@ class Supervisor:
             os.close(self._lifeline_w)
             signal.pthread_sigmask(signal.SIG_SETMASK, set())
             tag_log_records(f"w{worker.number}")
-            import trio
-
-            from hoopy.gateway.server import run_gateway
-
-            trio.run(
-                lambda: run_gateway(
-                    self.config,
-                    ready_file=ready,
-                    worker=(worker.number, len(self.workers)),
-                    sockets=self.sockets,
-                    lifeline=self._lifeline_r,
-                    shared_ids=self._shared_ids,
-                )
+            role = WorkerRole(
+                worker.number, len(self.workers), self.sockets, self._lifeline_r, self._shared_ids
             )
+            trio.run(lambda: run_gateway(self.config, ready_file=ready, worker=role))
             return 0
         except KeyboardInterrupt:
             return 0
@@ -189,7 +182,7 @@ class Supervisor:
             if all(w.ready for w in self.workers):
                 return True
             failed = False
-            for dead, status in self._reap_workers():
+            for dead, _, status in self._reap_workers():
                 log.error(
                     "worker %d exited before it was ready (%s): stopping",
                     dead.number,
@@ -218,11 +211,10 @@ class Supervisor:
             if signum is not None and signum.si_signo in (signal.SIGINT, signal.SIGTERM):
                 log.info("%s: shutting down the workers", signal.Signals(signum.si_signo).name)
                 return
-            for worker, status in self._reap_workers():
-                pid = worker.last_pid
+            for worker, pid, status in self._reap_workers():
                 lived = time.monotonic() - worker.started
                 if self.ready_file is not None:
-                    write_json(self.ready_file, self._ready_info())
+                    write_ready_file(self.ready_file, self._ready_info())
                 worker.failures = worker.failures + 1 if lived < STABLE_AFTER else 1
                 delay = min(RESTART_MAX_DELAY, RESTART_FIRST_DELAY * 2 ** (worker.failures - 1))
                 worker.restart_at = time.monotonic() + delay
@@ -253,7 +245,7 @@ class Supervisor:
                 if worker.pid and not worker.ready and self._worker_ready_file(worker).exists():
                     worker.ready = True
                     if self.ready_file is not None:
-                        write_json(self.ready_file, self._ready_info())
+                        write_ready_file(self.ready_file, self._ready_info())
 
     def _stop(self) -> None:
         """SIGTERM to every worker; wait for them (SIGKILL after the grace)."""
@@ -281,8 +273,9 @@ class Supervisor:
                 deadline = time.monotonic() + KILL_AFTER_GRACE
             signal.sigtimedwait(SIGNALS, 0.05)
 
-    def _reap_workers(self) -> list[tuple[Worker, int]]:
-        """Workers that have exited (each then has ``pid`` 0), with their wait status."""
+    def _reap_workers(self) -> list[tuple[Worker, int, int]]:
+        """Workers that have exited (each then has ``pid`` 0), with the pid they had and
+        their wait status."""
         done = []
         for worker in self.workers:
             if not worker.pid:
@@ -292,8 +285,8 @@ class Supervisor:
             except ChildProcessError:  # reaped already: gone all the same
                 pid, status = worker.pid, 0
             if pid:
-                worker.last_pid, worker.pid = worker.pid, 0
-                done.append((worker, status))
+                worker.pid = 0
+                done.append((worker, pid, status))
         return done
 
     def _close_sockets(self) -> None:
@@ -347,16 +340,8 @@ def describe_status(status: int) -> str:
     return f"exited with status {os.waitstatus_to_exitcode(status)}"
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
-
-
 def bind_listeners(config: Config) -> dict[str, list[socket.socket]]:
     """Every listener's sockets, bound and listening (OSError: the address is in use...)."""
-    from hoopy.gateway.server import remove_stale_socket
-
     bound: dict[str, list[socket.socket]] = {}
     try:
         for listener in config.listeners:
@@ -364,13 +349,7 @@ def bind_listeners(config: Config) -> dict[str, list[socket.socket]]:
             if listener.tcp:
                 socks += tcp_sockets(*listener.tcp)
             if listener.unix_socket:
-                path = listener.unix_socket
-                remove_stale_socket(path)
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                socks.append(sock)
-                sock.bind(str(path))
-                os.chmod(path, 0o666)  # access is decided by authentication, not file modes
-                sock.listen(socket.SOMAXCONN)
+                socks.append(unix_listener(listener.unix_socket))
     except BaseException:
         for socks in bound.values():
             for sock in socks:
@@ -412,14 +391,9 @@ def tcp_sockets(host: str, port: int) -> list[socket.socket]:
     return socks
 
 
-def prepare_shared_state(config: Config) -> bool:
-    """What the workers would otherwise race to create: the generated TLS certificate and
-    the audit directory. Whether a certificate was generated now."""
-    from hoopy.gateway.tls import ensure_server_certificate
-
-    generated = False
+def generate_certificate(config: Config) -> bool:
+    """The generated TLS certificate, made before the workers would race to make it (the
+    audit directory is made by ``lock_directory``). Whether it was generated now."""
     if any(lst.tls and not (lst.tls_cert and lst.tls_key) for lst in config.listeners):
-        generated = ensure_server_certificate(config.gateway.state_dir).generated
-    if config.audit is not None:
-        config.audit.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return generated
+        return ensure_server_certificate(config.gateway.state_dir).generated
+    return False

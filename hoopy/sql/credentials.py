@@ -410,15 +410,12 @@ def may_carry_credentials(data: bytes) -> bool:
     may split it (``'IDENT\\IFIED'`` is ``IDENTIFIED``), so backslashes are ignored.
     """
     # A keyword across a slice boundary, with a backslash in every gap.
-    return any(_mentions(piece) for piece in slices(data, _LONGEST_TRIGGER * 2))
+    return any(mentions_trigger(piece) for piece in slices(data, _LONGEST_TRIGGER * 2))
 
 
-def mentions_trigger(short: bytes) -> bool:
-    """``may_carry_credentials`` for text of at most ``SHORT`` bytes without a backslash."""
-    return _TRIGGER.search(short.lower()) is not None
-
-
-def _mentions(chunk: bytes) -> bool:
+def mentions_trigger(chunk: bytes) -> bool:
+    """Whether one slice of text (at most ``SCAN_STEP`` bytes) mentions a credential keyword:
+    ``may_carry_credentials`` for text that short."""
     if b"\\" in chunk:
         chunk = chunk.replace(b"\\", b"")
     chunk = chunk.lower()
