@@ -10,6 +10,14 @@ thread (``trio.to_thread``); the store itself knows nothing of trio.
 the approved statement (``policy.fingerprint``). The directory is 0700: the journal holds
 redacted statements, and the approvals themselves are what a retry is let through by.
 
+Several workers of one gateway (``[gateway] workers``) share the journal (``shared=True``):
+the supervisor opens it first (compaction, cancelling the last run's holds), then each
+worker opens it without compacting. A change is made under ``lock()`` (``flock`` on
+``journal.lock``), after ``refresh()`` has applied what the other workers appended, so a
+request is decided, expired or used once across all of them; ``refresh()`` is also how a
+worker learns of a decision made through another. A hold belongs to the worker that holds
+its client (``worker``): a restarted worker cancels its predecessor's.
+
 A shared store for several gateway instances (docs/architecture.md, "Approvals across
 instances") implements the same operations on a database table; ``use`` is the one that
 must be an atomic compare-and-set (``UPDATE ... WHERE state = 'approved'``).
@@ -17,6 +25,7 @@ must be an atomic compare-and-set (``UPDATE ... WHERE state = 'approved'``).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -80,6 +89,7 @@ class ApprovalRequest:
     reason: str | None = None  # of a denial, an expiry or a cancellation
     used_at: float | None = None
     used_by_session: str | None = None
+    worker: int | None = None  # the gateway worker holding its client ([gateway] workers)
 
     @property
     def requester_identity(self) -> str:
@@ -87,8 +97,7 @@ class ApprovalRequest:
 
     def approvers(self) -> list[Approver]:
         return [
-            Approver(a["identity"], a["name"], tuple(a["groups"]), a["via"])
-            for a in self.approvals
+            Approver(a["identity"], a["name"], tuple(a["groups"]), a["via"]) for a in self.approvals
         ]
 
     def to_json(self) -> dict[str, Any]:
@@ -117,6 +126,7 @@ class ApprovalRequest:
             "reason": self.reason,
             "used_at": self.used_at,
             "used_by_session": self.used_by_session,
+            "worker": self.worker,
         }
 
     def view(self) -> dict[str, Any]:
@@ -136,12 +146,17 @@ class ApprovalRequest:
 class ApprovalStore:
     """The requests by id, rebuilt from the journal; each change appended and fsync'ed."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, shared: bool = False) -> None:
+        """``shared``: a worker's view of the journal the workers write together (opened,
+        and compacted, by the supervisor first)."""
         self.directory = directory
         self.journal = directory / "journal.jsonl"
         self.requests: dict[str, ApprovalRequest] = {}
         self.key = b""
+        self.shared = shared
+        self.offset = 0  # bytes of the journal applied: its complete lines up to here
         self._fd: int | None = None
+        self._lock_fd: int | None = None
 
     # --- opening ---------------------------------------------------------------------------
 
@@ -154,6 +169,16 @@ class ApprovalStore:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.chmod(self.directory, 0o700)
             self.key = self._key()
+            if self.shared:
+                # The supervisor compacted it; the other workers may be appending already.
+                self._fd = os.open(
+                    self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
+                )
+                self._lock_fd = os.open(
+                    self.directory / "journal.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+                )
+                self.refresh()
+                return []
             for number, op in self._read():
                 try:
                     _validate(op)
@@ -198,15 +223,19 @@ class ApprovalStore:
             os.close(fd)
         return key
 
-    def _read(self) -> Iterator[tuple[int, dict[str, Any]]]:
+    def _read(self, start: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
+        """The operations of the journal's complete lines from byte ``start`` on (numbered
+        from there); ``offset`` follows each line read."""
         try:
             f = self.journal.open("rb")
         except FileNotFoundError:
             return
         with f:
+            f.seek(start)
+            self.offset = start
             for number, line in enumerate(f, 1):
                 if not line.endswith(b"\n"):
-                    return  # a write cut by a crash: it was never acted on
+                    return  # a write cut by a crash (or still being written by a worker)
                 if len(line) > MAX_LINE_BYTES:
                     raise OSError(f"{self.journal}:{number}: line too long")
                 try:
@@ -215,7 +244,50 @@ class ApprovalStore:
                     raise OSError(f"{self.journal}:{number}: not JSON") from None
                 if not isinstance(op, dict):
                     raise OSError(f"{self.journal}:{number}: not an operation")
+                self.offset += len(line)
                 yield number, op
+
+    def refresh(self) -> bool:
+        """Apply what other workers appended since the last look (a ``stat`` when nothing
+        was). Whether anything was. Raises StoreError."""
+        if not self.shared:
+            return False
+        try:
+            if os.stat(self.journal).st_size <= self.offset:
+                return False
+            start, changed = self.offset, False
+            for number, op in self._read(start):
+                try:
+                    _validate(op)
+                    self._apply(op)
+                except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                    raise OSError(
+                        f"{self.journal}: line {number} after byte {start}: not a "
+                        f"valid operation ({exc!r})"
+                    ) from None
+                changed = True
+            return changed
+        except OSError as exc:
+            raise StoreError(f"cannot read the approval store: {exc}") from None
+
+    def lock(self) -> None:
+        """Take the workers' lock (blocking: call it from a thread), then ``refresh``: a
+        change is decided on the journal's latest state. Raises StoreError."""
+        if self._lock_fd is None:
+            return
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            raise StoreError(f"cannot lock the approval store: {exc}") from None
+        try:
+            self.refresh()
+        except BaseException:
+            self.unlock()
+            raise
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _compact(self, now: float) -> None:
         """Rewrite the journal as one ``request`` line per request still worth keeping."""
@@ -240,12 +312,14 @@ class ApprovalStore:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-        self._fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND)
+        self.offset = len(data)
+        self._fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        for fd in (self._fd, self._lock_fd):
+            if fd is not None:
+                os.close(fd)
+        self._fd = self._lock_fd = None
 
     # --- changes -----------------------------------------------------------------------------
 
@@ -257,12 +331,15 @@ class ApprovalStore:
             _validate(op)  # what is written must read back
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise StoreError(f"not a valid approval operation: {exc!r}") from None
+        line = _line(op)
         try:
-            os.write(self._fd, _line(op))
+            os.write(self._fd, line)
             os.fsync(self._fd)
         except OSError as exc:
             raise StoreError(f"cannot write the approval store: {exc.strerror}") from None
         self._apply(op)
+        # Shared: appended under lock() after refresh(), so nothing else is in between.
+        self.offset += len(line)
 
     def _apply(self, op: dict[str, Any]) -> None:
         kind = op.get("op")

@@ -59,7 +59,7 @@ def serve(
 
         try:
             status = Supervisor(cfg, ready_file, lambda info: _announce(cfg, info)).run()
-        except (OSError, AuditUnavailable) as exc:
+        except (OSError, AuditUnavailable, StoreError) as exc:
             fail(f"cannot start: {exc}")
         if status:
             fail("cannot start: a worker did not start (its error is above)")

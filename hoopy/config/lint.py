@@ -243,20 +243,6 @@ def _worker_findings(ctx: Ctx, config: Config, data: dict[str, Any]) -> Iterator
             'only adds memory and context switches (use "auto")',
             "warning",
         )
-    used = _used_rule_sets(config)
-    uses_review = any(
-        rule_set.default is Action.REVIEW
-        or any(rule.action is Action.REVIEW for rule in rule_set.rules)
-        for name, rule_set in config.guardrails.items()
-        if name in used
-    )
-    if uses_review and "approvals" not in data:
-        yield ctx.finding(
-            ("gateway", "workers"),
-            f"with {workers} workers approvals are off: statements a review rule matches "
-            "are refused instead of held for a human",
-            "warning",
-        )
 
 
 def _used_rule_sets(config: Config) -> set[str]:

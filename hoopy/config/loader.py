@@ -461,19 +461,6 @@ def build_config(
                 )
                 ctx.report((*ak, "issuers"), f"no issuer named {name!r}{hint}")
 
-    if gateway.workers > 1 and approvals is not None:
-        # A held statement and its decision live in one process for now: with several
-        # workers approvals are off (review verdicts are refused, saying why) unless the
-        # file asks for them, which is then an error.
-        if "approvals" in data:
-            ctx.report(
-                ("gateway", "workers"),
-                f"workers = {gateway.workers} cannot be used with [approvals]: a held "
-                "statement and its decision live in one gateway process for now (set "
-                "workers = 1, or [approvals] enabled = false)",
-            )
-        approvals = None
-
     ctx.raise_errors()
     return Config(
         audit=audit,

@@ -34,7 +34,7 @@ import trio
 from hoopy.approvals.http import HTTPError, Request, RequestReader, error_response, response
 from hoopy.approvals.policy import Approver, os_identity, token_identity
 from hoopy.approvals.store import PENDING
-from hoopy.config.model import AdminListener
+from hoopy.config.model import AdminListener, ApprovalSettings
 from hoopy.gateway.approvals import ApprovalFailed, ApprovalService
 from hoopy.gateway.tokenauth import TokenAuthenticator
 
@@ -46,6 +46,45 @@ REQUEST_TIMEOUT = 10.0
 MAX_CONNECTIONS = 32
 # The longest a --watch request waits for a change.
 MAX_WAIT = 30.0
+
+
+def admin_unix_socket(path: Path, mode: int) -> socket.socket:
+    """The admin API's unix socket, bound and listening with file mode ``mode``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Imported here: the server module imports this one.
+    from hoopy.gateway.server import remove_stale_socket
+
+    remove_stale_socket(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        # Created with no permissions for anyone, then opened to the configured mode: there
+        # is no moment when others could connect.
+        old = os.umask(0o777)
+        try:
+            sock.bind(str(path))
+        finally:
+            os.umask(old)
+        os.chmod(path, mode)
+        sock.listen(socket.SOMAXCONN)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def admin_sockets(settings: ApprovalSettings) -> list[socket.socket]:
+    """What ``AdminServer.bind`` binds, for a supervisor to hand its workers (``adopt``)."""
+    from hoopy.gateway.workers import tcp_sockets  # the workers module imports the server's
+
+    socks = [admin_unix_socket(settings.socket, settings.socket_mode)]
+    try:
+        if settings.listener is not None:
+            socks += tcp_sockets(*settings.listener.tcp)
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
 
 
 class AdminServer:
@@ -68,7 +107,10 @@ class AdminServer:
         self._slots = trio.Semaphore(MAX_CONNECTIONS)
 
     async def bind(self) -> list[trio.abc.Listener[Any]]:
-        listeners: list[trio.abc.Listener[Any]] = [await self._bind_unix()]
+        unix = admin_unix_socket(self.socket_path, self.socket_mode)
+        listeners: list[trio.abc.Listener[Any]] = [
+            trio.SocketListener(trio.socket.from_stdlib_socket(unix))
+        ]
         if self.listener is not None:
             host, port = self.listener.tcp
             tcp = await trio.open_tcp_listeners(port, host=host)
@@ -78,32 +120,25 @@ class AdminServer:
             listeners.extend(trio.SSLListener(t, self.tls_context) for t in tcp)
         return listeners
 
-    async def _bind_unix(self) -> trio.SocketListener:
-        path = self.socket_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Imported here: the server module imports this one.
-        from hoopy.gateway.server import remove_stale_socket
-
-        remove_stale_socket(path)
-        sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
-        # Created with no permissions for anyone, then opened to the configured mode: there
-        # is no moment when others could connect.
-        old = os.umask(0o777)
-        try:
-            await sock.bind(str(path))
-        finally:
-            os.umask(old)
-        os.chmod(path, self.socket_mode)
-        sock.listen(socket.SOMAXCONN)
-        return trio.SocketListener(sock)
+    def adopt(self, sockets: tuple[socket.socket, ...]) -> list[trio.abc.Listener[Any]]:
+        """A worker's listeners: the sockets its supervisor bound (``admin_sockets``)."""
+        listeners: list[trio.abc.Listener[Any]] = []
+        for std in sockets:
+            plain = trio.SocketListener(trio.socket.from_stdlib_socket(std))
+            if std.family == socket.AF_UNIX:
+                listeners.append(plain)
+                continue
+            if self.tcp is None:
+                name = std.getsockname()
+                self.tcp = (name[0], name[1])
+            assert self.tls_context is not None
+            listeners.append(trio.SSLListener(plain, self.tls_context))
+        return listeners
 
     async def serve(self, listeners: list[trio.abc.Listener[Any]]) -> None:
-        try:
-            async with trio.open_nursery() as nursery:
-                for listener in listeners:
-                    nursery.start_soon(self._accept, listener, nursery)
-        finally:
-            self.socket_path.unlink(missing_ok=True)
+        async with trio.open_nursery() as nursery:
+            for listener in listeners:
+                nursery.start_soon(self._accept, listener, nursery)
 
     async def _accept(self, listener: trio.abc.Listener[Any], nursery: trio.Nursery) -> None:
         async with listener:
@@ -183,6 +218,7 @@ class AdminServer:
             return response(200, approver.to_json())
         if parts[:1] != ["approvals"]:
             raise HTTPError(404, "unknown path")
+        service.refresh()  # as one of several workers: what the others changed too
         if len(parts) == 1:
             if request.method != "GET":
                 raise HTTPError(405, "use GET")
@@ -215,6 +251,7 @@ class AdminServer:
         if wait > 0 and after >= self.service.changes:
             with trio.move_on_after(min(wait, MAX_WAIT)):
                 await self.service.changed.wait()
+            self.service.refresh()
         requests = [
             r.view()
             for r in self.service.store.requests.values()

@@ -11,13 +11,21 @@ Resource handling: ``ApprovalService.run`` owns the expiry loop and the webhook 
 store's file is closed by ``close``. Every mutation takes ``_lock`` (decisions are rare; a
 lock is simpler than reasoning about interleavings at each ``await``), so one request cannot
 be approved and expired, or used twice, at once. Waiting for a decision never holds it.
+
+As one of several workers (``worker``), a mutation also takes the store's lock across the
+workers and decides on the journal's latest state (``ApprovalStore.lock``); ``run`` looks at
+the journal every ``SHARED_POLL`` seconds, so a decision taken through another worker's
+admin API wakes the statement held here. Holds are the worker's own: at start it cancels
+those of the worker it replaces, at shutdown only its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -47,6 +55,8 @@ MAX_REASON_CHARS = 1000
 # Requests pending at once, beyond which a new one is refused (a runaway agent must not
 # fill the store and the approvers' screens).
 MAX_PENDING = 1000
+# How often a worker looks for what the other workers wrote to the shared journal (a stat).
+SHARED_POLL = 0.1
 
 
 class ApprovalFailed(Exception):
@@ -59,20 +69,62 @@ class ApprovalFailed(Exception):
 
 
 class ApprovalService:
-    def __init__(self, settings: ApprovalSettings, audit: AuditLog, state_dir: Any) -> None:
+    def __init__(
+        self,
+        settings: ApprovalSettings,
+        audit: AuditLog,
+        state_dir: Any,
+        *,
+        worker: int | None = None,
+        stale: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        """``worker``: this gateway is that worker of several (the store is shared);
+        ``stale``: (id, reason) of the holds the supervisor cancelled at start, for this
+        worker to record in its audit chain."""
         self.settings = settings
         self.audit = audit
-        self.store = ApprovalStore(settings.directory or state_dir / "approvals")
+        self.worker = worker
+        self._stale = stale
+        self.store = ApprovalStore(
+            approvals_directory(settings, state_dir), shared=worker is not None
+        )
         self.webhook = Webhook(settings.webhook) if settings.webhook is not None else None
         self._lock = trio.Lock()
         self._decided: dict[str, trio.Event] = {}
         self.changed = trio.Event()  # set (and replaced) on every change: --watch waits on it
-        self.changes = 0  # counts the changes, so a watcher can ask for those after N
+
+    @property
+    def changes(self) -> int:
+        """The change number a watcher asks for changes after: the journal's length, the
+        same in every worker."""
+        return self.store.offset
 
     def open(self) -> None:
         """Load the store; holds that were pending at the last stop are recorded cancelled."""
         for request in self.store.open():
             self._audit_now(request, "cancelled", reason=request.reason)
+        for request_id, reason in self._stale:
+            found = self.store.requests.get(request_id)
+            if found is not None:
+                self._audit_now(found, "cancelled", reason=reason)
+
+    async def take_over(self) -> None:
+        """A worker's start: the holds of the worker it replaces are cancelled (their
+        clients were that process's)."""
+        if self.worker is None:
+            return
+        mine = [
+            r
+            for r in self.store.requests.values()
+            if r.worker == self.worker and r.mode is Mode.HOLD and r.state in (PENDING, APPROVED)
+        ]
+        for request in mine:
+            try:
+                await self._end(
+                    request, "cancel", CANCELLED, "the gateway worker holding it stopped"
+                )
+            except ApprovalFailed as exc:
+                log.error("approval %s: %s", request.id, exc.message)
 
     def close(self) -> None:
         self.store.close()
@@ -85,9 +137,47 @@ class ApprovalService:
         async with trio.open_nursery() as nursery:
             if self.webhook is not None:
                 nursery.start_soon(self.webhook.run)
+            if self.store.shared:
+                nursery.start_soon(self._follow_journal)
             while True:
                 await trio.sleep(TICK)
                 await self._expire_due()
+
+    async def _follow_journal(self) -> None:
+        while True:
+            await trio.sleep(SHARED_POLL)
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Apply what other workers wrote; wake the holds it decided. Logs what it cannot."""
+        try:
+            changed = self.store.refresh()
+        except StoreError as exc:
+            log.error("approvals: %s", exc)
+            return
+        if changed:
+            for request_id in list(self._decided):
+                found = self.store.requests.get(request_id)
+                if found is not None and found.state != PENDING:
+                    self._decided[request_id].set()
+            self._changed()
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self) -> AsyncIterator[None]:
+        """This process's lock, and as a worker the workers' (on the latest journal)."""
+        async with self._lock:
+            if not self.store.shared:
+                yield
+                return
+            try:
+                await trio.to_thread.run_sync(self.store.lock)
+            except StoreError as exc:
+                log.error("approvals: %s", exc)
+                raise ApprovalFailed(str(exc)) from None
+            try:
+                yield
+            finally:
+                self.store.unlock()
 
     # --- asking ----------------------------------------------------------------------------
 
@@ -109,7 +199,7 @@ class ApprovalService:
         estimate: int | None,
     ) -> ApprovalRequest:
         """A new pending request, recorded. Raises ApprovalFailed."""
-        async with self._lock:
+        async with self._exclusive():
             pending = sum(1 for r in self.store.requests.values() if r.state == PENDING)
             if pending >= MAX_PENDING:
                 raise ApprovalFailed(f"{pending} approvals are pending already")
@@ -132,6 +222,7 @@ class ApprovalService:
                 asked_at=now,
                 expires_at=now + policy.timeout,
                 estimate=estimate,
+                worker=self.worker if policy.mode is Mode.HOLD else None,
             )
             await self._audit(
                 request,
@@ -164,6 +255,7 @@ class ApprovalService:
 
     def pending_like(self, fingerprint: str) -> ApprovalRequest | None:
         """A retry-mode request for the same statement still waiting for its decision."""
+        self.refresh()
         return self.store.find(fingerprint, PENDING)
 
     async def hold(
@@ -191,7 +283,7 @@ class ApprovalService:
     async def use(self, request: ApprovalRequest, session: str, seq: int) -> bool:
         """Mark an approved request used by statement ``seq`` of ``session``, once; False
         when it is no longer usable. Raises ApprovalFailed."""
-        async with self._lock:
+        async with self._exclusive():
             if request.state != APPROVED or (
                 request.mode is Mode.RETRY and time.time() >= request.expires_at
             ):
@@ -211,6 +303,7 @@ class ApprovalService:
 
     def approved_like(self, fingerprint: str) -> ApprovalRequest | None:
         """An approved retry-mode request for this statement, still valid."""
+        self.refresh()
         request = self.store.find(fingerprint, APPROVED)
         if request is None or request.mode is not Mode.RETRY:
             return None
@@ -238,7 +331,7 @@ class ApprovalService:
             raise ApprovalFailed(f"the reason is longer than {MAX_REASON_CHARS} characters", 400)
         if not approve and not reason:
             raise ApprovalFailed("a denial needs a reason (--reason)", 400)
-        async with self._lock:
+        async with self._exclusive():
             request = self.store.requests.get(request_id)
             if request is None or not self.visible(request, approver):
                 raise ApprovalFailed(f"no approval {request_id}", 404)
@@ -322,7 +415,7 @@ class ApprovalService:
                 log.error("approval %s: cannot record its expiry: %s", request.id, exc.message)
 
     async def _end(self, request: ApprovalRequest, op: str, state: str, reason: str) -> None:
-        async with self._lock:
+        async with self._exclusive():
             if request.state not in (PENDING, APPROVED):
                 return
             step = "expired" if state == EXPIRED else "cancelled"
@@ -333,9 +426,14 @@ class ApprovalService:
         self._notify(step, request)
 
     async def cancel_holds(self, reason: str) -> None:
-        """The gateway is stopping: every held statement is answered now."""
+        """The gateway is stopping: every held statement is answered now (as a worker: the
+        ones it holds)."""
         for request in list(self.store.requests.values()):
-            if request.mode is Mode.HOLD and request.state == PENDING:
+            if (
+                request.mode is Mode.HOLD
+                and request.state == PENDING
+                and (self.worker is None or request.worker == self.worker)
+            ):
                 try:
                     await self._end(request, "cancel", CANCELLED, reason)
                 except ApprovalFailed as exc:
@@ -358,7 +456,6 @@ class ApprovalService:
             self.webhook.notify(event, request.view())
 
     def _changed(self) -> None:
-        self.changes += 1
         self.changed.set()
         self.changed = trio.Event()
 
@@ -409,3 +506,7 @@ def _needs(request: ApprovalRequest) -> str:
         if missing:
             parts.append(f"someone from {', '.join(missing)}")
     return " and ".join(parts) or "none"
+
+
+def approvals_directory(settings: ApprovalSettings, state_dir: Path) -> Path:
+    return settings.directory or state_dir / "approvals"

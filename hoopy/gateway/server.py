@@ -64,14 +64,17 @@ class BoundListener:
 class WorkerRole:
     """What a gateway that is worker ``number`` of ``count`` (gateway/workers.py) gets from its
     supervisor: the listening ``sockets`` (by listener name) to serve, the ``lifeline`` pipe
-    (read end) whose closing means the supervisor is gone, and the table through which the
-    workers share their connection ids."""
+    (read end) whose closing means the supervisor is gone, the table through which the
+    workers share their connection ids, the admin API's sockets (with approvals), and the
+    holds the supervisor cancelled at start, for this worker to audit (given to one)."""
 
     number: int
     count: int
     sockets: dict[str, list[socket.socket]]
     lifeline: int
     shared_ids: SharedConnectionTable
+    admin_sockets: tuple[socket.socket, ...] = ()
+    stale_holds: tuple[tuple[str, str], ...] = ()
 
     @property
     def slot(self) -> tuple[int, int]:
@@ -209,11 +212,20 @@ class GatewayServer:
         admin_listeners: list[trio.abc.Listener[Any]] = []
         if self.config.approvals is not None and self.audit is not None:
             self.approvals = ApprovalService(
-                self.config.approvals, self.audit, self.config.gateway.state_dir
+                self.config.approvals,
+                self.audit,
+                self.config.gateway.state_dir,
+                worker=self.worker.number if self.worker is not None else None,
+                stale=self.worker.stale_holds if self.worker is not None else (),
             )
             self.approvals.open()  # StoreError: refuse to start rather than lose decisions
+            await self.approvals.take_over()
             self.admin = self._admin_server(self.approvals)
-            admin_listeners = await self.admin.bind()
+            admin_listeners = (
+                self.admin.adopt(self.worker.admin_sockets)
+                if self.worker is not None
+                else await self.admin.bind()
+            )
         for listener in self.config.listeners:
             self.bound.append(await self._bind(listener))
         try:
@@ -248,7 +260,7 @@ class GatewayServer:
                 if b.unix_socket and self.worker is None:
                     b.unix_socket.unlink(missing_ok=True)
             await self.policies.aclose()
-            if self.admin is not None:
+            if self.admin is not None and self.worker is None:
                 self.admin.socket_path.unlink(missing_ok=True)
             if self.approvals is not None:
                 self.approvals.close()

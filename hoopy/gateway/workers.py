@@ -18,6 +18,12 @@ Each worker keeps its own audit chain, ``<audit directory>/worker-K`` (its own h
 Each ``file_start`` names its worker and how many there are, so ``verify`` reports a
 worker's chain that was removed whole.
 
+With approvals, the workers share one store (``ApprovalStore(shared=True)``): the supervisor
+opens it first, as a single gateway would (compacting the journal, cancelling the holds the
+last run left; worker 1 audits those), and binds the admin API's sockets, which every worker
+serves. A decision taken through any worker reaches the worker holding the statement; see
+``hoopy/approvals/store.py``.
+
 The supervisor runs no event loop: signals are blocked and taken with ``sigtimedwait``.
 A worker that exits while the gateway is not stopping is started again (after 0.5 s, doubling
 while it keeps failing within a minute, at most 30 s); the others keep serving. SIGTERM or
@@ -47,8 +53,11 @@ from typing import Any
 
 import trio
 
+from hoopy.approvals.store import ApprovalStore
 from hoopy.config.model import Config
+from hoopy.gateway.admin import admin_sockets
 from hoopy.gateway.admission import SharedConnectionTable
+from hoopy.gateway.approvals import approvals_directory
 from hoopy.gateway.audit_log import lock_directory
 from hoopy.gateway.server import WorkerRole, run_gateway, unix_listener, write_ready_file
 from hoopy.gateway.tls import ensure_server_certificate
@@ -82,6 +91,7 @@ class Supervisor:
     on_ready: Callable[[dict[str, Any]], None] | None = None
     workers: list[Worker] = field(default_factory=list)
     sockets: dict[str, list[socket.socket]] = field(default_factory=dict)
+    admin_sockets: list[socket.socket] = field(default_factory=list)
     stopping: bool = False
     interrupted: bool = False  # SIGINT/SIGTERM came before every worker was ready
 
@@ -96,7 +106,10 @@ class Supervisor:
             if self.config.audit is not None:
                 # The directory is the workers' together: no single gateway may write it too.
                 self._lock_fd = lock_directory(self.config.audit.directory)
+            self._stale_holds = open_approval_store(self.config)
             self.sockets = bind_listeners(self.config)
+            if self.config.approvals is not None:
+                self.admin_sockets = admin_sockets(self.config.approvals)
             self._generated = generate_certificate(self.config)
             # Before the forks: every worker maps the same pages.
             self._shared_ids = SharedConnectionTable(count, self.config.gateway.max_connections)
@@ -157,7 +170,14 @@ class Supervisor:
             signal.pthread_sigmask(signal.SIG_SETMASK, set())
             tag_log_records(f"w{worker.number}")
             role = WorkerRole(
-                worker.number, len(self.workers), self.sockets, self._lifeline_r, self._shared_ids
+                worker.number,
+                len(self.workers),
+                self.sockets,
+                self._lifeline_r,
+                self._shared_ids,
+                admin_sockets=tuple(self.admin_sockets),
+                # Worker 1's first start records them (a restart finds them recorded).
+                stale_holds=self._stale_holds if worker.number == 1 and not worker.pid else (),
             )
             trio.run(lambda: run_gateway(self.config, ready_file=ready, worker=role))
             return 0
@@ -290,7 +310,7 @@ class Supervisor:
         return done
 
     def _close_sockets(self) -> None:
-        for socks in self.sockets.values():
+        for socks in (*self.sockets.values(), self.admin_sockets):
             for sock in socks:
                 if sock.fileno() < 0:
                     continue
@@ -328,6 +348,19 @@ def tag_log_records(tag: str) -> None:
         return record
 
     logging.setLogRecordFactory(tagged)
+
+
+def open_approval_store(config: Config) -> tuple[tuple[str, str], ...]:
+    """Open the workers' approval store once before they start, as a single gateway opens
+    its own: the journal compacted, the last run's holds cancelled. Those holds' (id,
+    reason), which worker 1 audits. StoreError: the gateway does not start."""
+    if config.approvals is None or config.audit is None:
+        return ()
+    store = ApprovalStore(approvals_directory(config.approvals, config.gateway.state_dir))
+    try:
+        return tuple((r.id, str(r.reason)) for r in store.open())
+    finally:
+        store.close()
 
 
 def describe_status(status: int) -> str:

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -619,6 +620,7 @@ requests = st.builds(
     estimate=st.none() | st.integers(0, 10**12),
     state=st.sampled_from(sorted({PENDING, APPROVED, *FINAL_STATES})),
     reason=st.none() | texts,
+    worker=st.none() | st.integers(1, 256),
 )
 
 
@@ -660,6 +662,166 @@ def test_any_requests_survive_a_reopen(
                 assert kept.to_json() == expected
     finally:
         again.close()
+
+
+# --- shared by several workers ----------------------------------------------------------------
+
+
+def shared(directory: Path) -> ApprovalStore:
+    store = ApprovalStore(directory, shared=True)
+    assert store.open(T0) == []  # the supervisor's open cancelled the last run's holds
+    return store
+
+
+def locked_append(store: ApprovalStore, op: dict[str, Any]) -> None:
+    store.lock()
+    try:
+        store.append(op)
+    finally:
+        store.unlock()
+
+
+def test_a_journal_from_before_workers_still_opens(tmp_path: Path) -> None:
+    old = make_request().to_json()
+    del old["worker"]
+    directory = tmp_path / "approvals"
+    directory.mkdir()
+    (directory / "journal.jsonl").write_bytes(line({"op": "request", "request": old}))
+    store = opened(directory)
+    assert store.requests["ap-23456789"].worker is None
+    store.close()
+
+
+def test_workers_see_each_others_changes(tmp_path: Path) -> None:
+    directory = tmp_path / "approvals"
+    opened(directory).close()  # the supervisor's open
+    one, two = shared(directory), shared(directory)
+    try:
+        assert one.key == two.key and len(one.key) == 32
+        locked_append(one, request_op(make_request(worker=1)))
+        assert two.refresh() is True and two.requests["ap-23456789"].state == PENDING
+        assert two.requests["ap-23456789"].worker == 1
+        assert two.refresh() is False  # nothing new: one stat
+        held = two.requests["ap-23456789"]
+        locked_append(two, approve("ap-23456789", T0 + 1))
+        assert one.refresh() is True and one.requests["ap-23456789"].state == APPROVED
+        assert held.state == APPROVED  # the same object, changed in place
+        assert one.offset == two.offset == one.journal.stat().st_size
+        # A store opened later reads the same.
+        three = shared(directory)
+        assert snapshot(three) == snapshot(one) == snapshot(two)
+        three.close()
+    finally:
+        one.close()
+        two.close()
+
+
+def test_a_line_still_being_written_is_read_once_whole(tmp_path: Path) -> None:
+    directory = tmp_path / "approvals"
+    opened(directory).close()
+    reader = shared(directory)
+    data = line(request_op(make_request()))
+    with (directory / "journal.jsonl").open("ab") as f:
+        f.write(data[:40])
+        f.flush()
+        assert reader.refresh() is False and reader.requests == {}
+        assert reader.offset == 0
+        f.write(data[40:])
+    assert reader.refresh() is True and list(reader.requests) == ["ap-23456789"]
+    assert reader.offset == len(data)
+    reader.close()
+
+
+def race_to_use(
+    stores: list[ApprovalStore], request_id: str
+) -> tuple[list[int], list[BaseException]]:
+    """Each store, in its own thread and all at once: use ``request_id`` if it is approved.
+    Which stores wrote a use, and what failed."""
+    start = threading.Barrier(len(stores))
+    used: list[int] = []
+    failed: list[BaseException] = []
+
+    def race(k: int, store: ApprovalStore) -> None:
+        try:
+            start.wait()
+            store.lock()
+            try:
+                if store.requests[request_id].state == APPROVED:
+                    store.append({"op": "use", "id": request_id, "at": T0 + 2, "session": f"{k}"})
+                    used.append(k)
+            finally:
+                store.unlock()
+        except BaseException as exc:
+            failed.append(exc)
+
+    threads = [threading.Thread(target=race, args=(k, s)) for k, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return used, failed
+
+
+def test_an_approval_is_used_once_across_workers(tmp_path: Path) -> None:
+    """Workers racing to use one approval: under the lock each decides on the latest
+    journal, so exactly one use is written however the threads interleave."""
+    directory = tmp_path / "approvals"
+    opened(directory).close()
+    for round_ in range(20):
+        request_id = f"ap-{round_:08d}".replace("0", "a").replace("1", "b")
+        stores = [shared(directory) for _ in range(4)]
+        locked_append(stores[0], request_op(make_request(request_id)))
+        locked_append(stores[0], approve(request_id, T0 + 1))
+        for store in stores:  # every worker has seen it approved
+            store.refresh()
+            assert store.requests[request_id].state == APPROVED
+        used, failed = race_to_use(stores, request_id)
+        assert failed == [] and len(used) == 1, (failed, used)
+        uses = [op for op in journal_ops(stores[0]) if op["op"] == "use" and op["id"] == request_id]
+        assert len(uses) == 1
+        for store in stores:
+            store.refresh()
+            assert store.requests[request_id].state == USED
+            store.close()
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 2), st.sampled_from(["approve", "deny", "expire", "use"])),
+        max_size=12,
+    )
+)
+def test_any_interleaving_of_workers_reads_as_one_journal(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[int, str]]
+) -> None:
+    directory = tmp_path_factory.mktemp("approvals")
+    opened(directory).close()
+    stores = [shared(directory) for _ in range(3)]
+    try:
+        for n, (k, op) in enumerate(steps):
+            store = stores[k]
+            store.lock()
+            try:
+                request_id = f"ap-{'abcdefghjkmn'[n]}2345678"
+                store.append(request_op(make_request(request_id, worker=k + 1)))
+                extra: dict[str, Any] = {"id": request_id, "at": T0 + n}
+                if op in ("approve", "deny"):
+                    extra["approver"] = BOB
+                store.append({"op": op, **extra, "final": True, "reason": "r"})
+            finally:
+                store.unlock()
+        for store in stores:
+            store.refresh()
+        whole = ApprovalStore(directory)
+        for _, op in whole._read():
+            whole._apply(op)
+        replayed = snapshot(whole)
+        for store in stores:
+            assert snapshot(store) == replayed
+    finally:
+        for store in stores:
+            store.close()
 
 
 def test_new_ids_are_short_and_unambiguous() -> None:

@@ -409,15 +409,14 @@ def test_workers_default_auto_and_approvals(tmp_path: Path) -> None:
     assert cfg.gateway.workers == 1 and cfg.approvals is not None
     cfg = load_config(write(tmp_path, _with_gateway('workers = "auto"')))
     assert cfg.gateway.workers == available_cores() >= 1
-    # Several workers: approvals (on by default) are off, since a held statement lives in
-    # one process...
+    # Several workers keep approvals (they share the store), on by default as for one...
     cfg = load_config(write(tmp_path, _with_gateway("workers = 3")))
-    assert cfg.gateway.workers == 3 and cfg.approvals is None
-    # ...and asking for them is an error that says what to do.
-    with pytest.raises(ConfigError, match=r"workers = 3 cannot be used with \[approvals\]"):
-        load_config(
-            write(tmp_path, _with_gateway("workers = 3", "\n[approvals]\nmode = 'retry'\n"))
-        )
+    assert cfg.gateway.workers == 3 and cfg.approvals is not None
+    cfg = load_config(
+        write(tmp_path, _with_gateway("workers = 3", "\n[approvals]\nmode = 'retry'\n"))
+    )
+    assert cfg.approvals is not None and cfg.approvals.defaults.mode.value == "retry"
+    # ...and off when the file says so.
     cfg = load_config(
         write(tmp_path, _with_gateway("workers = 3", "\n[approvals]\nenabled = false\n"))
     )

@@ -304,3 +304,117 @@ def test_exit_statuses_are_described() -> None:
     assert describe_status(signal.SIGKILL) == "was killed by SIGKILL"
     assert describe_status(3 << 8) == "exited with status 3"
     assert describe_status(signal.SIGRTMIN + 3) == f"was killed by signal {signal.SIGRTMIN + 3}"
+
+
+# --- approvals with several workers -----------------------------------------------------------
+
+
+def approval_steps(directory: Path, trail: str, approval: str) -> list[str]:
+    return [
+        r["step"]
+        for r in iter_records(directory / trail)
+        if r["kind"] == "approval" and r["approval"] == approval
+    ]
+
+
+def test_approvals_are_decided_through_any_worker(
+    hoopy_factory: Start, tmp_path: Path, mariadb: Any
+) -> None:
+    """A statement held in worker 1 is approved through worker 2's admin API (worker 1
+    stopped meanwhile, so only worker 2 can answer) and then runs; a retry approval given
+    through one worker is used once through the other; a hold whose worker dies is cancelled
+    by the worker that replaces it."""
+    from tests.gateway.test_approvals import RULES, approval_id, cli, pending_for
+
+    hoopy, directory = start_workers(
+        hoopy_factory, tmp_path, targets={"app": {"guardrails": ["appr"]}}, guardrails=RULES
+    )
+    pids = worker_pids(hoopy)
+    suffix = os.urandom(4).hex()
+    held_t, retry_t, dying_t = f"h_w{suffix}", f"r_w{suffix}", f"h_d{suffix}"
+    for table in (held_t, retry_t, dying_t):
+        mariadb.admin_sql(
+            f"CREATE TABLE hoopy_test.{table} (id INT PRIMARY KEY, v INT)",
+            f"INSERT INTO hoopy_test.{table} VALUES (1, 10), (2, 20)",
+        )
+
+    def rows(table: str) -> list[tuple[Any, ...]]:
+        return list(mariadb.admin_sql(f"SELECT id, v FROM hoopy_test.{table} ORDER BY id"))
+
+    def in_thread(conn: Any, sql: str) -> tuple[threading.Thread, list[Any]]:
+        got: list[Any] = []
+
+        def go() -> None:
+            try:
+                with conn.cursor() as cur:
+                    got.append(cur.execute(sql))
+            except Exception as exc:
+                got.append(exc)
+
+        thread = threading.Thread(target=go, daemon=True)
+        thread.start()
+        return thread, got
+
+    # Held in worker 1, approved through worker 2.
+    with stopped(pids[2]):
+        conn = hoopy.connect(database="hoopy_test")
+        thread, got = in_thread(conn, f"DELETE FROM {held_t} WHERE id = 1")
+        pending = pending_for(hoopy, held_t)
+    assert pending["worker"] == 1 and pending["mode"] == "hold"
+    with stopped(pids[1]):
+        decided = cli(hoopy, "approve", pending["id"])
+        assert decided["approval"]["state"] == "approved", decided
+        assert got == [] and rows(held_t) == [(1, 10), (2, 20)], "worker 1 is stopped"
+    thread.join(20)
+    assert got == [1] and rows(held_t) == [(2, 20)]
+    conn.close()
+    assert approval_steps(directory, "worker-1", pending["id"]) == ["requested", "used"]
+    assert approval_steps(directory, "worker-2", pending["id"]) == ["approved"]
+
+    # Retry mode: asked in worker 1, approved through worker 2, used once.
+    update = f"UPDATE {retry_t} SET v = v + 1 WHERE id = 2"
+    with stopped(pids[2]):
+        conn = hoopy.connect(database="hoopy_test")
+        with pytest.raises(pymysql.err.OperationalError) as refused, conn.cursor() as cur:
+            cur.execute(update)
+        conn.close()
+    retry_id = approval_id(refused.value.args[1])
+    with stopped(pids[1]):
+        assert cli(hoopy, "approve", retry_id)["approval"]["state"] == "approved"
+    for number in (1, 2):  # the first retry runs, in whichever worker; the second does not
+        with stopped(pids[3 - number]):
+            conn = hoopy.connect(database="hoopy_test")
+            with conn.cursor() as cur:
+                if number == 1:
+                    assert cur.execute(update) == 1
+                else:
+                    with pytest.raises(pymysql.err.OperationalError) as again:
+                        cur.execute(update)
+                    assert approval_id(again.value.args[1]) != retry_id
+            conn.close()
+    assert rows(retry_t) == [(1, 10), (2, 21)]
+    used = cli(hoopy, "list", "--all")
+    assert [a["state"] for a in used if a["id"] == retry_id] == ["used"]
+
+    # A hold in a worker that dies: the worker replacing it cancels it.
+    with stopped(pids[2]):
+        conn = hoopy.connect(database="hoopy_test")
+        thread, got = in_thread(conn, f"DELETE FROM {dying_t} WHERE id = 1")
+        dying = pending_for(hoopy, dying_t)
+    os.kill(pids[1], signal.SIGKILL)
+    thread.join(20)
+    assert len(got) == 1 and isinstance(got[0], pymysql.err.OperationalError)
+    wait_for(lambda: worker_pids(hoopy)[1] not in (None, pids[1]), what="worker 1 restarted")
+
+    def state_of(request_id: str) -> dict[str, Any]:
+        return next(a for a in cli(hoopy, "list", "--all") if a["id"] == request_id)
+
+    wait_for(lambda: state_of(dying["id"])["state"] == "cancelled", what="the hold cancelled")
+    assert "worker holding it stopped" in state_of(dying["id"])["reason"]
+    assert rows(dying_t) == [(1, 10), (2, 20)]
+    assert "cancelled" in approval_steps(directory, "worker-1", dying["id"])
+    hoopy.stop()
+    assert hoopy.returncode == 0
+    assert not Path(hoopy.ready["admin"]["unix_socket"]).exists(), "the supervisor removes it"
+    for table in (held_t, retry_t, dying_t):
+        mariadb.admin_sql(f"DROP TABLE hoopy_test.{table}")
