@@ -29,6 +29,7 @@ import fcntl
 import json
 import os
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -126,7 +127,8 @@ class ApprovalRequest:
             "reason": self.reason,
             "used_at": self.used_at,
             "used_by_session": self.used_by_session,
-            "worker": self.worker,
+            # Only when set: a journal of a single gateway stays readable by older versions.
+            **({"worker": self.worker} if self.worker is not None else {}),
         }
 
     def view(self) -> dict[str, Any]:
@@ -157,6 +159,9 @@ class ApprovalStore:
         self.offset = 0  # bytes of the journal applied: its complete lines up to here
         self._fd: int | None = None
         self._lock_fd: int | None = None
+        # Reading the journal and appending to it, one at a time: appends run in a worker
+        # thread while the event loop looks for the other workers' lines (refresh).
+        self._io = threading.Lock()
 
     # --- opening ---------------------------------------------------------------------------
 
@@ -247,11 +252,21 @@ class ApprovalStore:
                 self.offset += len(line)
                 yield number, op
 
-    def refresh(self) -> bool:
+    def refresh(self, *, wait: bool = True) -> bool:
         """Apply what other workers appended since the last look (a ``stat`` when nothing
-        was). Whether anything was. Raises StoreError."""
+        was). Whether anything was. ``wait=False``: nothing, at once, while an append of this
+        process is under way (the event loop must not wait for its fsync). Raises
+        StoreError."""
         if not self.shared:
             return False
+        if not self._io.acquire(blocking=wait):
+            return False
+        try:
+            return self._refresh()
+        finally:
+            self._io.release()
+
+    def _refresh(self) -> bool:
         try:
             if os.stat(self.journal).st_size <= self.offset:
                 return False
@@ -270,17 +285,18 @@ class ApprovalStore:
         except OSError as exc:
             raise StoreError(f"cannot read the approval store: {exc}") from None
 
-    def lock(self) -> None:
+    def lock(self) -> bool:
         """Take the workers' lock (blocking: call it from a thread), then ``refresh``: a
-        change is decided on the journal's latest state. Raises StoreError."""
+        change is decided on the journal's latest state. Whether the refresh found
+        anything. Raises StoreError."""
         if self._lock_fd is None:
-            return
+            return False
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         except OSError as exc:
             raise StoreError(f"cannot lock the approval store: {exc}") from None
         try:
-            self.refresh()
+            return self.refresh()
         except BaseException:
             self.unlock()
             raise
@@ -332,14 +348,34 @@ class ApprovalStore:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise StoreError(f"not a valid approval operation: {exc!r}") from None
         line = _line(op)
+        with self._io:
+            self._write(self._fd, line)
+            self._apply(op)
+            # Shared: appended under lock() after refresh(), so nothing else is in between.
+            self.offset += len(line)
+
+    def _write(self, fd: int, line: bytes) -> None:
+        """``line`` on disk, or nothing of it: a change that failed must not take effect
+        later (read back at the next open, or by another worker). Raises StoreError."""
         try:
-            os.write(self._fd, line)
-            os.fsync(self._fd)
+            before = os.fstat(fd).st_size
         except OSError as exc:
             raise StoreError(f"cannot write the approval store: {exc.strerror}") from None
-        self._apply(op)
-        # Shared: appended under lock() after refresh(), so nothing else is in between.
-        self.offset += len(line)
+        try:
+            written = os.write(fd, line)
+            if written != len(line):
+                raise OSError(0, f"short write ({written} of {len(line)} bytes)")
+            os.fsync(fd)
+        except OSError as exc:
+            try:
+                os.ftruncate(fd, before)
+                os.fsync(fd)
+            except OSError as undo:
+                raise StoreError(
+                    f"cannot write the approval store ({exc.strerror}), nor take the "
+                    f"write back ({undo.strerror}): the store needs a look"
+                ) from None
+            raise StoreError(f"cannot write the approval store: {exc.strerror}") from None
 
     def _apply(self, op: dict[str, Any]) -> None:
         kind = op.get("op")

@@ -83,6 +83,7 @@ def admin_sockets(settings: ApprovalSettings) -> list[socket.socket]:
     except BaseException:
         for sock in socks:
             sock.close()
+        settings.socket.unlink(missing_ok=True)
         raise
     return socks
 

@@ -151,16 +151,19 @@ class ApprovalService:
     def refresh(self) -> None:
         """Apply what other workers wrote; wake the holds it decided. Logs what it cannot."""
         try:
-            changed = self.store.refresh()
+            changed = self.store.refresh(wait=False)
         except StoreError as exc:
             log.error("approvals: %s", exc)
             return
         if changed:
-            for request_id in list(self._decided):
-                found = self.store.requests.get(request_id)
-                if found is not None and found.state != PENDING:
-                    self._decided[request_id].set()
-            self._changed()
+            self._others_changed()
+
+    def _others_changed(self) -> None:
+        for request_id in list(self._decided):
+            found = self.store.requests.get(request_id)
+            if found is not None and found.state != PENDING:
+                self._decided[request_id].set()
+        self._changed()
 
     @contextlib.asynccontextmanager
     async def _exclusive(self) -> AsyncIterator[None]:
@@ -170,11 +173,13 @@ class ApprovalService:
                 yield
                 return
             try:
-                await trio.to_thread.run_sync(self.store.lock)
+                changed = await trio.to_thread.run_sync(self.store.lock)
             except StoreError as exc:
                 log.error("approvals: %s", exc)
                 raise ApprovalFailed(str(exc)) from None
             try:
+                if changed:
+                    self._others_changed()
                 yield
             finally:
                 self.store.unlock()
@@ -415,8 +420,13 @@ class ApprovalService:
                 log.error("approval %s: cannot record its expiry: %s", request.id, exc.message)
 
     async def _end(self, request: ApprovalRequest, op: str, state: str, reason: str) -> None:
+        seen = request.state  # what the caller decided on
         async with self._exclusive():
-            if request.state not in (PENDING, APPROVED):
+            # Under the lock the journal may say more (a decision through another worker):
+            # end the request only as the caller saw it, and expire it only when it is due.
+            if request.state != seen or seen not in (PENDING, APPROVED):
+                return
+            if op == "expire" and time.time() < request.expires_at:
                 return
             step = "expired" if state == EXPIRED else "cancelled"
             await self._audit(request, step, reason=reason)

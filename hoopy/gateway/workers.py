@@ -155,6 +155,8 @@ class Supervisor:
                 os._exit(code)
         with contextlib.suppress(OSError):  # the child does it too: whichever runs first
             os.setpgid(pid, pid)
+        if worker.number == 1:
+            self._stale_holds = ()  # worker 1's first start records them; a restart does not
         worker.pid, worker.started, worker.ready, worker.restart_at = (
             pid,
             time.monotonic(),
@@ -176,8 +178,7 @@ class Supervisor:
                 self._lifeline_r,
                 self._shared_ids,
                 admin_sockets=tuple(self.admin_sockets),
-                # Worker 1's first start records them (a restart finds them recorded).
-                stale_holds=self._stale_holds if worker.number == 1 and not worker.pid else (),
+                stale_holds=self._stale_holds if worker.number == 1 else (),
             )
             trio.run(lambda: run_gateway(self.config, ready_file=ready, worker=role))
             return 0

@@ -237,6 +237,66 @@ def test_a_failed_write_is_a_store_error_and_not_applied(store: ApprovalStore) -
     assert store.requests["ap-23456789"].state == PENDING
 
 
+@pytest.mark.parametrize("fails", ["fsync", "short write"])
+def test_a_write_that_fails_after_reaching_the_file_is_taken_back(
+    store: ApprovalStore, monkeypatch: pytest.MonkeyPatch, fails: str
+) -> None:
+    """What a failed change wrote must not take effect later (at the next open, or read by
+    another worker): the journal is cut back to where it was."""
+    store.append(request_op(make_request()))
+    size = store.journal.stat().st_size
+    real_write, real_fsync = os.write, os.fsync
+    calls = {"n": 0}
+
+    def fsync(fd: int) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError(5, "Input/output error")
+        real_fsync(fd)
+
+    def write(fd: int, data: bytes) -> int:
+        return real_write(fd, data[: len(data) // 2])
+
+    if fails == "fsync":
+        monkeypatch.setattr(os, "fsync", fsync)
+    else:
+        monkeypatch.setattr(os, "write", write)
+    with pytest.raises(StoreError, match="cannot write the approval store"):
+        store.append({"op": "deny", "id": "ap-23456789", "at": T0 + 1, "approver": BOB})
+    monkeypatch.undo()
+    assert store.journal.stat().st_size == size
+    assert store.requests["ap-23456789"].state == PENDING
+    assert reopened(store).requests["ap-23456789"].state == PENDING
+
+
+def test_a_refresh_during_an_append_neither_waits_nor_counts_the_line_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The event loop looks for other workers' lines while an append of its own is in its
+    fsync (in a thread): it must not wait for it, nor apply the line the append applies."""
+    directory = tmp_path / "approvals"
+    opened(directory).close()
+    one, two = shared(directory), shared(directory)
+    real_fsync = os.fsync
+    looked: list[bool] = []
+
+    def fsync(fd: int) -> None:
+        looked.append(one.refresh(wait=False))  # the poller, mid-append
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    locked_append(one, request_op(make_request()))
+    monkeypatch.undo()
+    assert looked == [False]
+    assert one.offset == one.journal.stat().st_size
+    locked_append(two, approve("ap-23456789", T0 + 1))
+    locked_append(two, {"op": "use", "id": "ap-23456789", "at": T0 + 2, "session": "s"})
+    assert one.refresh() is True and one.requests["ap-23456789"].state == USED
+    assert one.offset == two.offset == one.journal.stat().st_size
+    one.close()
+    two.close()
+
+
 def test_statement_text_cannot_inject_journal_lines(store: ApprovalStore) -> None:
     evil = 'x"}\n{"op":"approve","id":"ap-23456789","at":1,"approver":{},"final":true}\n\u2028\r'
     store.append(request_op(make_request(sql=evil, message=evil, session=evil)))
@@ -683,7 +743,8 @@ def locked_append(store: ApprovalStore, op: dict[str, Any]) -> None:
 
 def test_a_journal_from_before_workers_still_opens(tmp_path: Path) -> None:
     old = make_request().to_json()
-    del old["worker"]
+    assert "worker" not in old  # a single gateway's lines are as older versions wrote them
+    assert make_request(worker=2).to_json()["worker"] == 2
     directory = tmp_path / "approvals"
     directory.mkdir()
     (directory / "journal.jsonl").write_bytes(line({"op": "request", "request": old}))
