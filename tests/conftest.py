@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.gateway_rig import (
     ALICE_PASSWORD,
@@ -21,6 +22,13 @@ from tests.gateway_rig import (
     default_config,
 )
 from tests.rig import MariaDBServer
+
+# The suite runs in parallel processes on machines as small as 2 cores (scripts/test), next to
+# MariaDB servers and gateways: a property test's wall time says nothing about the code, so
+# no per-example deadline and no "input generation is slow" check (the inputs' size is still
+# checked). Speed is measured in bench/, not here.
+settings.register_profile("hoopy", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("hoopy")
 
 _USER_HOSTS = ("%", "localhost")  # localhost: unix-socket logins
 
