@@ -249,8 +249,10 @@ class ApprovalStore:
                     raise OSError(f"{self.journal}:{number}: not JSON") from None
                 if not isinstance(op, dict):
                     raise OSError(f"{self.journal}:{number}: not an operation")
-                self.offset += len(line)
                 yield number, op
+                # Past the line only once it was applied: a line that does not apply stops
+                # every later read at it (fail closed), rather than being skipped.
+                self.offset += len(line)
 
     def refresh(self, *, wait: bool = True) -> bool:
         """Apply what other workers appended since the last look (a ``stat`` when nothing

@@ -890,3 +890,20 @@ def test_new_ids_are_short_and_unambiguous() -> None:
     assert len(ids) == 2000
     for i in ids:
         assert re.fullmatch(r"ap-[2-9a-hjkmnp-z]{8}", i), i
+
+
+def test_a_line_that_does_not_apply_stops_a_worker_at_it_every_time(tmp_path: Path) -> None:
+    """A damaged line in the shared journal (not written by hoopy: appends validate first)
+    is not skipped: a skipped ``use`` would leave an approval usable twice."""
+    directory = tmp_path / "approvals"
+    opened(directory).close()
+    reader = shared(directory)
+    with (directory / "journal.jsonl").open("ab") as f:
+        f.write(line(request_op(make_request())))
+        f.write(line({"op": "use", "id": "ap-23456789", "at": "not a time"}))
+        f.write(line({"op": "use", "id": "ap-23456789", "at": T0, "session": "s"}))
+    for _ in range(2):
+        with pytest.raises(StoreError, match="not a valid operation"):
+            reader.refresh()
+        assert reader.requests["ap-23456789"].state == PENDING
+    reader.close()
