@@ -184,14 +184,7 @@ class ApprovalStore:
                 )
                 self.refresh()
                 return []
-            for number, op in self._read():
-                try:
-                    _validate(op)
-                    self._apply(op)
-                except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                    raise OSError(
-                        f"{self.journal}:{number}: not a valid operation ({exc!r})"
-                    ) from None
+            self._replay(0)
         except OSError as exc:
             raise StoreError(f"cannot open the approval store {self.directory}: {exc}") from None
         orphans = [r for r in self.requests.values() if r.state == PENDING and r.mode is Mode.HOLD]
@@ -272,20 +265,23 @@ class ApprovalStore:
         try:
             if os.stat(self.journal).st_size <= self.offset:
                 return False
-            start, changed = self.offset, False
-            for number, op in self._read(start):
-                try:
-                    _validate(op)
-                    self._apply(op)
-                except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                    raise OSError(
-                        f"{self.journal}: line {number} after byte {start}: not a "
-                        f"valid operation ({exc!r})"
-                    ) from None
-                changed = True
-            return changed
+            return self._replay(self.offset) > 0
         except OSError as exc:
             raise StoreError(f"cannot read the approval store: {exc}") from None
+
+    def _replay(self, start: int) -> int:
+        """Apply the journal's operations from byte ``start`` on; how many. OSError names
+        the first line that does not apply."""
+        applied = 0
+        for number, op in self._read(start):
+            try:
+                _validate(op)
+                self._apply(op)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                where = f"{number}" if start == 0 else f"{number} after byte {start}"
+                raise OSError(f"{self.journal}:{where}: not a valid operation ({exc!r})") from None
+            applied += 1
+        return applied
 
     def lock(self) -> bool:
         """Take the workers' lock (blocking: call it from a thread), then ``refresh``: a

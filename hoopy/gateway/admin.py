@@ -52,24 +52,9 @@ def admin_unix_socket(path: Path, mode: int) -> socket.socket:
     """The admin API's unix socket, bound and listening with file mode ``mode``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # Imported here: the server module imports this one.
-    from hoopy.gateway.server import remove_stale_socket
+    from hoopy.gateway.server import unix_listener
 
-    remove_stale_socket(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        # Created with no permissions for anyone, then opened to the configured mode: there
-        # is no moment when others could connect.
-        old = os.umask(0o777)
-        try:
-            sock.bind(str(path))
-        finally:
-            os.umask(old)
-        os.chmod(path, mode)
-        sock.listen(socket.SOMAXCONN)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    return unix_listener(path, mode)
 
 
 def admin_sockets(settings: ApprovalSettings) -> list[socket.socket]:

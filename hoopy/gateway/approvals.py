@@ -113,12 +113,7 @@ class ApprovalService:
         clients were that process's)."""
         if self.worker is None:
             return
-        mine = [
-            r
-            for r in self.store.requests.values()
-            if r.worker == self.worker and r.mode is Mode.HOLD and r.state in (PENDING, APPROVED)
-        ]
-        for request in mine:
+        for request in self._holds(PENDING, APPROVED):
             try:
                 await self._end(
                     request, "cancel", CANCELLED, "the gateway worker holding it stopped"
@@ -438,21 +433,26 @@ class ApprovalService:
     async def cancel_holds(self, reason: str) -> None:
         """The gateway is stopping: every held statement is answered now (as a worker: the
         ones it holds)."""
-        for request in list(self.store.requests.values()):
-            if (
-                request.mode is Mode.HOLD
-                and request.state == PENDING
-                and (self.worker is None or request.worker == self.worker)
-            ):
-                try:
-                    await self._end(request, "cancel", CANCELLED, reason)
-                except ApprovalFailed as exc:
-                    log.error("approval %s: %s", request.id, exc.message)
-                    request.state = CANCELLED  # its client is answered regardless
-                    request.reason = reason
-                    self._wake(request)
+        for request in self._holds(PENDING):
+            try:
+                await self._end(request, "cancel", CANCELLED, reason)
+            except ApprovalFailed as exc:
+                log.error("approval %s: %s", request.id, exc.message)
+                request.state = CANCELLED  # its client is answered regardless
+                request.reason = reason
+                self._wake(request)
 
     # --- plumbing -------------------------------------------------------------------------------
+
+    def _holds(self, *states: str) -> list[ApprovalRequest]:
+        """The held statements in ``states`` that are this process's (as a worker: its own)."""
+        return [
+            r
+            for r in self.store.requests.values()
+            if r.mode is Mode.HOLD
+            and r.state in states
+            and (self.worker is None or r.worker == self.worker)
+        ]
 
     def _wake(self, request: ApprovalRequest) -> None:
         event = self._decided.get(request.id)

@@ -384,14 +384,21 @@ class GatewayServer:
         nursery.cancel_scope.cancel()
 
 
-def unix_listener(path: Path) -> socket.socket:
-    """A listening unix socket at ``path`` (a stale one left there is replaced; OSError when
-    another process serves it)."""
+def unix_listener(path: Path, mode: int = 0o666) -> socket.socket:
+    """A listening unix socket at ``path`` with file mode ``mode`` (a stale one left there is
+    replaced; OSError when another process serves it). The default: anyone may connect, and
+    access is decided by authentication (the admin API passes 0600-like modes)."""
     remove_stale_socket(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.bind(str(path))
-        os.chmod(path, 0o666)  # access is decided by authentication, not file modes
+        # Created with no permissions for anyone, then opened to ``mode``: there is no
+        # moment when others could connect.
+        old = os.umask(0o777)
+        try:
+            sock.bind(str(path))
+        finally:
+            os.umask(old)
+        os.chmod(path, mode)
         sock.listen(socket.SOMAXCONN)
     except BaseException:
         sock.close()
