@@ -153,8 +153,11 @@ class HoopyProcess:
         env: Mapping[str, str] | None = None,
         ready_timeout: float = 20.0,
         extra_args: Sequence[str] = (),
+        tree: Path = REPO_ROOT,
     ) -> None:
+        """``tree``: the checkout whose hoopy runs (``bench.ab`` compares two)."""
         self.config = dict(config)
+        self.tree = tree
         # Short path: the listener's unix socket lives here (107-byte limit).
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="hoopy-gw-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -224,7 +227,7 @@ class HoopyProcess:
                 stdout=out,
                 stderr=err,
                 env=self.env,
-                cwd=REPO_ROOT,
+                cwd=self.tree,
             )
         deadline = time.monotonic() + self.ready_timeout
         while True:

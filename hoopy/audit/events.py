@@ -86,7 +86,11 @@ def argument(command: int, payload: bytes) -> str | None:
     return None
 
 
-def outcome(session: str, seq: int, summary: ResponseSummary, duration: float) -> dict[str, Any]:
+def outcome(
+    session: str, seq: int, summary: ResponseSummary, duration_us: int
+) -> dict[str, Any]:
+    """``duration_us``: from forwarding to the end of the response, in microseconds (recorded
+    in milliseconds)."""
     results = summary.results
     if len(results) == 1:  # most responses: one result, its counts as they are
         only = results[0]
@@ -103,7 +107,7 @@ def outcome(session: str, seq: int, summary: ResponseSummary, duration: float) -
         "kind": "outcome",
         "session": session,
         "seq": seq,
-        "duration_ms": round(duration * 1000, 3),
+        "duration_ms": duration_us / 1000,
         "rows": rows,
         "affected_rows": affected,
         "last_insert_id": insert_id,

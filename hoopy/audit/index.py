@@ -141,6 +141,21 @@ class FileIndex:
     bound: bytes | None = field(default=None, compare=False)
     distrusted: bool = field(default=False, compare=False)
 
+    def tally(self, offset: int, length: int, session: str, ts: str, statement: bool) -> None:
+        """``add`` for a session's statement record that ran (``statement``) or its
+        outcome without an error, from their facts (``AuditWriter.append_encoded``)."""
+        end = offset + length
+        if end > self.size:
+            self.size = end
+        span = self.sessions.get(session)
+        if span is None:
+            span = self.sessions[session] = SessionSpan(session, offset, offset, first_ts=ts)
+        span.last = offset
+        span.last_ts = ts
+        span.records += 1
+        if statement:
+            span.statements += 1
+
     def add(
         self, offset: int, length: int, record: Mapping[str, Any], ts: str | None = None
     ) -> None:
@@ -473,6 +488,10 @@ class IndexKeeper:
         """``ts``: the record's time when the writer added it (the record has none)."""
         if self.current is not None:
             self.current.add(offset, length, record, ts)
+
+    def tally(self, offset: int, length: int, session: str, ts: str, statement: bool) -> None:
+        if self.current is not None:
+            self.current.tally(offset, length, session, ts, statement)
 
     def save(self, data: bytes) -> None:
         """Save ``data`` (a bound dump of the current file's index) as its sidecar. Errors

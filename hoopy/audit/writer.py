@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import time
@@ -47,6 +48,8 @@ from hoopy.audit.head import (
 from hoopy.audit.index import INDEX_RECORD, IndexKeeper, sidecar_digest
 from hoopy.audit.lines import AUDIT_FILE_RE, last_line, parse_line, remnant_declaration
 from hoopy.audit.records import GENESIS, AuditChain
+
+log = logging.getLogger("hoopy.audit")
 
 FILE_PREFIX = "audit-"
 FILE_SUFFIX = ".jsonl"
@@ -77,13 +80,17 @@ _second_cache: tuple[int, str] = (-1, "")
 def timestamp(now: float) -> str:
     """RFC 3339 UTC with microseconds: sortable as text, unambiguous across hosts.
 
-    One per record, so the date part is formatted once per second (strftime cost 2 us).
+    One per record, so the date part is formatted once per second (strftime cost 2 us), and
+    the microseconds by ``str`` of an int (a format spec such as ``06d`` costs several times
+    that when the caches are cold, as they are between statements).
     """
     global _second_cache
     second = int(now)
     if _second_cache[0] != second:
         _second_cache = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
-    return f"{_second_cache[1]}.{int((now - second) * 1_000_000):06d}Z"
+    # 1xxxxxx: its last six digits are the microseconds, zero-padded.
+    micros = str(int((now - second) * 1_000_000) + 1_000_000)
+    return _second_cache[1] + "." + micros[1:] + "Z"
 
 
 def audit_file_name(now: float, sequence: int) -> str:
@@ -136,6 +143,9 @@ class AuditWriter:
         self._broken_reason: str | None = None
         self._pending: list[bytes] = []  # chained lines not yet written (see append)
         self._pending_bytes = 0
+        # Records held back unchained (see defer): chained before anything after them.
+        self._deferred: list[tuple[Callable[..., tuple[bytes, str]], tuple[Any, ...], str, float]]
+        self._deferred = []
         # The end of what reached the file: its size and the last line's hash (the head
         # state names it once fsync'ed). Pending lines are always the chain's tail, so after
         # they are written the chain's last hash is the file's.
@@ -306,26 +316,93 @@ class AuditWriter:
         is held back until the next such write or ``flush``: one syscall then carries many
         records, and lines still reach the file in chain order.
         """
-        if self._broken is not None:
-            raise AuditUnavailable(self._broken, reason=self._broken_reason)
-        if self._fd < 0:
-            raise AuditUnavailable("the audit log is not open")
-        now = self._clock()
+        now = self._ready()
         try:
-            if self._needs_rotation(now):
-                self._write_pending()
-                self._leave_file()
-                self._rotate(previous=self._path)
             ts = record.get("ts")
             if not isinstance(ts, str):
                 ts = timestamp(now)
             line = self._chain.line(record, ts)
         except (TypeError, ValueError, RecursionError) as exc:
             raise AuditUnavailable(f"audit record is not serialisable: {exc}") from None
-        except OSError as exc:
-            self._fail(exc)
         if self.index is not None:
             self.index.note(self._size + self._pending_bytes, len(line), record, ts)
+        self._queue(line, write_now)
+
+    def append_encoded(
+        self,
+        encode: Callable[..., tuple[bytes, str]],
+        fields: tuple[Any, ...],
+        session: str,
+        *,
+        statement: bool,
+        write_now: bool = True,
+    ) -> None:
+        """``append`` for a record that ``encode(*fields, ts, prev, key)`` turns into its
+        chained line (``_canon.statement_line``, ``_canon.outcome_line``: the two records of
+        nearly every statement, encoded without a dict). ``session``: the record's;
+        ``statement``: it is a statement record that ran (the index counts those)."""
+        now = self._ready()
+        ts = timestamp(now)
+        try:
+            line, self._chain.last_hash = encode(*fields, ts, self._chain.last_hash, self._key)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise AuditUnavailable(f"audit record is not serialisable: {exc}") from None
+        if self.index is not None:
+            self.index.tally(self._size + self._pending_bytes, len(line), session, ts, statement)
+        self._queue(line, write_now)
+
+    def defer(
+        self, encode: Callable[..., tuple[bytes, str]], fields: tuple[Any, ...], session: str
+    ) -> None:
+        """``append_encoded(..., write_now=False)`` of an outcome record, timed now but
+        chained later: just before the next record is chained or the held-back lines are
+        written, so lines reach the file in the order of the calls, as with ``append``.
+
+        Why: chaining a record (its JSON, SHA-256 and timestamp) costs several times more
+        with the caches cold, as they are when a response has just been relayed, than right
+        before the next statement's record, which runs the same code. Raises
+        ``AuditUnavailable`` as ``append`` would."""
+        if self._broken is not None:
+            raise AuditUnavailable(self._broken, reason=self._broken_reason)
+        if self._fd < 0:
+            raise AuditUnavailable("the audit log is not open")
+        self._deferred.append((encode, fields, session, self._clock()))
+
+    def _chain_deferred(self) -> None:
+        deferred = self._deferred
+        self._deferred = []
+        chain, key, index = self._chain, self._key, self.index
+        for encode, fields, session, now in deferred:
+            ts = timestamp(now)
+            try:
+                line, chain.last_hash = encode(*fields, ts, chain.last_hash, key)
+            except (TypeError, ValueError, RecursionError) as exc:  # a bug: lose it, not the log
+                log.error("session %s: an outcome record was not serialisable: %s", session, exc)
+                continue
+            if index is not None:
+                index.tally(self._size + self._pending_bytes, len(line), session, ts, False)
+            self._pending.append(line)
+            self._pending_bytes += len(line)
+
+    def _ready(self) -> float:
+        """Before a record is chained: the time, after any rotation it calls for."""
+        if self._broken is not None:
+            raise AuditUnavailable(self._broken, reason=self._broken_reason)
+        if self._fd < 0:
+            raise AuditUnavailable("the audit log is not open")
+        if self._deferred:
+            self._chain_deferred()
+        now = self._clock()
+        if self._needs_rotation(now):
+            try:
+                self._write_pending()
+                self._leave_file()
+                self._rotate(previous=self._path)
+            except OSError as exc:
+                self._fail(exc)
+        return now
+
+    def _queue(self, line: bytes, write_now: bool) -> None:
         self._pending.append(line)
         self._pending_bytes += len(line)
         if write_now:
@@ -333,13 +410,15 @@ class AuditWriter:
 
     def flush(self) -> None:
         """Write the records held back. Raises ``AuditUnavailable``."""
-        if self._pending:
+        if self._pending or self._deferred:
             try:
                 self._write_pending()
             except OSError as exc:
                 self._fail(exc)
 
     def _write_pending(self) -> None:
+        if self._deferred:
+            self._chain_deferred()
         if not self._pending:
             return
         data = b"".join(self._pending)
@@ -353,6 +432,7 @@ class AuditWriter:
         # the file itself).
         self._pending.clear()
         self._pending_bytes = 0
+        self._deferred = []
         self._broken = f"cannot write the audit log {self._path}: {exc.strerror or exc}"
         self._broken_reason = f"cannot write the audit log: {exc.strerror or exc}"
         raise AuditUnavailable(self._broken, reason=self._broken_reason) from None

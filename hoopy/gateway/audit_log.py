@@ -107,18 +107,55 @@ class AuditLog:
         try:
             self.writer.append(record)
         except AuditUnavailable:
-            now = time.monotonic()
-            if now - self._last_reopen < self.settings.reopen_interval:
+            if not self._reopened():
                 raise
-            self._last_reopen = now
-            self.writer.close(checkpoint=False)
-            self.writer.open()
             self.writer.append(record)
         self._written += 1
+
+    def write_encoded(
+        self, encode: Callable[..., tuple[bytes, str]], fields: tuple[Any, ...], session: str
+    ) -> None:
+        """``write`` for a statement record given as ``encode`` and its fields
+        (``AuditWriter.append_encoded``)."""
+        writer = self.writer
+        try:
+            writer.append_encoded(encode, fields, session, statement=True)
+        except AuditUnavailable:
+            if not self._reopened():
+                raise
+            writer.append_encoded(encode, fields, session, statement=True)
+        self._written += 1
+
+    def defer(
+        self, encode: Callable[..., tuple[bytes, str]], fields: tuple[Any, ...], session: str
+    ) -> None:
+        """``write_later`` for an outcome record given as ``encode`` and its fields: chained
+        with the next record (``AuditWriter.defer``). Raises ``AuditUnavailable``."""
+        self.writer.defer(encode, fields, session)
+        self._written += 1
+
+    def _reopened(self) -> bool:
+        """After a failed write: reopen the writer, at most once per ``reopen_interval``
+        (False when it is too soon). Raises ``AuditUnavailable`` when it cannot."""
+        now = time.monotonic()
+        if now - self._last_reopen < self.settings.reopen_interval:
+            return False
+        self._last_reopen = now
+        self.writer.close(checkpoint=False)
+        self.writer.open()
+        return True
 
     async def write_durable(self, record: Mapping[str, Any]) -> None:
         """Append, and in strict mode wait until it is on disk (group commit)."""
         self.write(record)
+        if self.strict:
+            await self._sync_through(self._written)
+
+    async def write_durable_encoded(
+        self, encode: Callable[..., tuple[bytes, str]], fields: tuple[Any, ...], session: str
+    ) -> None:
+        """``write_durable`` for a statement record given as ``encode`` and its fields."""
+        self.write_encoded(encode, fields, session)
         if self.strict:
             await self._sync_through(self._written)
 

@@ -382,14 +382,14 @@ async def _run_step(
         if step.command == "COM_STMT_CLOSE":
             ids.pop(int(step.statement["statement_id"]), None)
         return StepResult(step.seq, None)
-    started = time.monotonic()
+    started = time.monotonic_ns()
     masking = state.masking
     if masking is not None and step.command in _MASKED_COMMANDS:
         summary, digest, masked = await _masked_request(connection, step, payload, state)
     else:
         summary, digest = await connection.request(payload)
         masked = None
-    outcome = events.outcome("replay", step.seq, summary, time.monotonic() - started)
+    outcome = events.outcome("replay", step.seq, summary, (time.monotonic_ns() - started) // 1000)
     if digest is not None:
         outcome["digest"] = digest
     if masked is not None:

@@ -24,9 +24,10 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from typing import Any
 
-from hoopy.audit import events
+from hoopy.audit import _canon, events
 from hoopy.audit.redact import (
     CREDENTIAL,
     RedactedStatement,
@@ -55,6 +56,7 @@ from hoopy.wire.response import (
     COM_STMT_PREPARE,
     COM_STMT_RESET,
     COM_STMT_SEND_LONG_DATA,
+    COMMAND_NAMES,
     ResponseSummary,
 )
 
@@ -97,7 +99,8 @@ class SessionAudit:
         self.commands = commands if commands is not None else SessionCommands(capabilities)
         self._hide_error = False  # the current statement's error may quote redacted text
         self._detectors = detectors_named(settings.redact)  # validated when the config loaded
-        self._started = 0.0
+        self._started = 0  # time.monotonic_ns() when the current statement was forwarded
+        self._json = _Texts(session)
 
     # --- records ---------------------------------------------------------------------------
 
@@ -161,10 +164,23 @@ class SessionAudit:
         ``build`` made already (an approval showed it); ``approval``: the approval's id.
 
         Raises ``AuditUnavailable`` (the caller refuses the statement)."""
-        if record is None:
+        if record is None and approval is None and len(payload) < offload.OFF_LOOP_BYTES:
+            # The hot path: no extra coroutine, and most records encoded without a dict.
+            try:
+                found = self._encoded(seq, principal, payload, command, verdict, rule)
+            except Exception as exc:  # a bug here must refuse the statement, not end it
+                raise _unbuildable(self.session, exc) from None
+            if isinstance(found, tuple):
+                await self.audit.write_durable_encoded(
+                    _canon.statement_line, found, self.session
+                )
+                self._started = time.monotonic_ns()
+                return
+            record = found
+        elif record is None:
             record = (
                 self._checked(seq, principal, payload, command, verdict, rule)
-                if len(payload) < offload.OFF_LOOP_BYTES  # the hot path: no extra coroutine
+                if len(payload) < offload.OFF_LOOP_BYTES
                 else await self.build(
                     seq, principal, payload, command=command, verdict=verdict, rule=rule
                 )
@@ -174,7 +190,7 @@ class SessionAudit:
         if approval is not None:
             record["approval"] = approval
         await self.audit.write_durable(record)
-        self._started = time.monotonic()
+        self._started = time.monotonic_ns()
 
     async def _build(
         self, seq: int, principal: Principal, payload: bytes, **options: Any
@@ -218,7 +234,7 @@ class SessionAudit:
         # The client got exactly this error, and nothing else: the outcome of a response
         # that is one ERR packet.
         answer = ResponseSummary(error=ErrPacket(kind.code, kind.sqlstate, message))
-        self._best_effort(events.outcome(self.session, seq, answer, 0.0))
+        self._best_effort(events.outcome(self.session, seq, answer, 0))
 
     def changed_user(self, seq: int, principal: Principal) -> None:
         """COM_CHANGE_USER succeeded: the session now acts for ``principal``."""
@@ -227,7 +243,7 @@ class SessionAudit:
                 "kind": "outcome",
                 "session": self.session,
                 "seq": seq,
-                "duration_ms": round((time.monotonic() - self._started) * 1000, 3),
+                "duration_ms": (time.monotonic_ns() - self._started) // 1000 / 1000,
                 "principal": events.principal_fields(principal),
             }
         )
@@ -237,7 +253,32 @@ class SessionAudit:
 
     def after(self, seq: int, command: int, summary: ResponseSummary, digest: Any) -> None:
         """The outcome record (held back until the next write)."""
-        duration = time.monotonic() - self._started
+        duration = (time.monotonic_ns() - self._started) // 1000  # us
+        results = summary.results
+        if (
+            len(results) == 1
+            and summary.error is None
+            and summary.prepared is None
+            and not summary.masked
+        ):  # nearly every response: encoded without a dict
+            only = results[0]
+            fields = (
+                self._json.session,
+                seq,
+                duration,
+                only.rows,
+                only.affected_rows,
+                only.last_insert_id,
+                only.warnings,
+                digest.hexdigest()
+                if digest is not None and only.columns and command != COM_STMT_PREPARE
+                else None,
+            )
+            try:
+                self.audit.defer(_canon.outcome_line, fields, self.session)
+            except AuditUnavailable as exc:
+                _outcome_lost(self.session, seq, exc)
+            return
         record = events.outcome(self.session, seq, summary, duration)
         if digest is not None and has_rows(command, summary):
             record["digest"] = digest.hexdigest()
@@ -247,12 +288,117 @@ class SessionAudit:
         try:
             self.audit.write_later(record)
         except AuditUnavailable as exc:
-            # The statement ran; the next one is refused while the log stays unwritable.
-            log.error(
-                "session %s: outcome of statement %d not recorded: %s", self.session, seq, exc
-            )
+            _outcome_lost(self.session, seq, exc)
 
     # --- building the statement record ------------------------------------------------------
+
+    def _encoded(
+        self,
+        seq: int,
+        principal: Principal,
+        payload: bytes,
+        decoded: ClientCommand | None,
+        verdict: str,
+        rule: str | None,
+    ) -> tuple[Any, ...] | dict[str, Any]:
+        """The statement's record as the fields of ``_canon.statement_line`` when it is a
+        query or an execute of the usual shape (nearly all), else as a dict (``_statement``).
+        The same record either way: tests/gateway/test_session_audit_encoded.py."""
+        command = payload[0]
+        if command != COM_QUERY and command != COM_STMT_EXECUTE:
+            return self._statement(
+                seq, principal, payload, verdict=verdict, rule=rule, decoded=decoded
+            )
+        if decoded is None:
+            decoded = self.commands.decode(payload)
+        texts = self._json
+        if command == COM_QUERY:
+            attributes, sql = self._query(decoded)
+            redacted: list[str] = []
+            text = self._sql(sql, redacted)
+            if attributes or text.truncated:
+                record = events.statement(
+                    self.session, seq, principal, command, verdict=verdict, rule=rule
+                )
+                return self._query_record(record, attributes, sql, text, redacted)
+            self._hide_error = bool(redacted) or "<redacted:" in text.sql
+            return (
+                _QUERY_JSON,
+                texts.principal(principal),
+                texts.session,
+                seq,
+                text.sql,
+                _word(verdict),
+                "null" if rule is None else encode_basestring(rule),
+                None,
+                -1,
+                0,
+                sorted(set(redacted)) if redacted else None,
+            )
+        statement = decoded.prepared
+        if len(payload) < 5 or statement is None:
+            return self._statement(
+                seq, principal, payload, verdict=verdict, rule=rule, decoded=decoded
+            )
+        recorded = _recorded(statement)
+        if recorded.sql is None or recorded.cut_from is not None:
+            return self._statement(
+                seq, principal, payload, verdict=verdict, rule=rule, decoded=decoded
+            )
+        try:
+            request = decode_execute(
+                payload,
+                statement.num_params,
+                statement.types,
+                statement.long_data,
+                capabilities=self.capabilities,
+            )
+        except ProtocolError:  # recorded by the general path (it decodes it again)
+            return self._statement(
+                seq, principal, payload, verdict=verdict, rule=rule, decoded=decoded
+            )
+        self.commands.executed(decoded, list(request.types))
+        decoded.params = request.params
+        redacted = []
+        params = (
+            self._params(request.params, redacted, secret=recorded.credential)
+            if request.params
+            else None
+        )
+        self._hide_error = bool(redacted) or "<redacted:" in recorded.sql
+        return (
+            _EXECUTE_JSON,
+            texts.principal(principal),
+            texts.session,
+            seq,
+            recorded.sql,
+            _word(verdict),
+            "null" if rule is None else encode_basestring(rule),
+            params,
+            decoded.statement_id,
+            request.flags,
+            sorted(set(redacted)) if redacted else None,
+        )
+
+    def _query_record(
+        self,
+        record: dict[str, Any],
+        attributes: tuple[Param, ...],
+        sql: bytes,
+        text: RedactedStatement,
+        redacted: list[str],
+    ) -> dict[str, Any]:
+        _set_sql(record, text, len(sql))
+        if attributes:
+            record["attributes"] = self._params(attributes, redacted)
+        return self._finished(record, redacted)
+
+    def _finished(self, record: dict[str, Any], redacted: list[str]) -> dict[str, Any]:
+        if redacted:
+            record["redacted"] = sorted(set(redacted))
+        # An error about a statement with redacted text or values may quote them.
+        self._hide_error = bool(redacted) or "<redacted:" in record.get("sql", "")
+        return record
 
     def _statement(
         self,
@@ -271,10 +417,8 @@ class SessionAudit:
         redacted: list[str] = []
         if command == COM_QUERY:
             attributes, sql = self._query(decoded)
-            _set_sql(record, self._sql(sql, redacted), len(sql))
-            if attributes:
-                record["attributes"] = self._params(attributes, redacted)
-        elif command == COM_STMT_PREPARE:
+            return self._query_record(record, attributes, sql, self._sql(sql, redacted), redacted)
+        if command == COM_STMT_PREPARE:
             text = decoded.sql()
             assert text is not None
             prepared = self._sql(text, redacted)
@@ -299,11 +443,7 @@ class SessionAudit:
             argument = events.argument(command, payload)
             if argument is not None:
                 record["argument"] = argument
-        if redacted:
-            record["redacted"] = sorted(set(redacted))
-        # An error about a statement with redacted text or values may quote them.
-        self._hide_error = bool(redacted) or "<redacted:" in record.get("sql", "")
-        return record
+        return self._finished(record, redacted)
 
     def _query(self, command: ClientCommand) -> tuple[tuple[Param, ...], bytes]:
         try:
@@ -389,6 +529,44 @@ class SessionAudit:
             self.audit.write(record)
         except AuditUnavailable as exc:
             log.error("session %s: %s record not written: %s", self.session, record["kind"], exc)
+
+
+_QUERY_JSON = encode_basestring(COMMAND_NAMES[COM_QUERY])
+_EXECUTE_JSON = encode_basestring(COMMAND_NAMES[COM_STMT_EXECUTE])
+_WORDS: dict[str, str] = {}
+
+
+def _word(word: str) -> str:
+    """A verdict as JSON text (a few words, encoded once)."""
+    text = _WORDS.get(word)
+    if text is None:
+        text = encode_basestring(word)
+        if len(_WORDS) < 64:
+            _WORDS[word] = text
+    return text
+
+
+class _Texts:
+    """The JSON text of what every record of a session repeats, encoded once."""
+
+    __slots__ = ("_principal", "_principal_json", "session")
+
+    def __init__(self, session: str) -> None:
+        self.session = encode_basestring(session)
+        self._principal: Principal | None = None
+        self._principal_json = ""
+
+    def principal(self, principal: Principal) -> str:
+        """The principal's name (it changes only with COM_CHANGE_USER)."""
+        if principal is not self._principal:
+            self._principal = principal
+            self._principal_json = encode_basestring(principal.name)
+        return self._principal_json
+
+
+def _outcome_lost(session: str, seq: int, exc: AuditUnavailable) -> None:
+    # The statement ran; the next one is refused while the log stays unwritable.
+    log.error("session %s: outcome of statement %d not recorded: %s", session, seq, exc)
 
 
 def _unbuildable(session: str, exc: Exception) -> AuditUnavailable:

@@ -198,3 +198,180 @@ def test_records_of_a_shape_seen_before_encode_the_same(
         assert got[0] == want[0]
         if got[0] == "ok":
             assert got[1][0] == want[1]
+
+
+# --- statement_line and outcome_line: the records events builds, encoded from their fields --
+
+texts = st.text() | st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=12)
+hashes = st.just("") | st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)
+keys = st.none() | st.binary(min_size=1, max_size=40)
+counts = st.integers(min_value=0, max_value=2**64 - 1)
+stamps = st.just("2026-12-03T12:00:00.000001Z") | texts
+params = st.lists(st.dictionaries(st.sampled_from(["type", "value", "hex", "é"]), scalars))
+
+
+def _json(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+@pytest.mark.parametrize("module", BUILDS, ids=lambda m: m.__name__)
+@given(
+    command=st.sampled_from(["COM_QUERY", "COM_STMT_EXECUTE"]) | texts,
+    principal=texts,
+    session=texts,
+    seq=counts,
+    sql=texts,
+    verdict=st.sampled_from(["allow", "log", "approved"]) | texts,
+    rule=st.none() | texts,
+    params=st.none() | params,
+    statement_id=st.integers(min_value=-1, max_value=2**32 - 1),
+    cursor=st.integers(min_value=0, max_value=255),
+    redacted=st.none() | st.lists(texts, max_size=3),
+    ts=stamps,
+    prev=hashes,
+    key=keys,
+)
+@settings(max_examples=200)
+def test_statement_line_is_the_generic_line(
+    module: Any,
+    command: str,
+    principal: str,
+    session: str,
+    seq: int,
+    sql: str,
+    verdict: str,
+    rule: str | None,
+    params: list[Any] | None,
+    statement_id: int,
+    cursor: int,
+    redacted: list[str] | None,
+    ts: str,
+    prev: str,
+    key: bytes | None,
+) -> None:
+    record: dict[str, Any] = {
+        "kind": "statement",
+        "session": session,
+        "seq": seq,
+        "principal": principal,
+        "command": command,
+        "verdict": verdict,
+        "rule": rule,
+        "sql": sql,
+    }
+    if params:
+        record["params"] = params
+    if statement_id >= 0:
+        record["statement_id"] = statement_id
+    if cursor:
+        record["cursor"] = cursor
+    if redacted:
+        record["redacted"] = redacted
+    got = outcome(
+        module.statement_line,
+        _json(command),
+        _json(principal),
+        _json(session),
+        seq,
+        sql,
+        _json(verdict),
+        "null" if rule is None else _json(rule),
+        params,
+        statement_id,
+        cursor,
+        redacted,
+        ts,
+        prev,
+        key,
+    )
+    want = outcome(generic_line, record, ts, prev, key)
+    assert got[0] == want[0]
+    if got[0] == "ok":
+        line, digest = got[1]
+        assert line == want[1]
+        parsed = json.loads(line)
+        assert parsed["hash"] == digest
+        assert check_record(parsed, prev, key) is None
+
+
+@pytest.mark.parametrize("module", BUILDS, ids=lambda m: m.__name__)
+@given(
+    us=st.integers(min_value=0, max_value=10**6)
+    | st.integers(min_value=0, max_value=10**16)
+    | st.integers(min_value=-(10**20), max_value=10**20)
+    | st.sampled_from([0, 1, 10, 100, 999, 1000, 1001, 1010, 1100, 10**15 - 1, 10**15])
+)
+@settings(max_examples=500)
+def test_milliseconds_is_the_repr_of_the_float(module: Any, us: int) -> None:
+    assert module.milliseconds(us) == float.__repr__(us / 1000)
+
+
+@pytest.mark.parametrize("module", BUILDS, ids=lambda m: m.__name__)
+def test_milliseconds_near_every_rounding(module: Any) -> None:
+    for us in [*range(0, 3001), *range(10**12 - 1500, 10**12 + 1500)]:
+        assert module.milliseconds(us) == float.__repr__(us / 1000), us
+
+
+@pytest.mark.parametrize("module", BUILDS, ids=lambda m: m.__name__)
+@given(
+    session=texts,
+    seq=counts,
+    duration=st.integers(min_value=0, max_value=10**13) | st.integers(),
+    rows=counts,
+    affected=counts,
+    insert_id=counts,
+    warnings=st.integers(min_value=0, max_value=65535),
+    digest=st.none() | hashes,
+    ts=stamps,
+    prev=hashes,
+    key=keys,
+)
+@settings(max_examples=200)
+def test_outcome_line_is_the_generic_line(
+    module: Any,
+    session: str,
+    seq: int,
+    duration: int,
+    rows: int,
+    affected: int,
+    insert_id: int,
+    warnings: int,
+    digest: str | None,
+    ts: str,
+    prev: str,
+    key: bytes | None,
+) -> None:
+    record: dict[str, Any] = {
+        "kind": "outcome",
+        "session": session,
+        "seq": seq,
+        "duration_ms": duration / 1000,
+        "rows": rows,
+        "affected_rows": affected,
+        "last_insert_id": insert_id,
+        "warnings": warnings,
+        "results": 1,
+    }
+    if digest is not None:
+        record["digest"] = digest
+    got = outcome(
+        module.outcome_line,
+        _json(session),
+        seq,
+        duration,
+        rows,
+        affected,
+        insert_id,
+        warnings,
+        digest,
+        ts,
+        prev,
+        key,
+    )
+    want = outcome(generic_line, record, ts, prev, key)
+    assert got[0] == want[0]
+    if got[0] == "ok":
+        line, chained = got[1]
+        assert line == want[1]
+        assert check_record(json.loads(line), prev, key) is None
+        assert json.loads(line)["hash"] == chained

@@ -6,15 +6,18 @@ import hashlib
 import json
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hoopy.audit import _canon
+from hoopy.audit.index import IndexKeeper, file_index
 from hoopy.audit.reader import verify
 from hoopy.audit.records import GENESIS, check_record
-from hoopy.audit.writer import AuditUnavailable, AuditWriter
+from hoopy.audit.writer import AuditUnavailable, AuditWriter, timestamp
 
 DAY = 86400.0
 T0 = 1_795_000_000.0  # 2026-11-18
@@ -269,6 +272,100 @@ def test_held_back_records_keep_chain_order_and_reach_the_file(tmp_path: Path) -
     assert_chain(tmp_path)
 
 
+def _outcome(writer: AuditWriter, session: str, seq: int, rows: int = 1) -> None:
+    """An outcome as the gateway holds it back: unchained until the next record."""
+    writer.defer(_canon.outcome_line, (json.dumps(session), seq, 1500, rows, 0, 0, 0, None), session)
+
+
+@given(
+    steps=st.lists(
+        st.sampled_from(["statement", "encoded", "outcome", "later", "flush", "index", "tick"]),
+        max_size=25,
+    ),
+    rotate=st.sampled_from([400, 1200, 1 << 30]),
+)
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_deferred_outcomes_keep_the_order_of_the_calls(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[str], rotate: int
+) -> None:
+    """Held-back outcomes (``defer``) reach the file exactly where ``append(write_now=False)``
+    would have put them: the file's order is the order of the calls, whatever comes after
+    (another record, a flush, an index record, rotation), each with its own time, and the
+    session index counts them."""
+    directory = tmp_path_factory.mktemp("audit")
+    clock = Clock()
+    writer = AuditWriter(directory, rotate_bytes=rotate, clock=clock, index=IndexKeeper())
+    writer.open()
+    expected: list[tuple[str, int, str]] = []
+    for seq, step in enumerate(steps):
+        clock.now += 0.25
+        ts = timestamp(clock.now)
+        if step == "statement":
+            writer.append({"kind": "statement", "session": "s", "seq": seq})
+        elif step == "encoded":
+            fields = ('"COM_QUERY"', '"p"', '"s"', seq, "SELECT 1", '"allow"', "null")
+            writer.append_encoded(
+                _canon.statement_line, (*fields, None, -1, 0, None), "s", statement=True
+            )
+            step = "statement"
+        elif step == "outcome":
+            _outcome(writer, "s", seq)
+        elif step == "later":
+            writer.append({"kind": "outcome", "session": "s", "seq": seq}, write_now=False)
+            step = "outcome"
+        elif step == "flush":
+            writer.flush()
+            continue
+        elif step == "index":
+            writer.bind_index()
+            continue
+        else:
+            clock.now += 86400  # a new day: the next record rotates
+            continue
+        expected.append((step, seq, ts))
+    writer.close()
+    got = [
+        (str(r["kind"]), int(r["seq"]), str(r["ts"]))  # type: ignore[call-overload]
+        for r in records(directory)
+        if r["kind"] in ("statement", "outcome")
+    ]
+    assert got == expected
+    assert_chain(directory)
+    spans = [span for index in map(file_index, sorted(directory.glob("audit-*.jsonl")))
+             for span in index.sessions.values()]
+    assert sum(s.records for s in spans) == len(expected)
+    assert sum(s.statements for s in spans) == sum(1 for k, _, _ in expected if k == "statement")
+
+
+def test_a_deferred_outcome_is_written_with_the_next_statement_and_lost_with_a_failure(
+    tmp_path: Path,
+) -> None:
+    writer = AuditWriter(tmp_path, clock=Clock())
+    writer.open()
+    writer.append({"kind": "statement", "session": "s", "seq": 1})
+    _outcome(writer, "s", 1)
+    (path,) = tmp_path.glob("audit-*.jsonl")
+    assert b'"outcome"' not in path.read_bytes()  # held back, as append(write_now=False)
+    writer.append({"kind": "statement", "session": "s", "seq": 2})
+    assert [r["kind"] for r in records(tmp_path)][-2:] == ["outcome", "statement"]
+    _outcome(writer, "s", 2)
+    os.close(writer._fd)  # the disk goes away under the writer
+    writer._fd = os.open(os.devnull, os.O_RDONLY)
+    with pytest.raises(AuditUnavailable):
+        writer.append({"kind": "statement", "session": "s", "seq": 3})
+    with pytest.raises(AuditUnavailable):  # broken until reopened, as for append
+        _outcome(writer, "s", 3)
+    writer.close(checkpoint=False)
+    writer = AuditWriter(tmp_path, clock=Clock())
+    writer.open()  # recovers from the file: the held-back outcome went with the failure
+    writer.append({"kind": "statement", "session": "s", "seq": 4})
+    writer.close()
+    assert [(r["kind"], r.get("seq")) for r in records(tmp_path) if r["kind"] != "file_start"][
+        -3:
+    ] == [("outcome", 1), ("statement", 2), ("statement", 4)]
+    assert_chain(tmp_path)
+
+
 @given(st.floats(min_value=0, max_value=4_000_000_000, allow_nan=False))
 def test_timestamps_are_rfc3339_utc_to_the_microsecond(now: float) -> None:
     from datetime import UTC, datetime
@@ -278,6 +375,10 @@ def test_timestamps_are_rfc3339_utc_to_the_microsecond(now: float) -> None:
     text = timestamp(now)
     parsed = datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
     assert abs(parsed - now) < 2e-6
+    # Exactly the text of the format spec it replaced (microseconds cut, zero-padded).
+    second = int(now)
+    micros = int((now - second) * 1_000_000)
+    assert text == time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)) + f".{micros:06d}Z"
 
 
 # --- the file being written is deleted or moved -------------------------------------------
