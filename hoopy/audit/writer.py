@@ -269,20 +269,26 @@ class AuditWriter:
         day = datetime.strptime(path.name[len(FILE_PREFIX) : len(FILE_PREFIX) + 8], "%Y%m%d")
         self._day_ends = day.replace(tzinfo=UTC).timestamp() + 86400.0
 
-    def _rotate(self, previous: Path | None, *, gap: dict[str, Any] | None = None) -> None:
-        now = self._clock()
+    def _rotate(
+        self, previous: Path | None, *, gap: dict[str, Any] | None = None, now: float | None = None
+    ) -> None:
+        """``now``: the time of the record that calls for the new file (default: the clock)."""
+        if now is None:
+            now = self._clock()
         sequence = _sequence(previous.name) + 1 if previous is not None else 0
         name = audit_file_name(now, sequence)
         if previous is not None and name < previous.name:
             # The clock went back: keep name order equal to write order.
             name = audit_file_name(_stamp_time(previous.name), sequence)
         self._open_file(self.directory / name, create=True)
-        self._write_file_start(previous, gap=gap)
+        self._write_file_start(previous, gap=gap, now=now)
 
-    def _write_file_start(self, previous: Path | None, *, gap: dict[str, Any] | None) -> None:
+    def _write_file_start(
+        self, previous: Path | None, *, gap: dict[str, Any] | None, now: float | None = None
+    ) -> None:
         record: dict[str, Any] = {
             "kind": "file_start",
-            "ts": timestamp(self._clock()),
+            "ts": timestamp(self._clock() if now is None else now),
             "previous_file": previous.name if previous is not None else None,
             "host": socket.gethostname(),
             "pid": os.getpid(),
@@ -368,15 +374,23 @@ class AuditWriter:
             raise AuditUnavailable("the audit log is not open")
         self._deferred.append((encode, fields, session, self._clock()))
 
-    def _chain_deferred(self) -> None:
+    def _chain_deferred(self, *, rotate: bool = True) -> None:
+        """Chain the held-back records, each as ``append`` would have at its own time: after
+        the rotation that time, or the file's size, called for (``rotate``). Raises OSError
+        (rotation)."""
         deferred = self._deferred
         self._deferred = []
         chain, key, index = self._chain, self._key, self.index
         for encode, fields, session, now in deferred:
+            if rotate and self._needs_rotation(now):
+                self._write_chained()
+                self._leave_file(now)
+                self._rotate(previous=self._path, now=now)
+                index = self.index
             ts = timestamp(now)
             try:
                 line, chain.last_hash = encode(*fields, ts, chain.last_hash, key)
-            except (TypeError, ValueError, RecursionError) as exc:  # a bug: lose it, not the log
+            except Exception as exc:  # a bug: lose the outcome, not the log or the session
                 log.error("session %s: an outcome record was not serialisable: %s", session, exc)
                 continue
             if index is not None:
@@ -390,16 +404,16 @@ class AuditWriter:
             raise AuditUnavailable(self._broken, reason=self._broken_reason)
         if self._fd < 0:
             raise AuditUnavailable("the audit log is not open")
-        if self._deferred:
-            self._chain_deferred()
-        now = self._clock()
-        if self._needs_rotation(now):
-            try:
-                self._write_pending()
-                self._leave_file()
-                self._rotate(previous=self._path)
-            except OSError as exc:
-                self._fail(exc)
+        try:
+            if self._deferred:
+                self._chain_deferred()
+            now = self._clock()
+            if self._needs_rotation(now):
+                self._write_chained()
+                self._leave_file(now)
+                self._rotate(previous=self._path, now=now)
+        except OSError as exc:
+            self._fail(exc)
         return now
 
     def _queue(self, line: bytes, write_now: bool) -> None:
@@ -417,8 +431,12 @@ class AuditWriter:
                 self._fail(exc)
 
     def _write_pending(self) -> None:
+        """Write the held-back records, chaining the deferred ones first. Raises OSError."""
         if self._deferred:
             self._chain_deferred()
+        self._write_chained()
+
+    def _write_chained(self) -> None:
         if not self._pending:
             return
         data = b"".join(self._pending)
@@ -468,7 +486,7 @@ class AuditWriter:
         if data is not None and self.index is not None:
             self.index.save(data)
 
-    def _bind_index_now(self) -> bytes | None:
+    def _bind_index_now(self, now: float | None = None) -> bytes | None:
         """Write the index record (after the pending lines); the sidecar bytes it binds.
         Raises OSError."""
         keeper = self.index
@@ -481,7 +499,7 @@ class AuditWriter:
         self._write_record(
             {
                 "kind": INDEX_RECORD,
-                "ts": timestamp(self._clock()),
+                "ts": timestamp(self._clock() if now is None else now),
                 "covers": current.size,
                 "sha256": sidecar_digest(data),
             }
@@ -489,10 +507,10 @@ class AuditWriter:
         self._bound_size = self._size
         return data
 
-    def _leave_file(self) -> None:
+    def _leave_file(self, now: float | None = None) -> None:
         """Before rotation: bind and save the index of the file being left. Raises OSError
         for the index record; a sidecar that cannot be saved only slows lookups."""
-        data = self._bind_index_now()
+        data = self._bind_index_now(now)
         if data is not None and self.index is not None:
             with contextlib.suppress(OSError):
                 self.index.save(data)
@@ -515,7 +533,9 @@ class AuditWriter:
         if lost is None or self._fd < 0:
             return
         try:
-            self._write_pending()  # chained already: they are part of what was lost
+            # Chained (the deferred ones now, here): they are part of what was lost.
+            self._chain_deferred(rotate=False)
+            self._write_chained()
             gap = {
                 "kind": FILE_LOST,
                 "file": lost.name,

@@ -194,3 +194,31 @@ def test_encoded_records_are_the_general_path_records(
         written = _records(Path(tmp) / "fast")
         assert len(written) >= 2 * len(prelude)
         assert written == _records(Path(tmp) / "general")
+
+
+class _Clock:
+    def __init__(self, *readings: int) -> None:
+        self.readings = list(readings)
+
+    def monotonic_ns(self) -> int:
+        return self.readings.pop(0)
+
+
+def test_durations_are_recorded_in_milliseconds_from_forwarding_to_the_end(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Both paths record the same ``duration_ms``: microseconds of the monotonic clock in
+    milliseconds (a unit slip in the encoded path would be a factor of 1000)."""
+    from hoopy.gateway import session_audit
+
+    audit = _audit(tmp_path, 0)
+    one = ResponseSummary(results=[ResultInfo(columns=1, rows=1)])  # encoded
+    two = ResponseSummary(results=[ResultInfo(columns=1, rows=1), ResultInfo()])  # a dict
+    for seq, summary in ((1, one), (2, two)):
+        start = 7_000_000_000 * seq
+        monkeypatch.setattr(session_audit, "time", _Clock(start, start + 2_345_678))
+        trio.run(lambda: audit.before(seq, PRINCIPALS[0], b"\x03SELECT 1"))  # noqa: B023
+        audit.after(seq, 0x03, summary, hashlib.sha256())
+    trio.run(audit.audit.close)
+    lines = [json.loads(x) for f in tmp_path.glob("audit-*.jsonl") for x in f.read_text().split("\n") if x]
+    assert [r["duration_ms"] for r in lines if r["kind"] == "outcome"] == [2.345, 2.345]
