@@ -391,7 +391,8 @@ class AuditWriter:
             try:
                 line, chain.last_hash = encode(*fields, ts, chain.last_hash, key)
             except Exception as exc:  # a bug: lose the outcome, not the log or the session
-                log.error("session %s: an outcome record was not serialisable: %s", session, exc)
+                # The type only: a message could quote a value.
+                log.error("session %s: an outcome was lost (%s)", session, type(exc).__name__)
                 continue
             if index is not None:
                 index.tally(self._size + self._pending_bytes, len(line), session, ts, False)
