@@ -81,7 +81,7 @@ def main() -> None:
         try:
             for i, (tree, env) in enumerate(specs):
                 work = Path(tempfile.mkdtemp(prefix=f"hoopy-ab{i}-"))
-                label = " ".join([f"{i}:{tree.name or tree}", *env])
+                label = " ".join([f"{i}:{tree.name or tree}", *(f"{k}={v}" for k, v in env.items())])
                 gateways[label] = HoopyProcess(
                     hoopy_config(db, work, audit, rules, "warning"),
                     workdir=work,
