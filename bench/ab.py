@@ -12,6 +12,9 @@ checkout, no audit, no rules) runs in the same rounds as the control. Every roun
 workload against every gateway, in an order that rotates from round to round. CPU per
 statement is the gateway process's utime + stime from ``/proc`` over sysbench's query count.
 
+``--tree PATH::NAME=VALUE::...`` runs that tree's hoopy with the environment given (an
+ablation switch in a scratch copy, say), so one tree can appear several times.
+
 This is how a change to the per-statement path is measured against the code it replaces
 (``bench.run`` measures one tree against direct and the relay).
 """
